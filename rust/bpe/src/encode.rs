@@ -1,24 +1,584 @@
-//! BPE over one pre-token piece. Owned by the encoder helper.
-#![allow(unused)]
+//! BPE over one pre-token piece: the speed-critical inner loop of encoding.
 //!
-//! INTERFACE:
-//! pub struct Bpe { .. }   // Send + Sync, no interior mutability
-//! impl Bpe {
-//!     /// Merge-list BPE (our trainer, Hugging Face): vocab[id] = bytes; merges[rank] = (left, right);
-//!     /// the result id is the id of bytes(left)+bytes(right) in vocab. All 256 single bytes must be
-//!     /// tokens. Errors: BpeError::InvalidArgument / Format with the offending merge.
-//!     pub fn from_merges(vocab: Vec<Vec<u8>>, merges: &[(u32, u32)]) -> Result<Self>;
-//!     /// tiktoken semantics: vocab[rank] = bytes (id = rank, gaps allowed as None); the pair merged
-//!     /// next is the one whose concatenation has the lowest rank; a piece that is itself a token is
-//!     /// emitted directly (exactly as tiktoken's encode does).
-//!     pub fn from_ranks(vocab: Vec<Option<Vec<u8>>>) -> Result<Self>;
-//!     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>);  // O(n log n) worst case
-//!     pub fn token_bytes(&self, id: u32) -> Option<&[u8]>;
-//!     pub fn token_id(&self, bytes: &[u8]) -> Option<u32>;
-//!     pub fn len(&self) -> usize;            // 1 + highest id
-//!     pub fn merges(&self) -> Vec<(u32, u32)>;   // rank order; derived for from_ranks
-//!     pub fn is_rank_based(&self) -> bool;
-//! }
-//! pub struct PieceCache { .. }  // bounded piece -> ids cache, one per thread
-//! impl PieceCache { pub fn new(capacity: usize) -> Self;
-//!     pub fn encode(&mut self, bpe: &Bpe, piece: &[u8], out: &mut Vec<u32>); }
+//! Both vocabulary kinds share one representation:
+//!
+//! * a **pair table** `(left id, right id) -> (rank, new id)` (an `FxHashMap<u64, u64>`; the value
+//!   packs `rank << 32 | new_id`, so comparing packed values compares ranks, and equal ranks always
+//!   mean the same result token);
+//! * a byte -> id table for the initial symbols;
+//! * a bytes -> id map for `token_id` and the whole-piece shortcut.
+//!
+//! **Merge-list BPE** (`from_merges`, our trainer and Hugging Face models) takes the pair table from
+//! the merge list (rank = index in the list). Encoding is HF tokenizers' `Word::merge_all` with
+//! `ignore_merges = false`: repeatedly apply the lowest-rank adjacent pair, leftmost first.
+//!
+//! **Rank BPE** (`from_ranks`, tiktoken): for every token `t` and every split of its bytes into two
+//! tokens `(l, r)`, the table holds `(l, r) -> (rank(t), t)`. That is exactly tiktoken's "rank of the
+//! concatenation", since the concatenation only depends on the bytes of `l` and `r`. A piece that is
+//! itself a token is emitted directly, as tiktoken's `encode` does.
+//!
+//! The whole-piece shortcut is also used for merge-list BPE, but only for tokens whose own bytes
+//! encode to themselves (computed once at construction), so it never changes a result.
+//!
+//! Pieces of up to [`SHORT_MAX`] bytes use an O(n^2) scan over two small stack arrays (like
+//! tiktoken's `byte_pair_merge`, caching each adjacent pair's packed rank and updating only the
+//! neighbours of a merge); longer pieces use a binary heap over a linked list with lazy
+//! invalidation, O(n log n), so a 1 MB run of spaces or digits never hangs. Both give identical
+//! results (tested).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustc_hash::FxHashMap;
+
+use crate::error::{BpeError, Result};
+
+/// Pieces up to this many bytes take the O(n^2) array path; longer ones the heap path.
+pub const SHORT_MAX: usize = 64;
+/// `PieceCache` only caches pieces up to this many bytes.
+pub const CACHE_MAX_PIECE: usize = 32;
+
+/// Packed value of "no such pair" (higher than any real `rank << 32 | id`).
+const NO_PAIR: u64 = u64::MAX;
+/// Flag in the bytes -> id map: this token may NOT be emitted for a piece equal to its bytes.
+const NOT_DIRECT: u32 = 1 << 31;
+/// Largest id we accept (the high bit is used as a flag).
+const MAX_ID: usize = (1 << 31) - 1;
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+#[inline(always)]
+fn pair_key(l: u32, r: u32) -> u64 {
+    ((l as u64) << 32) | r as u64
+}
+
+#[inline(always)]
+fn pack(rank: u32, id: u32) -> u64 {
+    ((rank as u64) << 32) | id as u64
+}
+
+/// A byte-level BPE model (immutable after construction; `Send + Sync`).
+#[derive(Clone)]
+pub struct Bpe {
+    /// id -> token bytes (`None` = unused id); no trailing `None`.
+    vocab: Vec<Option<Box<[u8]>>>,
+    /// bytes -> id, with [`NOT_DIRECT`] set on tokens the whole-piece shortcut must not emit.
+    ids: FxHashMap<Box<[u8]>, u32>,
+    byte_ids: [u32; 256],
+    /// `pair_key(l, r) -> pack(rank, new_id)`.
+    pairs: FxHashMap<u64, u64>,
+    /// The merge list as given (merge-list BPE only).
+    merges: Vec<(u32, u32)>,
+    rank_based: bool,
+    /// Longest token, in bytes (pieces longer than this skip the whole-piece lookup).
+    max_token_len: usize,
+    /// Identifies this model (and its clones) for [`PieceCache`].
+    instance: u64,
+}
+
+impl fmt::Debug for Bpe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bpe")
+            .field("len", &self.vocab.len())
+            .field("tokens", &self.ids.len())
+            .field("pairs", &self.pairs.len())
+            .field("rank_based", &self.rank_based)
+            .finish()
+    }
+}
+
+fn bad_vocab(value: String, reason: impl Into<String>) -> BpeError {
+    BpeError::InvalidArgument { name: "vocab", value, reason: reason.into() }
+}
+
+fn show_bytes(b: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(b))
+}
+
+impl Bpe {
+    /// Common part: trimmed vocab, bytes -> id map (all direct), byte table.
+    fn base(vocab: Vec<Option<Vec<u8>>>, rank_based: bool) -> Result<Self> {
+        let mut vocab: Vec<Option<Box<[u8]>>> =
+            vocab.into_iter().map(|t| t.map(Vec::into_boxed_slice)).collect();
+        while matches!(vocab.last(), Some(None)) {
+            vocab.pop();
+        }
+        if vocab.len() > MAX_ID {
+            return Err(bad_vocab(
+                format!("<{} ids>", vocab.len()),
+                format!("at most {MAX_ID} ids are supported"),
+            ));
+        }
+        let mut ids: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
+        ids.reserve(vocab.len());
+        let mut byte_ids = [u32::MAX; 256];
+        let mut max_token_len = 0;
+        for (id, tok) in vocab.iter().enumerate() {
+            let Some(tok) = tok else { continue };
+            let id = id as u32;
+            if tok.is_empty() {
+                return Err(bad_vocab(format!("id {id}"), "the empty string is not a valid token"));
+            }
+            if let Some(&other) = ids.get(&**tok) {
+                return Err(bad_vocab(
+                    format!("id {id}"),
+                    format!("token {} is also id {other}; token bytes must be unique", show_bytes(tok)),
+                ));
+            }
+            ids.insert(tok.clone(), id);
+            if tok.len() == 1 {
+                byte_ids[tok[0] as usize] = id;
+            }
+            max_token_len = max_token_len.max(tok.len());
+        }
+        if let Some(b) = byte_ids.iter().position(|&id| id == u32::MAX) {
+            return Err(bad_vocab(
+                format!("byte 0x{b:02x}"),
+                "all 256 single bytes must be tokens of a byte-level BPE vocabulary",
+            ));
+        }
+        Ok(Bpe {
+            vocab,
+            ids,
+            byte_ids,
+            pairs: FxHashMap::default(),
+            merges: Vec::new(),
+            rank_based,
+            max_token_len,
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Merge-list BPE (our trainer and Hugging Face BPE models). `vocab[id]` = token bytes (`None` =
+    /// unused id); `merges[rank] = (left id, right id)`, producing the id whose bytes are
+    /// `bytes(left) + bytes(right)` (it must be in `vocab`). All 256 single bytes must be tokens.
+    /// A pair listed twice keeps its last rank (as HF's merge map does).
+    pub fn from_merges(vocab: Vec<Option<Vec<u8>>>, merges: &[(u32, u32)]) -> Result<Self> {
+        let mut bpe = Self::base(vocab, false)?;
+        bpe.pairs.reserve(merges.len());
+        let mut buf = Vec::new();
+        for (rank, &(l, r)) in merges.iter().enumerate() {
+            let bad = |reason: String| BpeError::InvalidArgument {
+                name: "merges",
+                value: format!("merges[{rank}] = ({l}, {r})"),
+                reason,
+            };
+            let (Some(lb), Some(rb)) = (bpe.token_bytes(l), bpe.token_bytes(r)) else {
+                return Err(bad(format!(
+                    "an id of the pair is not a token of the vocabulary ({} ids)",
+                    bpe.vocab.len()
+                )));
+            };
+            if rank > MAX_ID {
+                return Err(bad(format!("at most {MAX_ID} merges are supported")));
+            }
+            buf.clear();
+            buf.extend_from_slice(lb);
+            buf.extend_from_slice(rb);
+            let Some(new) = bpe.token_id(&buf) else {
+                return Err(bad(format!(
+                    "the merged token {} ({} + {}) is not in the vocabulary",
+                    show_bytes(&buf),
+                    show_bytes(lb),
+                    show_bytes(rb)
+                )));
+            };
+            bpe.pairs.insert(pair_key(l, r), pack(rank as u32, new));
+        }
+        bpe.merges = merges.to_vec();
+        // The whole-piece shortcut may only emit tokens that BPE itself produces for their bytes.
+        let mut out = Vec::new();
+        let mut not_direct = Vec::new();
+        for (id, tok) in bpe.vocab.iter().enumerate() {
+            let Some(tok) = tok else { continue };
+            if tok.len() < 2 {
+                continue;
+            }
+            out.clear();
+            bpe.merge_piece(tok, &mut out);
+            if out.len() != 1 || out[0] != id as u32 {
+                not_direct.push(tok.clone());
+            }
+        }
+        for tok in not_direct {
+            if let Some(v) = bpe.ids.get_mut(&tok) {
+                *v |= NOT_DIRECT;
+            }
+        }
+        Ok(bpe)
+    }
+
+    /// tiktoken semantics: `vocab[rank]` = token bytes (id == rank; `None` = gap). Encoding equals
+    /// tiktoken's: a piece that is a token is emitted directly; otherwise the adjacent pair whose
+    /// concatenation has the lowest rank is merged, leftmost on ties, until no pair is a token.
+    pub fn from_ranks(vocab: Vec<Option<Vec<u8>>>) -> Result<Self> {
+        let mut bpe = Self::base(vocab, true)?;
+        let mut pairs: FxHashMap<u64, u64> = FxHashMap::default();
+        pairs.reserve(bpe.ids.len() * 3);
+        for (id, tok) in bpe.vocab.iter().enumerate() {
+            let Some(tok) = tok else { continue };
+            for k in 1..tok.len() {
+                let (Some(&l), Some(&r)) = (bpe.ids.get(&tok[..k]), bpe.ids.get(&tok[k..])) else {
+                    continue;
+                };
+                pairs.insert(pair_key(l, r), pack(id as u32, id as u32));
+            }
+        }
+        bpe.pairs = pairs;
+        Ok(bpe)
+    }
+
+    /// Appends the ids of one pre-token piece to `out`.
+    #[inline]
+    pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if !self.encode_direct(piece, out) {
+            self.merge_piece(piece, out);
+        }
+    }
+
+    /// Testing hook: the merge loop only (no whole-piece shortcut), forcing the O(n log n) heap
+    /// path (`long = true`, any length) or the O(n^2) array path (`long = false`, at most
+    /// [`SHORT_MAX`] bytes; longer pieces take the heap path anyway).
+    #[doc(hidden)]
+    pub fn merge_piece_with(&self, piece: &[u8], out: &mut Vec<u32>, long: bool) {
+        if piece.len() < 2 {
+            self.merge_piece(piece, out);
+        } else if long || piece.len() > SHORT_MAX {
+            self.merge_long(piece, out);
+        } else {
+            self.merge_short(piece, out);
+        }
+    }
+
+    /// Pieces of one byte and pieces that are tokens reachable as a whole: push and return true.
+    #[inline(always)]
+    fn encode_direct(&self, piece: &[u8], out: &mut Vec<u32>) -> bool {
+        match piece.len() {
+            0 => true,
+            1 => {
+                out.push(self.byte_ids[piece[0] as usize]);
+                true
+            }
+            n if n <= self.max_token_len => match self.ids.get(piece) {
+                Some(&v) if v & NOT_DIRECT == 0 => {
+                    out.push(v);
+                    true
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The merge loop without the whole-piece shortcut.
+    #[inline]
+    fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        match piece.len() {
+            0 => {}
+            1 => out.push(self.byte_ids[piece[0] as usize]),
+            2 => {
+                let (a, b) = (self.byte_ids[piece[0] as usize], self.byte_ids[piece[1] as usize]);
+                match self.pairs.get(&pair_key(a, b)) {
+                    Some(&p) => out.push(p as u32),
+                    None => out.extend_from_slice(&[a, b]),
+                }
+            }
+            n if n <= SHORT_MAX => self.merge_short(piece, out),
+            _ => self.merge_long(piece, out),
+        }
+    }
+
+    #[inline(always)]
+    fn pair(&self, l: u32, r: u32) -> u64 {
+        match self.pairs.get(&pair_key(l, r)) {
+            Some(&p) => p,
+            None => NO_PAIR,
+        }
+    }
+
+    /// O(n^2) merge over stack arrays; `2 <= piece.len() <= SHORT_MAX`.
+    fn merge_short(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let mut ids = [0u32; SHORT_MAX];
+        let mut ranks = [NO_PAIR; SHORT_MAX];
+        let mut n = piece.len();
+        for (slot, &b) in ids.iter_mut().zip(piece) {
+            *slot = self.byte_ids[b as usize];
+        }
+        for i in 0..n - 1 {
+            ranks[i] = self.pair(ids[i], ids[i + 1]);
+        }
+        // ranks[i] is the pair (ids[i], ids[i + 1]); ranks[n - 1] stays NO_PAIR.
+        loop {
+            let mut best = NO_PAIR;
+            let mut at = 0;
+            for (i, &r) in ranks[..n - 1].iter().enumerate() {
+                if r < best {
+                    best = r;
+                    at = i;
+                }
+            }
+            if best == NO_PAIR {
+                break;
+            }
+            ids[at] = best as u32;
+            ids.copy_within(at + 2..n, at + 1);
+            ranks.copy_within(at + 2..n, at + 1);
+            n -= 1;
+            ranks[n - 1] = NO_PAIR;
+            if at + 1 < n {
+                ranks[at] = self.pair(ids[at], ids[at + 1]);
+            } else {
+                ranks[at] = NO_PAIR;
+            }
+            if at > 0 {
+                ranks[at - 1] = self.pair(ids[at - 1], ids[at]);
+            }
+            if n == 1 {
+                break;
+            }
+        }
+        out.extend_from_slice(&ids[..n]);
+    }
+
+    /// O(n log n) merge: binary heap of (packed rank, position) over a linked list, with lazy
+    /// invalidation (an entry is live iff its node is alive and still has that packed rank).
+    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let n = piece.len();
+        const NIL: u32 = u32::MAX;
+        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        next[n - 1] = NIL;
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        prev[0] = NIL;
+        let mut cur = vec![NO_PAIR; n];
+        let mut heap_vec = Vec::with_capacity(n);
+        for i in 0..n - 1 {
+            let p = self.pair(ids[i], ids[i + 1]);
+            cur[i] = p;
+            if p != NO_PAIR {
+                heap_vec.push(Reverse((p, i as u32)));
+            }
+        }
+        let mut heap = BinaryHeap::from(heap_vec);
+        while let Some(Reverse((p, pos))) = heap.pop() {
+            let i = pos as usize;
+            if cur[i] != p {
+                continue; // stale (node merged away or its pair changed)
+            }
+            let j = next[i] as usize; // exists: cur[i] != NO_PAIR
+            ids[i] = p as u32;
+            // unlink j
+            let k = next[j];
+            next[i] = k;
+            if k != NIL {
+                prev[k as usize] = i as u32;
+            }
+            cur[j] = NO_PAIR;
+            cur[i] = if k != NIL { self.pair(ids[i], ids[k as usize]) } else { NO_PAIR };
+            if cur[i] != NO_PAIR {
+                heap.push(Reverse((cur[i], i as u32)));
+            }
+            let h = prev[i];
+            if h != NIL {
+                let h = h as usize;
+                cur[h] = self.pair(ids[h], ids[i]);
+                if cur[h] != NO_PAIR {
+                    heap.push(Reverse((cur[h], h as u32)));
+                }
+            }
+        }
+        let mut i = 0u32;
+        while i != NIL {
+            out.push(ids[i as usize]);
+            i = next[i as usize];
+        }
+    }
+
+    /// The reference merge loop that also reports the last merge applied (for `merges()` of rank
+    /// BPE); simple O(n^2) vectors, only used at derivation time.
+    fn merge_with_last(&self, piece: &[u8]) -> (Vec<u32>, Option<(u32, u32)>) {
+        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut last = None;
+        loop {
+            let mut best = NO_PAIR;
+            let mut at = 0;
+            for i in 0..ids.len().saturating_sub(1) {
+                let p = self.pair(ids[i], ids[i + 1]);
+                if p < best {
+                    best = p;
+                    at = i;
+                }
+            }
+            if best == NO_PAIR {
+                return (ids, last);
+            }
+            last = Some((ids[at], ids[at + 1]));
+            ids[at] = best as u32;
+            ids.remove(at + 1);
+        }
+    }
+
+    /// Bytes of token `id` (`None` for an unused or out-of-range id).
+    #[inline]
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.vocab.get(id as usize).and_then(|t| t.as_deref())
+    }
+
+    /// Id of the token with exactly these bytes.
+    #[inline]
+    pub fn token_id(&self, bytes: &[u8]) -> Option<u32> {
+        self.ids.get(bytes).map(|&v| v & !NOT_DIRECT)
+    }
+
+    /// 1 + the highest token id (0 for an empty model).
+    pub fn len(&self) -> usize {
+        self.vocab.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vocab.is_empty()
+    }
+
+    /// Number of tokens (ids in use).
+    pub fn num_tokens(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_rank_based(&self) -> bool {
+        self.rank_based
+    }
+
+    /// `(id, bytes)` of every token, in id order.
+    pub fn vocab(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
+        self.vocab.iter().enumerate().filter_map(|(id, t)| t.as_deref().map(|t| (id as u32, t)))
+    }
+
+    /// The merge list in rank order. For merge-list BPE: as given. For rank BPE: derived, see
+    /// [`Bpe::derive_merges`].
+    pub fn merges(&self) -> Vec<(u32, u32)> {
+        if self.rank_based {
+            self.derive_merges().0
+        } else {
+            self.merges.clone()
+        }
+    }
+
+    /// For rank BPE: for each multi-byte token in rank order, the last merge that tiktoken's merge
+    /// process applies when encoding the token's own bytes (with no whole-piece shortcut). Tokens
+    /// whose bytes do not encode to themselves get no merge; they are returned second (ids in rank
+    /// order). For merge-list BPE: the given merges, and the multi-byte tokens that no merge of the
+    /// list produces for their own bytes.
+    pub fn derive_merges(&self) -> (Vec<(u32, u32)>, Vec<u32>) {
+        let mut merges = Vec::new();
+        let mut unreachable = Vec::new();
+        for (id, tok) in self.vocab() {
+            if tok.len() < 2 {
+                continue;
+            }
+            let (ids, last) = self.merge_with_last(tok);
+            match (ids.as_slice(), last) {
+                ([single], Some(pair)) if *single == id => merges.push(pair),
+                _ => unreachable.push(id),
+            }
+        }
+        if !self.rank_based {
+            merges = self.merges.clone();
+        }
+        (merges, unreachable)
+    }
+}
+
+/// A bounded piece -> ids cache in front of [`Bpe::encode_piece`]; one per thread (or call).
+/// Only pieces of up to [`CACHE_MAX_PIECE`] bytes that are not whole tokens are cached; the cache is
+/// cleared when it holds `capacity` pieces, and when it is used with a different `Bpe`.
+#[derive(Debug, Default)]
+pub struct PieceCache {
+    map: FxHashMap<Box<[u8]>, (u32, u32)>,
+    arena: Vec<u32>,
+    capacity: usize,
+    owner: u64,
+}
+
+impl PieceCache {
+    pub fn new(capacity: usize) -> Self {
+        PieceCache { map: FxHashMap::default(), arena: Vec::new(), capacity, owner: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.arena.clear();
+    }
+
+    /// Same result as `bpe.encode_piece(piece, out)`.
+    #[inline]
+    pub fn encode(&mut self, bpe: &Bpe, piece: &[u8], out: &mut Vec<u32>) {
+        if bpe.encode_direct(piece, out) {
+            return;
+        }
+        if piece.len() > CACHE_MAX_PIECE || self.capacity == 0 {
+            bpe.merge_piece(piece, out);
+            return;
+        }
+        if self.owner != bpe.instance {
+            self.clear();
+            self.owner = bpe.instance;
+        }
+        if let Some(&(start, len)) = self.map.get(piece) {
+            out.extend_from_slice(&self.arena[start as usize..(start + len) as usize]);
+            return;
+        }
+        let start = out.len();
+        bpe.merge_piece(piece, out);
+        if self.map.len() >= self.capacity || self.arena.len() > u32::MAX as usize / 2 {
+            self.clear();
+        }
+        let ids = &out[start..];
+        self.map.insert(piece.into(), (self.arena.len() as u32, ids.len() as u32));
+        self.arena.extend_from_slice(ids);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_vocab() -> Vec<Option<Vec<u8>>> {
+        (0..=255u8).map(|b| Some(vec![b])).collect()
+    }
+
+    #[test]
+    fn merges_basic() {
+        let mut v = bytes_vocab();
+        v.push(Some(b"ab".to_vec())); // 256
+        v.push(Some(b"abc".to_vec())); // 257
+        let bpe = Bpe::from_merges(v, &[(97, 98), (256, 99)]).unwrap();
+        let mut out = Vec::new();
+        bpe.encode_piece(b"abcab", &mut out);
+        assert_eq!(out, vec![257, 256]);
+        assert_eq!(bpe.len(), 258);
+        assert_eq!(bpe.merges(), vec![(97, 98), (256, 99)]);
+    }
+
+    #[test]
+    fn errors() {
+        let mut v = bytes_vocab();
+        v[7] = None;
+        assert!(Bpe::from_ranks(v).is_err());
+        let v = bytes_vocab();
+        assert!(Bpe::from_merges(v.clone(), &[(97, 98)]).is_err());
+        assert!(Bpe::from_merges(v, &[(97, 999)]).is_err());
+        let mut v = bytes_vocab();
+        v.push(Some(b"a".to_vec()));
+        assert!(Bpe::from_ranks(v).is_err());
+    }
+}

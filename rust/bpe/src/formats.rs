@@ -1,17 +1,662 @@
-//! Vocabulary files. Owned by the encoder helper.
-#![allow(unused)]
+//! Vocabulary files: tiktoken `.tiktoken`, GPT-2 `encoder.json` + `vocab.bpe`, and Hugging Face
+//! `tokenizer.json` (byte-level BPE only), read and written.
 //!
-//! INTERFACE:
-//! pub fn bytes_to_unicode() -> [char; 256];  // GPT-2's byte <-> printable char map
-//! pub fn unicode_to_bytes(s: &str) -> Option<Vec<u8>>;
-//! /// tiktoken `.tiktoken`: "base64 rank" per line -> vocab indexed by rank.
-//! pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>>;
-//! /// GPT-2 encoder.json + vocab.bpe -> (vocab by rank, specials); checked against each other as
-//! /// tiktoken's data_gym loader does.
-//! pub fn load_gpt2(encoder_json: &Path, vocab_bpe: &Path) -> Result<(Vec<Option<Vec<u8>>>, Vec<(String, u32)>)>;
-//! pub struct HfBpe { pub pattern: String, pub vocab: Vec<Option<Vec<u8>>>, pub merges: Vec<(u32, u32)>,
-//!                    pub specials: Vec<(String, u32)> }
-//! /// Parse a byte-level BPE tokenizer.json (ours or HF's: Split(regex)+ByteLevel, or ByteLevel with
-//! /// use_regex=true -> GPT-2 pattern; merges as "a b" strings or [a, b] pairs).
-//! pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe>;
-//! pub fn write_hf_json(t: &HfBpe) -> Result<String>;
+//! All functions return errors instead of panicking: a missing file is [`BpeError::Io`], anything
+//! malformed or unsupported is [`BpeError::Format`] naming the path, the 1-based line where it is
+//! known, and the offending field or value.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use crate::error::{BpeError, Result};
+
+/// The pre-tokenizer regex of HF's `ByteLevel { use_regex: true }` (GPT-2's original pattern).
+pub const HF_BYTELEVEL_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+/// GPT-2's byte -> printable char map (`bytes_to_unicode` in GPT-2's `encoder.py`): printable
+/// Latin-1 bytes map to themselves, the other 68 bytes to U+0100.. in byte order.
+pub fn bytes_to_unicode() -> [char; 256] {
+    let mut map = ['\0'; 256];
+    let mut n = 0u32;
+    for b in 0..=255u8 {
+        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+        map[b as usize] = if printable {
+            char::from(b)
+        } else {
+            n += 1;
+            char::from_u32(255 + n).unwrap_or('\0')
+        };
+    }
+    map
+}
+
+/// Inverse of [`bytes_to_unicode`] on a whole string; `None` if some char is not in the map.
+pub fn unicode_to_bytes(s: &str) -> Option<Vec<u8>> {
+    s.chars().map(char_to_byte).collect()
+}
+
+fn char_to_byte(c: char) -> Option<u8> {
+    let c = c as u32;
+    match c {
+        0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF => Some(c as u8),
+        0x100..=0x143 => {
+            // The n-th (0-based) non-printable byte.
+            let k = (c - 0x100) as usize;
+            (0..=255u8)
+                .filter(|b| !matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF))
+                .nth(k)
+        }
+        _ => None,
+    }
+}
+
+/// Byte-level string of token bytes (`bytes_to_unicode` applied byte by byte).
+pub fn bytes_to_unicode_string(bytes: &[u8]) -> String {
+    let map = bytes_to_unicode();
+    bytes.iter().map(|&b| map[b as usize]).collect()
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    let data = std::fs::read(path).map_err(|e| BpeError::io(path, e))?;
+    String::from_utf8(data).map_err(|e| {
+        let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
+        BpeError::format(path.display().to_string(), Some(line), "the file is not valid UTF-8")
+    })
+}
+
+/// Largest id accepted for a vocabulary of `n` entries (ids index a Vec, so bound the gaps).
+fn max_sane_id(n: usize) -> u64 {
+    (2 * n as u64 + 65_536).min(i32::MAX as u64)
+}
+
+/// tiktoken `.tiktoken`: one `base64(token bytes) rank` per line (blank lines ignored) -> vocab
+/// indexed by rank (`None` for unused ranks). Duplicate ranks or tokens are errors.
+pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
+    let text = read_text(path)?;
+    let p = path.display().to_string();
+    let n_lines = text.lines().count();
+    let mut vocab: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let ln = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(b64), Some(rank), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(BpeError::format(
+                &p,
+                Some(ln),
+                format!("expected \"<base64 token> <rank>\", got {line:?}"),
+            ));
+        };
+        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| {
+            BpeError::format(&p, Some(ln), format!("invalid base64 {b64:?}: {e}"))
+        })?;
+        if bytes.is_empty() {
+            return Err(BpeError::format(&p, Some(ln), "empty token"));
+        }
+        let rank: u64 = rank
+            .parse()
+            .map_err(|_| BpeError::format(&p, Some(ln), format!("invalid rank {rank:?}")))?;
+        if rank > max_sane_id(n_lines) {
+            return Err(BpeError::format(
+                &p,
+                Some(ln),
+                format!("rank {rank} is too large for a file of {n_lines} lines"),
+            ));
+        }
+        let rank = rank as usize;
+        if vocab.len() <= rank {
+            vocab.resize(rank + 1, None);
+        }
+        if vocab[rank].is_some() {
+            return Err(BpeError::format(&p, Some(ln), format!("rank {rank} is listed twice")));
+        }
+        if let Some(prev) = seen.insert(bytes.clone(), ln) {
+            return Err(BpeError::format(
+                &p,
+                Some(ln),
+                format!("token {b64:?} is listed twice (also on line {prev})"),
+            ));
+        }
+        vocab[rank] = Some(bytes);
+    }
+    Ok(vocab)
+}
+
+/// GPT-2 `encoder.json` + `vocab.bpe` (OpenAI's data-gym format) -> (vocab by id, specials).
+///
+/// Entries of `encoder.json` that are `<|endoftext|>` / `<|startoftext|>` or that are not
+/// byte-level strings are special tokens. The rest must be ids `0..256+M` where ids `0..256` are
+/// the single bytes and merge `i` of `vocab.bpe` (after its `#version` line) produces id `256+i`,
+/// as tiktoken's `data_gym_to_mergeable_bpe_ranks` asserts; the first disagreement is reported
+/// with its line.
+pub fn load_gpt2(
+    encoder_json: &Path,
+    vocab_bpe: &Path,
+) -> Result<(Vec<Option<Vec<u8>>>, Vec<(String, u32)>)> {
+    let ep = encoder_json.display().to_string();
+    let bp = vocab_bpe.display().to_string();
+    let enc_text = read_text(encoder_json)?;
+    let bpe_text = read_text(vocab_bpe)?;
+    let enc: serde_json::Map<String, Value> = serde_json::from_str(&enc_text)
+        .map_err(|e| BpeError::format(&ep, Some(e.line()), format!("invalid JSON object: {e}")))?;
+    let mut vocab: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut specials: Vec<(String, u32)> = Vec::new();
+    let mut owner: HashMap<u64, &str> = HashMap::new();
+    for (key, v) in &enc {
+        let id = v.as_u64().filter(|&id| id <= max_sane_id(enc.len())).ok_or_else(|| {
+            BpeError::format(&ep, None, format!("entry {key:?}: id {v} is not a valid token id"))
+        })?;
+        if let Some(other) = owner.insert(id, key) {
+            return Err(BpeError::format(
+                &ep,
+                None,
+                format!("id {id} is used by both {other:?} and {key:?}"),
+            ));
+        }
+        let bytes = if key == "<|endoftext|>" || key == "<|startoftext|>" {
+            None
+        } else {
+            unicode_to_bytes(key).filter(|b| !b.is_empty())
+        };
+        match bytes {
+            None => specials.push((key.clone(), id as u32)),
+            Some(b) => {
+                let id = id as usize;
+                if vocab.len() <= id {
+                    vocab.resize(id + 1, None);
+                }
+                vocab[id] = Some(b);
+            }
+        }
+    }
+    specials.sort_by_key(|s| s.1);
+    // Ids 0..256: the single bytes.
+    let mut have_byte = [false; 256];
+    for id in 0..256 {
+        match vocab.get(id).and_then(|t| t.as_deref()) {
+            Some([b]) if !have_byte[*b as usize] => have_byte[*b as usize] = true,
+            other => {
+                return Err(BpeError::format(
+                    &ep,
+                    None,
+                    format!(
+                        "id {id} must be one of the 256 single-byte tokens, found {:?}",
+                        other.map(bytes_to_unicode_string)
+                    ),
+                ))
+            }
+        }
+    }
+    // Merges.
+    let mut n_merges = 0usize;
+    for (i, line) in bpe_text.lines().enumerate() {
+        let ln = i + 1;
+        if (i == 0 && line.starts_with("#version")) || line.trim().is_empty() {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(BpeError::format(&bp, Some(ln), format!("expected a merge \"a b\", got {line:?}")));
+        };
+        let (Some(mut ab), Some(bb)) = (unicode_to_bytes(a), unicode_to_bytes(b)) else {
+            return Err(BpeError::format(
+                &bp,
+                Some(ln),
+                format!("merge {line:?} is not made of byte-level strings"),
+            ));
+        };
+        ab.extend_from_slice(&bb);
+        let id = 256 + n_merges;
+        let found = vocab.get(id).and_then(|t| t.as_deref());
+        if found != Some(&ab[..]) {
+            return Err(BpeError::format(
+                &bp,
+                Some(ln),
+                format!(
+                    "merge {n_merges} ({line:?}) produces {:?}, but {} has {:?} as id {id}",
+                    bytes_to_unicode_string(&ab),
+                    ep,
+                    found.map(bytes_to_unicode_string)
+                ),
+            ));
+        }
+        n_merges += 1;
+    }
+    let n_tokens = vocab.iter().filter(|t| t.is_some()).count();
+    if n_tokens != 256 + n_merges || vocab.len() != n_tokens {
+        let extra = (256 + n_merges..vocab.len()).find(|&id| vocab[id].is_some());
+        return Err(BpeError::format(
+            &ep,
+            None,
+            format!(
+                "{} has {n_merges} merges, so ids 0..{} should be the tokens, but there are {n_tokens} \
+                 non-special tokens{}",
+                bp,
+                256 + n_merges,
+                extra.map(|id| format!(" (e.g. id {id})")).unwrap_or_default()
+            ),
+        ));
+    }
+    Ok((vocab, specials))
+}
+
+/// A byte-level BPE tokenizer as stored in a Hugging Face `tokenizer.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfBpe {
+    /// The pre-tokenizer regex.
+    pub pattern: String,
+    /// id -> token bytes (`None` = unused id, and at the ids of specials); no trailing `None`.
+    pub vocab: Vec<Option<Vec<u8>>>,
+    /// Merge list in rank order, as (left id, right id).
+    pub merges: Vec<(u32, u32)>,
+    /// Special (added) tokens as (content, id), in the file's order.
+    pub specials: Vec<(String, u32)>,
+}
+
+fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+fn type_of(v: &Value) -> &str {
+    v.get("type").and_then(Value::as_str).unwrap_or("?")
+}
+
+/// Parse a byte-level BPE `tokenizer.json` (ours or Hugging Face's). Supported: model.type "BPE"
+/// with no dropout / subword prefix / word suffix / ignore_merges; normalizer null; pre_tokenizer
+/// `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`]) or `Sequence [Split { Regex,
+/// behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that regex), without
+/// add_prefix_space; post_processor null or ByteLevel. Merges as "a b" strings or ["a", "b"].
+/// `added_tokens` become the specials. Anything else is a Format error naming the field.
+pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
+    let err = |reason: String| BpeError::format(path, None, reason);
+    let root: Value = serde_json::from_str(text)
+        .map_err(|e| BpeError::format(path, Some(e.line()), format!("invalid JSON: {e}")))?;
+    if !root.is_object() {
+        return Err(err("the top level must be a JSON object".into()));
+    }
+
+    // --- model ---
+    let model = get(&root, "model").ok_or_else(|| err("missing field \"model\"".into()))?;
+    match model.get("type").and_then(Value::as_str) {
+        Some("BPE") => {}
+        None if model.get("merges").is_some() => {}
+        other => {
+            return Err(err(format!(
+                "model.type is {:?}; only byte-level \"BPE\" models are supported",
+                other.unwrap_or("(missing)")
+            )))
+        }
+    }
+    if let Some(d) = get(model, "dropout") {
+        if d.as_f64() != Some(0.0) {
+            return Err(err(format!("model.dropout is {d}; BPE dropout is not supported")));
+        }
+    }
+    for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
+        if let Some(v) = get(model, key) {
+            if v.as_str() != Some("") {
+                return Err(err(format!("model.{key} is {v}; it is not supported (must be null)")));
+            }
+        }
+    }
+    if let Some(v) = get(model, "ignore_merges") {
+        if v.as_bool() != Some(false) {
+            return Err(err(format!(
+                "model.ignore_merges is {v}; only false is supported (whole-word vocabulary lookup \
+                 before merging is not reproduced)"
+            )));
+        }
+    }
+
+    // --- normalizer ---
+    if let Some(n) = get(&root, "normalizer") {
+        let empty_seq = type_of(n) == "Sequence"
+            && n.get("normalizers").and_then(Value::as_array).is_some_and(|a| a.is_empty());
+        if !empty_seq {
+            return Err(err(format!(
+                "normalizer is {:?}; only null is supported (a normalizer changes the text)",
+                type_of(n)
+            )));
+        }
+    }
+
+    // --- pre_tokenizer ---
+    let pattern = read_pre_tokenizer(get(&root, "pre_tokenizer")).map_err(err)?;
+
+    // --- post_processor ---
+    if let Some(pp) = get(&root, "post_processor") {
+        let ok = match type_of(pp) {
+            "ByteLevel" => true,
+            "Sequence" => pp
+                .get("processors")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().all(|p| type_of(p) == "ByteLevel")),
+            _ => false,
+        };
+        if !ok {
+            return Err(err(format!(
+                "post_processor is {:?}; only null or ByteLevel is supported (others add tokens)",
+                type_of(pp)
+            )));
+        }
+    }
+
+    // --- vocab ---
+    let vmap = get(model, "vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| err("model.vocab must be an object {token: id}".into()))?;
+    let mut by_key: HashMap<&str, u32> = HashMap::with_capacity(vmap.len());
+    let mut max_id = 0u64;
+    for (k, v) in vmap {
+        let id = v.as_u64().filter(|&id| id <= max_sane_id(vmap.len())).ok_or_else(|| {
+            err(format!("model.vocab[{k:?}]: {v} is not a valid token id"))
+        })?;
+        max_id = max_id.max(id);
+        by_key.insert(k.as_str(), id as u32);
+    }
+
+    // --- added tokens (specials) ---
+    let mut specials: Vec<(String, u32)> = Vec::new();
+    if let Some(added) = get(&root, "added_tokens") {
+        let added = added.as_array().ok_or_else(|| err("added_tokens must be a list".into()))?;
+        // tokenizers assigns ids to added tokens that are not in the model vocab sequentially
+        // after it; we require the declared ids to be the ones it would assign.
+        let mut max_added: Option<u32> = None;
+        for (i, t) in added.iter().enumerate() {
+            let content = t.get("content").and_then(Value::as_str).filter(|c| !c.is_empty());
+            let id = t.get("id").and_then(Value::as_u64).filter(|&id| id < i32::MAX as u64);
+            let (Some(content), Some(id)) = (content, id) else {
+                return Err(err(format!("added_tokens[{i}] needs a non-empty \"content\" and an \"id\"")));
+            };
+            let id = id as u32;
+            for flag in ["lstrip", "rstrip", "single_word"] {
+                if t.get(flag).and_then(Value::as_bool) == Some(true) {
+                    return Err(err(format!(
+                        "added_tokens[{i}] ({content:?}) has {flag}=true, which is not supported"
+                    )));
+                }
+            }
+            if specials.iter().any(|(c, _)| c == content) {
+                continue; // tokenizers ignores repeats
+            }
+            let expected = match by_key.get(content) {
+                Some(&vid) => vid,
+                None => {
+                    let size = vmap.len() as u32;
+                    match max_added {
+                        Some(m) if m >= size || size == 0 => m + 1,
+                        _ => size,
+                    }
+                }
+            };
+            max_added = Some(max_added.map_or(expected, |m| m.max(expected)));
+            if expected != id {
+                return Err(err(format!(
+                    "added_tokens[{i}] ({content:?}) declares id {id}, but tokenizers would give it \
+                     id {expected}"
+                )));
+            }
+            if let Some((c, _)) = specials.iter().find(|s| s.1 == id) {
+                return Err(err(format!("added_tokens[{i}] ({content:?}) has the id {id} of {c:?}")));
+            }
+            specials.push((content.to_string(), id));
+        }
+    }
+
+    let mut vocab: Vec<Option<Vec<u8>>> = vec![None; max_id as usize + 1];
+    for (&k, &id) in &by_key {
+        if specials.iter().any(|s| s.1 == id) {
+            continue;
+        }
+        let bytes = unicode_to_bytes(k).filter(|b| !b.is_empty()).ok_or_else(|| {
+            err(format!("model.vocab[{k:?}] is not a byte-level token (and not an added token)"))
+        })?;
+        if vocab[id as usize].is_some() {
+            return Err(err(format!("model.vocab: id {id} is used by more than one token")));
+        }
+        vocab[id as usize] = Some(bytes);
+    }
+    while matches!(vocab.last(), Some(None)) {
+        vocab.pop();
+    }
+
+    // --- merges ---
+    let mlist = get(model, "merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err("model.merges must be a list".into()))?;
+    let mut merges = Vec::with_capacity(mlist.len());
+    for (i, m) in mlist.iter().enumerate() {
+        let (a, b) = match m {
+            Value::String(s) => {
+                let mut it = s.split(' ');
+                match (it.next(), it.next(), it.next()) {
+                    (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => (a, b),
+                    _ => return Err(err(format!("model.merges[{i}] = {s:?} is not \"a b\""))),
+                }
+            }
+            Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return Err(err(format!("model.merges[{i}] = {m} is not [\"a\", \"b\"]"))),
+            },
+            _ => return Err(err(format!("model.merges[{i}] = {m} is not \"a b\" or [\"a\", \"b\"]"))),
+        };
+        let look = |s: &str| {
+            by_key.get(s).copied().ok_or_else(|| {
+                err(format!("model.merges[{i}] = ({a:?}, {b:?}): {s:?} is not in model.vocab"))
+            })
+        };
+        let (la, lb) = (look(a)?, look(b)?);
+        look(&format!("{a}{b}"))?;
+        merges.push((la, lb));
+    }
+    Ok(HfBpe { pattern, vocab, merges, specials })
+}
+
+fn read_byte_level(v: &Value, field: &str) -> std::result::Result<bool, String> {
+    if v.get("add_prefix_space").and_then(Value::as_bool) == Some(true) {
+        return Err(format!("{field}.add_prefix_space is true; it is not supported"));
+    }
+    Ok(v.get("use_regex").and_then(Value::as_bool).unwrap_or(true))
+}
+
+fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String> {
+    let unsupported = |what: &str| {
+        format!(
+            "pre_tokenizer {what} is not supported; expected ByteLevel(use_regex=true) or \
+             Sequence[Split(Regex, behavior=Isolated), ByteLevel(use_regex=false)]"
+        )
+    };
+    let Some(pt) = pt else {
+        return Err(unsupported("null"));
+    };
+    match type_of(pt) {
+        "ByteLevel" => {
+            if read_byte_level(pt, "pre_tokenizer")? {
+                Ok(HF_BYTELEVEL_PATTERN.to_string())
+            } else {
+                Err(unsupported("ByteLevel(use_regex=false) alone"))
+            }
+        }
+        "Sequence" => {
+            let items = pt
+                .get("pretokenizers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| "pre_tokenizer.pretokenizers must be a list".to_string())?;
+            match items.as_slice() {
+                [bl] if type_of(bl) == "ByteLevel" => {
+                    if read_byte_level(bl, "pre_tokenizer.pretokenizers[0]")? {
+                        Ok(HF_BYTELEVEL_PATTERN.to_string())
+                    } else {
+                        Err(unsupported("Sequence[ByteLevel(use_regex=false)]"))
+                    }
+                }
+                [split, bl] if type_of(split) == "Split" && type_of(bl) == "ByteLevel" => {
+                    if read_byte_level(bl, "pre_tokenizer.pretokenizers[1]")? {
+                        return Err(unsupported("Sequence[Split, ByteLevel(use_regex=true)]"));
+                    }
+                    let f = "pre_tokenizer.pretokenizers[0]";
+                    let Some(re) = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str)
+                    else {
+                        return Err(format!("{f}.pattern must be {{\"Regex\": ...}}"));
+                    };
+                    let behavior = split.get("behavior").and_then(Value::as_str).unwrap_or("?");
+                    if behavior != "Isolated" {
+                        return Err(format!("{f}.behavior is {behavior:?}; only \"Isolated\" is supported"));
+                    }
+                    if split.get("invert").and_then(Value::as_bool) == Some(true) {
+                        return Err(format!("{f}.invert is true; it is not supported"));
+                    }
+                    Ok(re.to_string())
+                }
+                _ => {
+                    let types: Vec<&str> = items.iter().map(type_of).collect();
+                    Err(unsupported(&format!("Sequence{types:?}")))
+                }
+            }
+        }
+        other => Err(unsupported(&format!("{other:?}"))),
+    }
+}
+
+fn json_str(s: &str) -> String {
+    // Serializing a &str cannot fail; fall back to Debug just in case.
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// Write a `tokenizer.json` that `tokenizers.Tokenizer.from_file` loads and that encodes exactly as
+/// this BPE does: null normalizer, `Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]`,
+/// BPE model with the vocab in id order (specials included, under their raw content, so that
+/// tokenizers keeps their ids), merges as `["a", "b"]` pairs, specials as added tokens.
+pub fn write_hf_json(t: &HfBpe) -> Result<String> {
+    let bad = |reason: String| BpeError::InvalidArgument {
+        name: "tokenizer",
+        value: "HfBpe".into(),
+        reason,
+    };
+    let map = bytes_to_unicode();
+    let enc = |b: &[u8]| -> String { b.iter().map(|&x| map[x as usize]).collect() };
+
+    // Vocab entries (id, key): tokens, then specials at their ids.
+    let mut entries: Vec<(u32, String)> = Vec::with_capacity(t.vocab.len() + t.specials.len());
+    let mut key_id: HashMap<String, u32> = HashMap::with_capacity(entries.capacity());
+    for (id, tok) in t.vocab.iter().enumerate() {
+        let Some(tok) = tok else { continue };
+        if tok.is_empty() {
+            return Err(bad(format!("vocab id {id} is the empty string")));
+        }
+        let key = enc(tok);
+        if let Some(other) = key_id.insert(key.clone(), id as u32) {
+            return Err(bad(format!("vocab ids {other} and {id} have the same bytes")));
+        }
+        entries.push((id as u32, key));
+    }
+    for (content, id) in &t.specials {
+        if content.is_empty() {
+            return Err(bad("a special token is the empty string".into()));
+        }
+        if let Some(&other) = key_id.get(content) {
+            if other == *id && t.vocab.get(*id as usize).is_some_and(|v| v.is_some()) {
+                continue; // the token's byte-level string is the special's text: one entry
+            }
+            return Err(bad(format!(
+                "special token {content:?} (id {id}) has the same text as token id {other}"
+            )));
+        }
+        if t.vocab.get(*id as usize).is_some_and(|v| v.is_some()) {
+            return Err(bad(format!("special token {content:?} has id {id}, which is a vocab token")));
+        }
+        key_id.insert(content.clone(), *id);
+        entries.push((*id, content.clone()));
+    }
+    entries.sort_by_key(|e| e.0);
+    for w in entries.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(bad(format!("id {} is used by two special tokens", w[0].0)));
+        }
+    }
+
+    let mut s = String::with_capacity(64 * (entries.len() + t.merges.len()) + 1024);
+    s.push_str("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
+    s.push_str("  \"added_tokens\": [");
+    for (i, (content, id)) in t.specials.iter().enumerate() {
+        let _ = write!(
+            s,
+            "{}\n    {{\"id\": {id}, \"content\": {}, \"single_word\": false, \"lstrip\": false, \
+             \"rstrip\": false, \"normalized\": false, \"special\": true}}",
+            if i > 0 { "," } else { "" },
+            json_str(content)
+        );
+    }
+    s.push_str(if t.specials.is_empty() { "],\n" } else { "\n  ],\n" });
+    s.push_str("  \"normalizer\": null,\n");
+    let _ = write!(
+        s,
+        "  \"pre_tokenizer\": {{\"type\": \"Sequence\", \"pretokenizers\": [\
+         {{\"type\": \"Split\", \"pattern\": {{\"Regex\": {}}}, \"behavior\": \"Isolated\", \
+         \"invert\": false}}, \
+         {{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, \
+         \"use_regex\": false}}]}},\n",
+        json_str(&t.pattern)
+    );
+    s.push_str(
+        "  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \
+         \"trim_offsets\": false, \"use_regex\": false},\n",
+    );
+    s.push_str(
+        "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \
+         \"trim_offsets\": false, \"use_regex\": false},\n",
+    );
+    s.push_str(
+        "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n    \
+         \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n    \
+         \"fuse_unk\": false,\n    \"byte_fallback\": false,\n    \"ignore_merges\": false,\n    \
+         \"vocab\": {",
+    );
+    for (i, (id, key)) in entries.iter().enumerate() {
+        let _ = write!(s, "{}\n      {}: {id}", if i > 0 { "," } else { "" }, json_str(key));
+    }
+    s.push_str(if entries.is_empty() { "},\n" } else { "\n    },\n" });
+    s.push_str("    \"merges\": [");
+    let tok = |id: u32| -> Result<String> {
+        match t.vocab.get(id as usize) {
+            Some(Some(b)) => Ok(enc(b)),
+            _ => Err(bad(format!("a merge uses id {id}, which is not a vocab token"))),
+        }
+    };
+    for (i, &(a, b)) in t.merges.iter().enumerate() {
+        let (ka, kb) = (tok(a)?, tok(b)?);
+        if !key_id.contains_key(&format!("{ka}{kb}")) {
+            return Err(bad(format!("merges[{i}] = ({a}, {b}) produces a token that is not in vocab")));
+        }
+        let _ = write!(s, "{}\n      [{}, {}]", if i > 0 { "," } else { "" }, json_str(&ka), json_str(&kb));
+    }
+    s.push_str(if t.merges.is_empty() { "]\n" } else { "\n    ]\n" });
+    s.push_str("  }\n}\n");
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_map_roundtrip() {
+        let m = bytes_to_unicode();
+        assert_eq!(m[b' ' as usize], 'Ġ');
+        assert_eq!(m[b'\n' as usize], 'Ċ');
+        assert_eq!(m[b'a' as usize], 'a');
+        let all: Vec<u8> = (0..=255).collect();
+        let s: String = all.iter().map(|&b| m[b as usize]).collect();
+        assert_eq!(unicode_to_bytes(&s), Some(all));
+        assert_eq!(unicode_to_bytes(" "), None);
+    }
+}

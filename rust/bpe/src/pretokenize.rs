@@ -1,9 +1,40 @@
 //! Pre-tokenization: split text into the pieces BPE merges within.
 //!
-//! BASELINE (regex only). The pre-tokenizer helper replaces this with hand-written matchers for
-//! the built-in patterns, keeping the public signatures below.
+//! The built-in patterns (tiktoken's cl100k "gpt4" and r50k "gpt2") run on hand-written
+//! matchers that produce exactly the pieces of the regex (leftmost-first alternation, as in the
+//! regex crate / fancy-regex), with an ASCII fast path and table lookups for other characters
+//! (see [`crate::unicode`]). Any other pattern is compiled with fancy-regex.
+//!
+//! Both built-in patterns match at every position (each character is a letter, a number, white
+//! space or "other", and each class has an alternative that takes it), so the matches tile the
+//! text and the matcher is a plain left-to-right scanner: at position `i` it computes the end of
+//! the piece starting at `i`.
+//!
+//! ## cl100k (`GPT4_PATTERN`), alternative by alternative
+//! 1. `'(?i:[sdmt]|ll|ve|re)` — apostrophe + contraction, Unicode simple case folding (`'ſ`).
+//! 2. `[^\r\n\p{L}\p{N}]?+\p{L}++` — a letter run, optionally preceded by one character that is
+//!    neither `\r`, `\n`, a letter nor a number (so also a space, tab, `'`, `"`, U+3000 ...).
+//! 3. `\p{N}{1,3}+` — one to three numbers.
+//! 4. ` ?[^\s\p{L}\p{N}]++[\r\n]*+` — optional space, a run of "other", then any `\r`/`\n`.
+//! 5. `\s++$|\s*[\r\n]|\s+(?!\S)|\s` — white space: with `run` the maximal white-space run from
+//!    here: if it reaches the end of the text, all of it; else if it contains `\r`/`\n`, up to and
+//!    including the last one; else if it has at least two characters, all but the last; else the
+//!    single character.
+//!
+//! ## r50k (`GPT2_PATTERN`)
+//! `'(?:[sdmt]|ll|ve|re)` (case-sensitive), then ` ?` + a letter run / number run / "other" run,
+//! then white space as above without the newline rule.
+//!
+//! ## Older source forms
+//! The pre-possessive forms of both patterns are recognised too. The old r50k form (also the one
+//! Hugging Face ships for GPT-2) is piece-for-piece identical to the current one. The old cl100k
+//! form is **not**: its `\s*[\r\n]+` comes before any end-of-text rule, so a white-space run that
+//! ends the text and contains a newline followed by more white space splits after the last
+//! newline (`"a\n  "` -> `"a"`, `"\n"`, `"  "`), where the current form keeps it whole
+//! (`"a"`, `"\n  "`). It runs on the cl100k matcher with that one rule switched (name `"custom"`).
 
 use crate::error::{BpeError, Result};
+use crate::unicode::{char_classes, CharClasses, LETTER, NEWLINE, NUMBER, OTHER, SPACE};
 
 /// tiktoken's r50k/gpt2 split pattern.
 pub const GPT2_PATTERN: &str =
@@ -11,48 +42,589 @@ pub const GPT2_PATTERN: &str =
 /// tiktoken's cl100k split pattern (the form current tiktoken ships).
 pub const GPT4_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
 
+/// The older cl100k form (tiktoken before possessive quantifiers). Differs from
+/// [`GPT4_PATTERN`] on trailing white space that contains a newline (see the module docs).
+pub const GPT4_LEGACY_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The older r50k form (also Hugging Face's GPT-2 pattern). Equivalent to [`GPT2_PATTERN`].
+pub const GPT2_LEGACY_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+#[derive(Clone, Debug)]
+enum Matcher {
+    /// Hand-written cl100k; `legacy_tail` selects the old form's trailing-white-space rule.
+    Gpt4 { classes: &'static CharClasses, legacy_tail: bool },
+    /// Hand-written r50k.
+    Gpt2 { classes: &'static CharClasses },
+    Regex(Box<fancy_regex::Regex>),
+}
+
 #[derive(Clone, Debug)]
 pub struct PreTokenizer {
     name: &'static str,
     source: String,
-    regex: fancy_regex::Regex,
+    matcher: Matcher,
+}
+
+/// Which hand-written matcher a pattern maps to.
+#[derive(Clone, Copy)]
+enum Builtin {
+    Gpt4 { legacy_tail: bool },
+    Gpt2,
 }
 
 impl PreTokenizer {
+    /// A pre-tokenizer for `pattern`: one of the names `gpt4`/`cl100k`/`cl100k_base`,
+    /// `gpt2`/`r50k`/`r50k_base`/`p50k_base`, the exact regex source of a built-in (current or
+    /// older tiktoken form), or any other regex (run with fancy-regex).
     pub fn new(pattern: &str) -> Result<Self> {
-        let (name, source) = match pattern {
-            "gpt4" | "cl100k" | "cl100k_base" => ("gpt4", GPT4_PATTERN),
-            "gpt2" | "r50k" | "r50k_base" | "p50k_base" => ("gpt2", GPT2_PATTERN),
-            p => ("custom", p),
+        let (name, source, builtin) = match pattern {
+            "gpt4" | "cl100k" | "cl100k_base" | GPT4_PATTERN => {
+                ("gpt4", GPT4_PATTERN, Some(Builtin::Gpt4 { legacy_tail: false }))
+            }
+            "gpt2" | "r50k" | "r50k_base" | "p50k_base" | GPT2_PATTERN => {
+                ("gpt2", GPT2_PATTERN, Some(Builtin::Gpt2))
+            }
+            GPT2_LEGACY_PATTERN => ("gpt2", GPT2_LEGACY_PATTERN, Some(Builtin::Gpt2)),
+            GPT4_LEGACY_PATTERN => {
+                ("custom", GPT4_LEGACY_PATTERN, Some(Builtin::Gpt4 { legacy_tail: true }))
+            }
+            p => ("custom", p, None),
         };
-        let regex = fancy_regex::Regex::new(source).map_err(|e| BpeError::InvalidPattern {
-            pattern: source.to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(PreTokenizer { name, source: source.to_string(), regex })
+        let fast = match (builtin, char_classes()) {
+            (Some(Builtin::Gpt4 { legacy_tail }), Some(classes)) => {
+                Some(Matcher::Gpt4 { classes, legacy_tail })
+            }
+            (Some(Builtin::Gpt2), Some(classes)) => Some(Matcher::Gpt2 { classes }),
+            _ => None,
+        };
+        let matcher = match fast {
+            Some(m) => m,
+            None => Matcher::Regex(Box::new(fancy_regex::Regex::new(source).map_err(|e| {
+                BpeError::InvalidPattern { pattern: source.to_string(), reason: e.to_string() }
+            })?)),
+        };
+        Ok(PreTokenizer { name, source: source.to_string(), matcher })
     }
 
+    /// The regex source of the pattern (for a name alias, the built-in's current source).
     pub fn pattern(&self) -> &str {
         &self.source
     }
 
+    /// `"gpt4"`, `"gpt2"` or `"custom"`.
     pub fn name(&self) -> &str {
         self.name
     }
 
-    pub fn for_each_piece<'a>(&self, text: &'a str, f: &mut dyn FnMut(&'a str)) -> Result<()> {
-        for m in self.regex.find_iter(text) {
-            let m = m.map_err(|e| BpeError::RegexRuntime(e.to_string()))?;
-            if !m.as_str().is_empty() {
-                f(m.as_str());
-            }
-        }
-        Ok(())
+    /// Whether this pre-tokenizer runs on a hand-written matcher (not the regex engine).
+    pub fn is_hand_written(&self) -> bool {
+        !matches!(self.matcher, Matcher::Regex(_))
     }
 
+    /// Call `f` on every piece of `text`, in order (dyn version of
+    /// [`for_each_piece_fast`](Self::for_each_piece_fast)).
+    pub fn for_each_piece<'a>(&self, text: &'a str, f: &mut dyn FnMut(&'a str)) -> Result<()> {
+        self.for_each_piece_fast(text, f)
+    }
+
+    /// Call `f` on every piece of `text`, in order; monomorphised over `f` for the hot loops.
+    /// The hand-written matchers cannot fail; only a custom regex can (backtrack limit).
+    #[inline]
+    pub fn for_each_piece_fast<'a, F: FnMut(&'a str)>(&self, text: &'a str, mut f: F) -> Result<()> {
+        match &self.matcher {
+            Matcher::Gpt4 { classes, legacy_tail: false } => {
+                scan(text, |b, i| gpt4_piece_end::<false>(classes, b, i), f);
+                Ok(())
+            }
+            Matcher::Gpt4 { classes, legacy_tail: true } => {
+                scan(text, |b, i| gpt4_piece_end::<true>(classes, b, i), f);
+                Ok(())
+            }
+            Matcher::Gpt2 { classes } => {
+                scan(text, |b, i| gpt2_piece_end(classes, b, i), f);
+                Ok(())
+            }
+            Matcher::Regex(re) => {
+                for m in re.find_iter(text) {
+                    let m = m.map_err(|e| BpeError::RegexRuntime(e.to_string()))?;
+                    if !m.as_str().is_empty() {
+                        f(m.as_str());
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// All pieces of `text`, in order.
     pub fn split<'a>(&self, text: &'a str) -> Result<Vec<&'a str>> {
-        let mut out = Vec::new();
-        self.for_each_piece(text, &mut |p| out.push(p))?;
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.for_each_piece_fast(text, |p| out.push(p))?;
         Ok(out)
+    }
+}
+
+/// Drive a piece-end function over `text`: pieces tile the text.
+#[inline(always)]
+fn scan<'a, E, F>(text: &'a str, piece_end: E, mut f: F)
+where
+    E: Fn(&[u8], usize) -> usize,
+    F: FnMut(&'a str),
+{
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let e = piece_end(b, i);
+        debug_assert!(e > i && e <= b.len() && text.is_char_boundary(e));
+        if let Some(piece) = text.get(i..e) {
+            f(piece);
+        }
+        i = e;
+    }
+}
+
+/// End of the `[\r\n]*` run starting at byte `i`.
+#[inline(always)]
+fn newlines_end(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b'\r' | b'\n')) {
+        i += 1;
+    }
+    i
+}
+
+/// End of the white-space piece starting at byte `i` (which holds a white-space character).
+/// `NL` enables the cl100k `\s*[\r\n]` rule; `LEGACY` lets that rule apply before the
+/// end-of-text rule (old cl100k form).
+#[inline(always)]
+fn whitespace_end<const NL: bool, const LEGACY: bool>(
+    t: &CharClasses,
+    b: &[u8],
+    i: usize,
+) -> usize {
+    let mut e = i;
+    let mut last_start = i; // start of the run's last character
+    let mut nl_end = 0; // end of the run's last \r / \n (0: none)
+    while e < b.len() {
+        let (c, n) = t.class_at(b, e);
+        if c & SPACE == 0 {
+            break;
+        }
+        if NL && c & NEWLINE != 0 {
+            nl_end = e + 1;
+        }
+        last_start = e;
+        e += n;
+    }
+    if e == b.len() && !(LEGACY && nl_end != 0) {
+        e // \s++$
+    } else if NL && nl_end != 0 {
+        nl_end // \s*[\r\n]
+    } else if last_start > i {
+        last_start // \s+(?!\S): all but the last character
+    } else {
+        e // \s
+    }
+}
+
+/// cl100k: end of the piece starting at byte `i < b.len()`.
+#[inline(always)]
+fn gpt4_piece_end<const LEGACY: bool>(t: &CharClasses, b: &[u8], i: usize) -> usize {
+    let c0 = b[i];
+    let (cls, n) = t.class_at(b, i);
+    let j = i + n;
+    // '(?i:[sdmt]|ll|ve|re)
+    if c0 == b'\'' {
+        let (f1, n1) = t.fold_at(b, j);
+        match f1 {
+            b's' | b'd' | b'm' | b't' => return j + n1,
+            b'l' | b'v' | b'r' => {
+                let (f2, n2) = t.fold_at(b, j + n1);
+                if (f1 == b'l' && f2 == b'l') || (f1 != b'l' && f2 == b'e') {
+                    return j + n1 + n2;
+                }
+            }
+            _ => {}
+        }
+    }
+    // [^\r\n\p{L}\p{N}]?+\p{L}++
+    if cls & LETTER != 0 {
+        return t.letters_end(b, j);
+    }
+    let (next, nn) = t.class_at_or_end(b, j);
+    if cls & (NEWLINE | NUMBER) == 0 && next & LETTER != 0 {
+        return t.letters_end(b, j + nn);
+    }
+    // \p{N}{1,3}+
+    if cls & NUMBER != 0 {
+        if next & NUMBER == 0 {
+            return j;
+        }
+        let k = j + nn;
+        let (third, n3) = t.class_at_or_end(b, k);
+        return if third & NUMBER != 0 { k + n3 } else { k };
+    }
+    // ` ?[^\s\p{L}\p{N}]++[\r\n]*+`
+    if cls & OTHER != 0 {
+        return newlines_end(b, t.run_end(b, j, OTHER));
+    }
+    if c0 == b' ' && next & OTHER != 0 {
+        return newlines_end(b, t.run_end(b, j + nn, OTHER));
+    }
+    // \s++$|\s*[\r\n]|\s+(?!\S)|\s
+    whitespace_end::<true, LEGACY>(t, b, i)
+}
+
+/// r50k: end of the piece starting at byte `i < b.len()`.
+#[inline(always)]
+fn gpt2_piece_end(t: &CharClasses, b: &[u8], i: usize) -> usize {
+    let c0 = b[i];
+    // '(?:[sdmt]|ll|ve|re)
+    if c0 == b'\'' {
+        match (b.get(i + 1), b.get(i + 2)) {
+            (Some(b's' | b'd' | b'm' | b't'), _) => return i + 2,
+            (Some(b'l'), Some(b'l')) | (Some(b'v' | b'r'), Some(b'e')) => return i + 3,
+            _ => {}
+        }
+    }
+    let (cls, n) = t.class_at(b, i);
+    // ` ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++`
+    if cls & LETTER != 0 {
+        return t.letters_end(b, i + n);
+    }
+    let run = cls & (NUMBER | OTHER);
+    if run != 0 {
+        return t.run_end(b, i + n, run);
+    }
+    if c0 == b' ' {
+        let (next, nn) = t.class_at_or_end(b, i + 1);
+        if next & LETTER != 0 {
+            return t.letters_end(b, i + 1 + nn);
+        }
+        let run = next & (NUMBER | OTHER);
+        if run != 0 {
+            return t.run_end(b, i + 1 + nn, run);
+        }
+    }
+    // \s++$|\s+(?!\S)|\s
+    whitespace_end::<false, false>(t, b, i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regex_pieces<'a>(re: &fancy_regex::Regex, text: &'a str) -> Vec<&'a str> {
+        re.find_iter(text).map(|m| m.expect("no runtime error").as_str()).collect()
+    }
+
+    /// (pattern source, pre-tokenizer that must be hand-written for it)
+    fn fast_cases() -> Vec<(&'static str, PreTokenizer, fancy_regex::Regex)> {
+        [GPT4_PATTERN, GPT2_PATTERN, GPT4_LEGACY_PATTERN, GPT2_LEGACY_PATTERN]
+            .into_iter()
+            .map(|src| {
+                let p = PreTokenizer::new(src).expect("builtin");
+                assert!(p.is_hand_written(), "{src} must map to a fast path");
+                (src, p, fancy_regex::Regex::new(src).expect("valid"))
+            })
+            .collect()
+    }
+
+    fn check(src: &str, p: &PreTokenizer, re: &fancy_regex::Regex, text: &str) {
+        let expected = regex_pieces(re, text);
+        let got = p.split(text).expect("infallible");
+        assert_eq!(got, expected, "pattern {src}\ntext {text:?}");
+        let mut dyn_got = Vec::new();
+        p.for_each_piece(text, &mut |s| dyn_got.push(s)).expect("infallible");
+        assert_eq!(dyn_got, expected);
+        assert_eq!(got.concat(), text);
+    }
+
+    const EDGE_CASES: &[&str] = &[
+        "",
+        " ",
+        "  ",
+        "\n",
+        "\r\n",
+        "\n\n",
+        " \n",
+        "\n ",
+        "a\n  ",
+        "a\n \n ",
+        "a \n\t",
+        "a\r\n",
+        "\r\n\r\na",
+        "  \n  x",
+        " \n\r \t y",
+        "a  \t b",
+        "a   ",
+        "\t\tx",
+        "x \u{3000}y",
+        "Hello, world! How's it going?",
+        "'S 'ſ 'll 'LL 'Ll 'lL 'x 'VE 'Re 'rE 'ſſ 'M 'D 'T",
+        "'",
+        "a'",
+        "''s",
+        "'\u{212A}",
+        "don't I'll we've they're she'd I'm",
+        "1 12 123 1234 12345 123456 1234567",
+        " 1",
+        "  1",
+        "a1b2",
+        "\t!",
+        "  !",
+        " !!\n\n",
+        "!!\r\n\r\nx",
+        " \"quoted\"",
+        "\u{1F642}\u{1F642} \u{1F642}abc",
+        "中文 字符 中",
+        "e\u{301}galite\u{301} \u{301}x",
+        "\u{85}a \u{85}\u{85}b\u{85}",
+        "\u{a0}a\u{a0}\u{a0}b \u{a0}",
+        "x\u{2028}y\u{2028}\u{2028}",
+        "\u{3000}\u{3000}z\u{3000}",
+        "½²Ⅻ 1½ ²³⁴⁵",
+        "مرحبا ١٢٣٤ नमस्ते ४५६",
+        "\x0b\x0c \x0ba\x0c",
+        "a\r",
+        "\r",
+        "x\n\n\ny",
+        "...\n",
+        "  \n\n  \n\t",
+    ];
+
+    #[test]
+    fn pretok_edge_cases_match_regex() {
+        for (src, p, re) in fast_cases() {
+            for text in EDGE_CASES {
+                check(src, &p, &re, text);
+            }
+            // digit runs of every length, with and without neighbours
+            for k in 0..8 {
+                let digits = "7".repeat(k);
+                for text in [digits.clone(), format!(" {digits}"), format!("a{digits}b")] {
+                    check(src, &p, &re, &text);
+                }
+            }
+        }
+    }
+
+    /// Deterministic xorshift64*.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() >> 33) as usize % n
+        }
+    }
+
+    const ALPHABET: &[char] = &[
+        'a', 'b', 's', 'S', 'd', 'D', 'm', 't', 'T', 'l', 'L', 'v', 'V', 'e', 'E', 'r', 'R', 'x',
+        'Z', '0', '1', '9', '!', '.', ',', '"', '-', '(', '\'', '\'', ' ', ' ', ' ', '\t', '\r',
+        '\n', '\n', '\x0b', '\x0c', 'ſ', '\u{212A}', 'é', '\u{301}', '½', '²', 'Ⅻ', '\u{85}',
+        '\u{a0}', '\u{2028}', '\u{3000}', '中', '\u{1F642}', 'ب', '٣', 'क', '४', '\u{94d}', '€',
+        '\u{1D7D8}', '\u{10400}', '\u{E0001}',
+    ];
+
+    fn random_text(rng: &mut Rng) -> String {
+        let len = rng.below(41);
+        (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect()
+    }
+
+    #[test]
+    fn pretok_random_strings_match_regex() {
+        let cases = fast_cases();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let n = 100_000;
+        for _ in 0..n {
+            let text = random_text(&mut rng);
+            for (src, p, re) in &cases {
+                check(src, p, re, &text);
+            }
+        }
+    }
+
+    /// Random strings from a small whitespace-heavy alphabet, which hits the white-space rules
+    /// (and the old/new cl100k difference) much more often.
+    #[test]
+    fn pretok_random_whitespace_heavy_strings_match_regex() {
+        const WS: &[char] = &[' ', ' ', '\t', '\n', '\r', '\u{a0}', 'a', '1', '!', '\''];
+        let cases = fast_cases();
+        let mut rng = Rng(12345);
+        for _ in 0..100_000 {
+            let len = rng.below(12);
+            let text: String = (0..len).map(|_| WS[rng.below(WS.len())]).collect();
+            for (src, p, re) in &cases {
+                check(src, p, re, &text);
+            }
+        }
+    }
+
+    #[test]
+    fn pretok_legacy_cl100k_differs_only_on_trailing_newline_whitespace() {
+        let new = PreTokenizer::new(GPT4_PATTERN).expect("builtin");
+        let old = PreTokenizer::new(GPT4_LEGACY_PATTERN).expect("builtin");
+        let text = "a\n  ";
+        assert_eq!(new.split(text).expect("ok"), ["a", "\n  "]);
+        assert_eq!(old.split(text).expect("ok"), ["a", "\n", "  "]);
+        // and the regex engine agrees on both
+        for src in [GPT4_PATTERN, GPT4_LEGACY_PATTERN] {
+            let re = fancy_regex::Regex::new(src).expect("valid");
+            let p = PreTokenizer::new(src).expect("builtin");
+            assert_eq!(p.split(text).expect("ok"), regex_pieces(&re, text));
+        }
+        // Exhaustively over short strings of a relevant alphabet: old == new unless the text
+        // ends in a white-space run with a newline followed by more white space.
+        let alphabet = ['a', ' ', '\n', '\r', '\t', '!', '1'];
+        let mut differ = 0;
+        for len in 0..=6u32 {
+            for code in 0..alphabet.len().pow(len) {
+                let mut c = code;
+                let text: String = (0..len)
+                    .map(|_| {
+                        let ch = alphabet[c % alphabet.len()];
+                        c /= alphabet.len();
+                        ch
+                    })
+                    .collect();
+                let tail: String = text
+                    .chars()
+                    .rev()
+                    .take_while(|c| c.is_whitespace())
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                // A preceding "other" run swallows the tail's leading newlines (`[\r\n]*+`).
+                let head = &text[..text.len() - tail.len()];
+                let tail = if head.ends_with('!') {
+                    tail.trim_start_matches(['\r', '\n'])
+                } else {
+                    tail.as_str()
+                };
+                let splits = tail
+                    .rfind(['\r', '\n'])
+                    .is_some_and(|k| k + 1 < tail.len());
+                let same = new.split(&text).expect("ok") == old.split(&text).expect("ok");
+                assert_eq!(same, !splits, "{text:?}");
+                differ += usize::from(!same);
+            }
+        }
+        assert!(differ > 0);
+    }
+
+    #[test]
+    fn pretok_legacy_gpt2_is_equivalent() {
+        let new = PreTokenizer::new(GPT2_PATTERN).expect("builtin");
+        let old = PreTokenizer::new(GPT2_LEGACY_PATTERN).expect("builtin");
+        let re_new = fancy_regex::Regex::new(GPT2_PATTERN).expect("valid");
+        let re_old = fancy_regex::Regex::new(GPT2_LEGACY_PATTERN).expect("valid");
+        let mut rng = Rng(7);
+        for _ in 0..20_000 {
+            let text = random_text(&mut rng);
+            assert_eq!(regex_pieces(&re_new, &text), regex_pieces(&re_old, &text), "{text:?}");
+            assert_eq!(new.split(&text).expect("ok"), old.split(&text).expect("ok"));
+        }
+    }
+
+    #[test]
+    fn pretok_names_and_aliases() {
+        for alias in ["gpt4", "cl100k", "cl100k_base", GPT4_PATTERN] {
+            let p = PreTokenizer::new(alias).expect("builtin");
+            assert_eq!((p.name(), p.pattern(), p.is_hand_written()), ("gpt4", GPT4_PATTERN, true));
+        }
+        for alias in ["gpt2", "r50k", "r50k_base", "p50k_base", GPT2_PATTERN] {
+            let p = PreTokenizer::new(alias).expect("builtin");
+            assert_eq!((p.name(), p.pattern(), p.is_hand_written()), ("gpt2", GPT2_PATTERN, true));
+        }
+        let p = PreTokenizer::new(GPT2_LEGACY_PATTERN).expect("builtin");
+        assert_eq!((p.name(), p.pattern(), p.is_hand_written()), ("gpt2", GPT2_LEGACY_PATTERN, true));
+        let p = PreTokenizer::new(GPT4_LEGACY_PATTERN).expect("builtin");
+        assert_eq!(
+            (p.name(), p.pattern(), p.is_hand_written()),
+            ("custom", GPT4_LEGACY_PATTERN, true)
+        );
+        // a near-miss of a built-in source is a custom regex
+        let near = format!("{GPT2_PATTERN}|x");
+        let p = PreTokenizer::new(&near).expect("valid");
+        assert_eq!((p.name(), p.is_hand_written()), ("custom", false));
+        assert_eq!(p.split("ab  c").expect("ok"), ["ab", " ", " c"]);
+        let err = PreTokenizer::new("(unclosed").expect_err("invalid");
+        assert!(matches!(err, BpeError::InvalidPattern { .. }));
+    }
+
+    #[test]
+    fn pretok_custom_regex_skips_empty_matches() {
+        let p = PreTokenizer::new(r"a*").expect("valid");
+        assert_eq!(p.split("baab").expect("ok"), ["aa"]);
+    }
+
+    fn read_corpus(path: &str) -> Option<String> {
+        std::fs::read_to_string(path).ok()
+    }
+
+    /// Differential check on real corpora (a few MB; part of the normal suite when present).
+    #[test]
+    fn pretok_corpus_matches_regex() {
+        for path in
+            ["/work/shared/data/tinyshakespeare.txt", "/work/shared/data/imdb_reviews_train.txt"]
+        {
+            let Some(text) = read_corpus(path) else { continue };
+            let end = (0..=text.len().min(300_000)).rev().find(|&k| text.is_char_boundary(k));
+            let text = &text[..end.unwrap_or(0)];
+            for (src, p, re) in fast_cases() {
+                check(src, &p, &re, text);
+            }
+        }
+    }
+
+    /// `cargo test --release -p fastllm-bpe pretok_bench -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn pretok_bench() {
+        use std::time::Instant;
+        for path in
+            ["/work/shared/data/tinyshakespeare.txt", "/work/shared/data/imdb_reviews_train.txt"]
+        {
+            let Some(text) = read_corpus(path) else {
+                eprintln!("skip {path}: missing");
+                continue;
+            };
+            let mb = text.len() as f64 / 1e6;
+            for name in ["gpt4", "gpt2"] {
+                let p = PreTokenizer::new(name).expect("builtin");
+                let re = fancy_regex::Regex::new(p.pattern()).expect("valid");
+                let mut best_fast = f64::INFINITY;
+                let mut pieces = 0usize;
+                for _ in 0..5 {
+                    let t0 = Instant::now();
+                    let mut count = 0usize;
+                    p.for_each_piece_fast(&text, |s| count += s.len() & 1).expect("ok");
+                    best_fast = best_fast.min(t0.elapsed().as_secs_f64());
+                    pieces = std::hint::black_box(count);
+                }
+                let reps = if mb > 10.0 { 1 } else { 2 };
+                let mut best_re = f64::INFINITY;
+                for _ in 0..reps {
+                    let t0 = Instant::now();
+                    let mut count = 0usize;
+                    for m in re.find_iter(&text) {
+                        count += m.expect("ok").as_str().len() & 1;
+                    }
+                    best_re = best_re.min(t0.elapsed().as_secs_f64());
+                    assert_eq!(std::hint::black_box(count), pieces);
+                }
+                eprintln!(
+                    "{path} ({mb:.1} MB) {name}: hand-written {:.0} MB/s, fancy-regex {:.1} MB/s ({:.0}x)",
+                    mb / best_fast,
+                    mb / best_re,
+                    best_re / best_fast
+                );
+            }
+        }
     }
 }

@@ -1,2 +1,276 @@
-//! The tokenizer: pre-tokenizer + BPE + special tokens. (Being written by the lead.)
-pub struct Tokenizer;
+//! The tokenizer: pre-tokenizer + BPE + special tokens, with training, encoding and decoding.
+//!
+//! Ids of a trained tokenizer: 0..=255 are the single bytes (id == byte value), 256 + i is merge i,
+//! and the special tokens follow the merges in the order they were given (as GPT-2 puts
+//! `<|endoftext|>` last). Loaded vocabularies keep their own ids.
+//!
+//! Special-token semantics follow tiktoken: text that spells a *disallowed* special raises; an
+//! *allowed* special becomes its id; any other special text is encoded as plain text.
+
+use rustc_hash::FxHashMap;
+
+use crate::count::WordCounts;
+use crate::encode::{Bpe, PieceCache};
+use crate::error::{BpeError, Result};
+use crate::formats::HfBpe;
+use crate::pretokenize::PreTokenizer;
+use crate::special::SpecialMatcher;
+use crate::train::train_merges;
+
+/// Which specials an `encode` call treats as special (`allowed`) or rejects (`disallowed`); both
+/// are indexed like `Tokenizer::specials()`.
+#[derive(Clone, Debug, Default)]
+pub struct SpecialPolicy {
+    pub allowed: Vec<bool>,
+    pub disallowed: Vec<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tokenizer {
+    pretok: PreTokenizer,
+    bpe: Bpe,
+    specials: Vec<(String, u32)>,
+    matcher: SpecialMatcher,
+    special_by_id: FxHashMap<u32, usize>,
+}
+
+impl Tokenizer {
+    /// Assembles a tokenizer, checking that special ids and texts are unique and do not collide
+    /// with the BPE vocabulary.
+    pub fn new(pretok: PreTokenizer, bpe: Bpe, specials: Vec<(String, u32)>) -> Result<Self> {
+        let names: Vec<String> = specials.iter().map(|(s, _)| s.clone()).collect();
+        let matcher = SpecialMatcher::new(&names)?;
+        let mut special_by_id = FxHashMap::default();
+        for (i, (text, id)) in specials.iter().enumerate() {
+            if bpe.token_bytes(*id).is_some() {
+                return Err(BpeError::InvalidSpecial {
+                    token: text.clone(),
+                    reason: format!("its id {id} is already a regular token"),
+                });
+            }
+            if special_by_id.insert(*id, i).is_some() {
+                return Err(BpeError::InvalidSpecial {
+                    token: text.clone(),
+                    reason: format!("its id {id} is used by another special token"),
+                });
+            }
+        }
+        Ok(Tokenizer { pretok, bpe, specials, matcher, special_by_id })
+    }
+
+    /// Trains merges on counted pre-tokens; `vocab_size` counts the 256 bytes, the merges and the
+    /// specials. Training may stop early (min_frequency, or no pairs left): the vocabulary is
+    /// then smaller than asked.
+    pub fn train(
+        counts: WordCounts,
+        vocab_size: usize,
+        pretok: PreTokenizer,
+        specials: &[String],
+        min_frequency: u64,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Self> {
+        let minimum = 256 + specials.len();
+        if vocab_size < minimum {
+            return Err(BpeError::VocabTooSmall { vocab_size, minimum, n_special: specials.len() });
+        }
+        if min_frequency == 0 {
+            return Err(BpeError::InvalidArgument {
+                name: "min_frequency",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if counts.is_empty() {
+            return Err(BpeError::EmptyCorpus);
+        }
+        SpecialMatcher::new(specials)?; // reject empty/duplicate specials before the long part
+        let merges = train_merges(counts, vocab_size - minimum, min_frequency, progress);
+        let mut vocab: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
+        for &(l, r) in &merges {
+            let mut bytes = vocab[l as usize].clone().unwrap_or_default();
+            bytes.extend_from_slice(vocab[r as usize].as_deref().unwrap_or_default());
+            vocab.push(Some(bytes));
+        }
+        let bpe = Bpe::from_merges(vocab, &merges)?;
+        let first = bpe.len() as u32;
+        let specials = specials.iter().enumerate().map(|(i, s)| (s.clone(), first + i as u32)).collect();
+        Tokenizer::new(pretok, bpe, specials)
+    }
+
+    /// A tokenizer from a parsed `tokenizer.json`.
+    pub fn from_hf(hf: HfBpe) -> Result<Self> {
+        let pretok = PreTokenizer::new(&hf.pattern)?;
+        let bpe = Bpe::from_merges(hf.vocab, &hf.merges)?;
+        Tokenizer::new(pretok, bpe, hf.specials)
+    }
+
+    /// The parts of a `tokenizer.json`.
+    pub fn to_hf(&self) -> HfBpe {
+        let mut vocab: Vec<Option<Vec<u8>>> = vec![None; self.bpe.len()];
+        for (id, bytes) in self.bpe.vocab() {
+            vocab[id as usize] = Some(bytes.to_vec());
+        }
+        HfBpe {
+            pattern: self.pretok.pattern().to_string(),
+            vocab,
+            merges: self.bpe.merges(),
+            specials: self.specials.clone(),
+        }
+    }
+
+    pub fn pretokenizer(&self) -> &PreTokenizer {
+        &self.pretok
+    }
+
+    pub fn bpe(&self) -> &Bpe {
+        &self.bpe
+    }
+
+    pub fn specials(&self) -> &[(String, u32)] {
+        &self.specials
+    }
+
+    /// 1 + the highest id, specials included.
+    pub fn vocab_size(&self) -> usize {
+        let top = self.specials.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        top.max(self.bpe.len())
+    }
+
+    pub fn merges(&self) -> Vec<(u32, u32)> {
+        self.bpe.merges()
+    }
+
+    /// The bytes of one id (a special's text for a special id).
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        match self.special_by_id.get(&id) {
+            Some(&i) => Some(self.specials[i].0.as_bytes()),
+            None => self.bpe.token_bytes(id),
+        }
+    }
+
+    /// Encodes text with every special spelled in it treated as plain text.
+    pub fn encode_ordinary(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+        let bpe = &self.bpe;
+        self.pretok.for_each_piece_fast(text, |piece| cache.encode(bpe, piece.as_bytes(), out))
+    }
+
+    /// Encodes text under a special-token policy (tiktoken's `encode`).
+    pub fn encode(
+        &self,
+        text: &str,
+        policy: &SpecialPolicy,
+        cache: &mut PieceCache,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        if self.matcher.is_empty() {
+            return self.encode_ordinary(text, cache, out);
+        }
+        let flag = |v: &Vec<bool>, i: usize| v.get(i).copied().unwrap_or(false);
+        let mut last = 0;
+        for (start, end, i) in self.matcher.find_iter(text) {
+            if flag(&policy.disallowed, i) {
+                return Err(BpeError::DisallowedSpecial { token: self.specials[i].0.clone(), offset: start });
+            }
+            if flag(&policy.allowed, i) {
+                self.encode_ordinary(&text[last..start], cache, out)?;
+                out.push(self.specials[i].1);
+                last = end;
+            }
+        }
+        self.encode_ordinary(&text[last..], cache, out)
+    }
+
+    /// Encodes arbitrary bytes: valid UTF-8 stretches as text (under `policy`); each invalid
+    /// sequence becomes a piece of its own, so `decode_bytes(encode_bytes(b)) == b` for any `b`.
+    pub fn encode_bytes(
+        &self,
+        bytes: &[u8],
+        policy: &SpecialPolicy,
+        cache: &mut PieceCache,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        for chunk in bytes.utf8_chunks() {
+            self.encode(chunk.valid(), policy, cache, out)?;
+            if !chunk.invalid().is_empty() {
+                cache.encode(&self.bpe, chunk.invalid(), out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Concatenated bytes of `ids`; an unknown id is an error naming it.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            match self.token_bytes(id) {
+                Some(b) => out.extend_from_slice(b),
+                None => return Err(BpeError::IdOutOfRange { id: id as i64, vocab_size: self.vocab_size() }),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::count::count_texts;
+
+    fn trained(texts: &[&str], vocab: usize, specials: &[&str]) -> Tokenizer {
+        let pretok = PreTokenizer::new("gpt4").unwrap();
+        let specials: Vec<String> = specials.iter().map(|s| s.to_string()).collect();
+        let matcher = SpecialMatcher::new(&specials).unwrap();
+        let counts = count_texts(&pretok, &matcher, texts).unwrap();
+        Tokenizer::train(counts, vocab, pretok, &specials, 1, &mut |_| {}).unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_handles_specials() {
+        let text = "hello world, hello there<|endoftext|>hello again 123456";
+        let tok = trained(&[text, "hello hello hello"], 300, &["<|endoftext|>"]);
+        let eot = tok.specials()[0].1;
+        assert_eq!(eot as usize, tok.vocab_size() - 1);
+        let mut cache = PieceCache::new(64);
+        let all = SpecialPolicy { allowed: vec![true], disallowed: vec![false] };
+        let mut ids = Vec::new();
+        tok.encode(text, &all, &mut cache, &mut ids).unwrap();
+        assert!(ids.contains(&eot));
+        assert_eq!(tok.decode_bytes(&ids).unwrap(), text.as_bytes());
+
+        let strict = SpecialPolicy { allowed: vec![false], disallowed: vec![true] };
+        let err = tok.encode(text, &strict, &mut cache, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("<|endoftext|>"), "{err}");
+
+        let plain = SpecialPolicy::default();
+        let mut ids = Vec::new();
+        tok.encode(text, &plain, &mut cache, &mut ids).unwrap();
+        assert!(!ids.contains(&eot));
+        assert_eq!(tok.decode_bytes(&ids).unwrap(), text.as_bytes());
+    }
+
+    #[test]
+    fn bytes_input_round_trips_invalid_utf8() {
+        let tok = trained(&["abc abc abd"], 260, &[]);
+        let raw = b"ab\xffc \xe2\x82 abc";
+        let mut ids = Vec::new();
+        tok.encode_bytes(raw, &SpecialPolicy::default(), &mut PieceCache::new(8), &mut ids).unwrap();
+        assert_eq!(tok.decode_bytes(&ids).unwrap(), raw);
+    }
+
+    #[test]
+    fn rejects_bad_training_input() {
+        let pretok = PreTokenizer::new("gpt2").unwrap();
+        let err = Tokenizer::train(WordCounts::default(), 300, pretok.clone(), &[], 1, &mut |_| {});
+        assert!(matches!(err, Err(BpeError::EmptyCorpus)));
+        let counts = count_texts(&pretok, &SpecialMatcher::new(&[]).unwrap(), &["x y"]).unwrap();
+        let err = Tokenizer::train(counts, 256, pretok, &["<s>".to_string()], 1, &mut |_| {});
+        assert!(matches!(err, Err(BpeError::VocabTooSmall { minimum: 257, .. })));
+    }
+
+    #[test]
+    fn decode_rejects_unknown_id() {
+        let tok = trained(&["aaaa"], 257, &[]);
+        let err = tok.decode_bytes(&[97, 9999]).unwrap_err();
+        assert!(err.to_string().contains("9999"));
+    }
+}

@@ -1,9 +1,18 @@
 //! `fastllm._core`: the private native module. Thin bindings only; algorithms live in the pure
 //! Rust crates. One `py_*.rs` per domain; `errors.rs` maps core errors to Python exceptions.
+
+mod errors;
+mod pool;
+mod py_bpe;
+
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<py_bpe::CoreTokenizer>()?;
+    m.add_class::<py_bpe::WordCounter>()?;
+    m.add_function(wrap_pyfunction!(pool::set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(pool::get_num_threads, m)?)?;
     Ok(())
 }

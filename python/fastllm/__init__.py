@@ -1,0 +1,12 @@
+"""fastllm: small language models end to end, with the hot paths in Rust.
+
+>>> from fastllm import BPETokenizer
+>>> tok = BPETokenizer.train(["hello world"] * 8, 260, show_progress=False)
+>>> tok.decode(tok.encode("hello world"))
+'hello world'
+"""
+
+from fastllm._core import __version__, get_num_threads, set_num_threads
+from fastllm.tokenizer import BPETokenizer, StreamDecoder
+
+__all__ = ["BPETokenizer", "StreamDecoder", "__version__", "get_num_threads", "set_num_threads"]

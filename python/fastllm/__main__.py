@@ -1,0 +1,5 @@
+"""`python -m fastllm` runs the command line."""
+
+from fastllm.cli import main
+
+main()

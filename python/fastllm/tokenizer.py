@@ -1,0 +1,467 @@
+"""BPETokenizer: byte-level BPE of the GPT-2/GPT-4 family, trained and run in Rust.
+
+A thin, typed facade over `fastllm._core`: arguments are checked here so that a mistake gets a
+Python exception naming the bad value; the work (pre-tokenization, counting, merging, encoding)
+happens in Rust with the GIL released. Encoding follows tiktoken's conventions (`encode` returns a
+list of ids; `allowed_special` / `disallowed_special` behave as in tiktoken), and `save` writes a
+Hugging Face `tokenizer.json`.
+
+>>> tok = BPETokenizer.train(["low lower lowest"] * 10, 260, show_progress=False)
+>>> tok.decode(tok.encode("lower lows"))
+'lower lows'
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import tempfile
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+
+from fastllm import _core
+
+__all__ = ["BPETokenizer", "StreamDecoder"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+SpecialSet = Union[Literal["all"], Collection[str]]
+
+# Texts are handed to Rust in batches of about this many bytes while training from an iterable, so
+# memory stays bounded whatever the iterable's length.
+_TRAIN_BATCH_BYTES = 8 << 20
+
+
+def _check_threads(num_threads: int | None) -> int | None:
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
+        raise TypeError(f"num_threads must be an int or None, not {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads={num_threads} is invalid: pass a positive count or None")
+    return num_threads
+
+
+def _check_str(text: object, what: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be str, not {type(text).__name__}")
+    return text
+
+
+def _surrogate_error(text: str, what: str) -> ValueError:
+    for i, ch in enumerate(text):
+        if "\ud800" <= ch <= "\udfff":
+            return ValueError(
+                f"{what} contains a lone surrogate U+{ord(ch):04X} at index {i}, which is not valid "
+                "Unicode text; fix the text, or encode it with errors='surrogatepass' and pass bytes"
+            )
+    return ValueError(f"{what} is not valid Unicode text")
+
+
+def _find_surrogate_error(texts: Sequence[str], what: str) -> ValueError:
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            return _surrogate_error(t, f"{what}[{i}]")
+    return ValueError(f"{what} contains text that is not valid Unicode")
+
+
+def _check_texts(texts: object, what: str = "texts") -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(f"{what} must be a list of str, not a single {type(texts).__name__}")
+    out = list(texts)  # type: ignore[call-overload]
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{what}[{i}] must be str, not {type(t).__name__}")
+    return out
+
+
+def _check_specials(special_tokens: Iterable[str]) -> list[str]:
+    if isinstance(special_tokens, str):
+        raise TypeError(f"special_tokens must be a collection of str, e.g. ({special_tokens!r},), not a str")
+    out = list(special_tokens)
+    for t in out:
+        if not isinstance(t, str) or not t:
+            raise ValueError(f"special token {t!r} must be a non-empty str")
+    return out
+
+
+def _check_vocab_size(vocab_size: int, n_special: int) -> int:
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
+        raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    minimum = 256 + n_special
+    if vocab_size < minimum:
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small: it must be at least {minimum} "
+            f"(256 byte tokens + {n_special} special tokens)"
+        )
+    return vocab_size
+
+
+def _check_min_frequency(min_frequency: int) -> int:
+    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int):
+        raise TypeError(f"min_frequency must be an int, not {type(min_frequency).__name__}")
+    if min_frequency < 1:
+        raise ValueError(f"min_frequency={min_frequency} is invalid: it must be at least 1")
+    return min_frequency
+
+
+class _Progress:
+    """A tqdm bar driven by absolute positions reported from Rust (or nothing when disabled)."""
+
+    def __init__(self, show: bool, total: int | None, desc: str, unit: str, scale: bool = False):
+        self.bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=scale, leave=False)
+
+    def __call__(self, position: int) -> None:
+        if self.bar is not None:
+            self.bar.update(position - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class StreamDecoder:
+    """Decodes ids one at a time, yielding text as soon as it is complete UTF-8.
+
+    A token may end inside a multi-byte character; its bytes wait for the next id rather than
+    becoming U+FFFD. `flush()` returns what is left (incomplete bytes become U+FFFD).
+
+    >>> tok = BPETokenizer.train(["héllo"] * 5, 256, show_progress=False)
+    >>> d = tok.stream_decoder()
+    >>> "".join(d.feed(i) for i in tok.encode("héllo")) + d.flush()
+    'héllo'
+    """
+
+    def __init__(self, tokenizer: BPETokenizer):
+        self._tok = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, id: int) -> str:
+        return self._utf8.decode(self._tok.token_bytes(id))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+class BPETokenizer:
+    """A byte-level BPE tokenizer (GPT-2/GPT-4 family).
+
+    Make one with `train`, `train_files`, `from_file`, `from_tiktoken` or `from_gpt2`. Trained ids:
+    0-255 are single bytes, 256+i is merge i, special tokens follow the merges.
+
+    >>> tok = BPETokenizer.train(["the cat sat on the mat"] * 20, 270,
+    ...                          special_tokens=("<|endoftext|>",), show_progress=False)
+    >>> ids = tok.encode("the cat<|endoftext|>", allowed_special="all")
+    >>> ids[-1] == tok.special_tokens["<|endoftext|>"]
+    True
+    """
+
+    __slots__ = ("_core", "_specials", "_special_names")
+
+    def __init__(self, core: _core.Tokenizer):
+        if not isinstance(core, _core.Tokenizer):
+            raise TypeError("use BPETokenizer.train, train_files, from_file, from_tiktoken or from_gpt2")
+        self._core = core
+        self._specials: dict[str, int] = dict(core.specials)
+        self._special_names: list[str] = [name for name, _ in core.specials]
+
+    # ---- training -------------------------------------------------------------------------------
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        *,
+        pattern: str = "gpt4",
+        special_tokens: Iterable[str] = (),
+        min_frequency: int = 1,
+        show_progress: bool = True,
+        num_threads: int | None = None,
+    ) -> BPETokenizer:
+        """Trains on any iterable of str (streamed in batches: it need not fit in memory).
+
+        `pattern` is "gpt4" (cl100k split, the default), "gpt2", or a regex. `vocab_size` counts the
+        256 byte tokens, the merges and the special tokens; training stops earlier when no pair
+        occurs `min_frequency` times. Ties between equally frequent pairs go to the smallest
+        (left id, right id), so results are identical on any number of threads.
+
+        >>> BPETokenizer.train(["aaab"] * 4, 258, show_progress=False).merges
+        [(97, 97), (256, 97)]
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be an iterable of str, not a single str; wrap it in a list")
+        counter, specials = cls._counter(pattern, special_tokens, vocab_size, min_frequency, num_threads)
+        bar = _Progress(show_progress, None, "counting", " texts")
+        batch: list[str] = []
+        size = seen = 0
+        try:
+            for i, text in enumerate(texts):
+                if not isinstance(text, str):
+                    raise TypeError(f"texts[{i}] must be str, not {type(text).__name__}")
+                batch.append(text)
+                size += len(text)
+                if size >= _TRAIN_BATCH_BYTES:
+                    cls._add_batch(counter, batch, seen, num_threads)
+                    seen += len(batch)
+                    bar(seen)
+                    batch, size = [], 0
+            if batch:
+                cls._add_batch(counter, batch, seen, num_threads)
+                bar(seen + len(batch))
+        finally:
+            bar.close()
+        return cls._train_counts(counter, vocab_size, specials, min_frequency, show_progress, num_threads)
+
+    @classmethod
+    def train_files(
+        cls,
+        paths: Iterable[PathLike] | PathLike,
+        vocab_size: int,
+        *,
+        pattern: str = "gpt4",
+        special_tokens: Iterable[str] = (),
+        min_frequency: int = 1,
+        show_progress: bool = True,
+        num_threads: int | None = None,
+    ) -> BPETokenizer:
+        """Trains on UTF-8 text files, read and counted in Rust in blocks (constant memory).
+
+        Files are cut into blocks only after a newline followed by a non-space character, where
+        the built-in patterns never join two pieces. Invalid UTF-8 raises, naming file and line.
+        """
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        files = [Path(p) for p in paths]
+        if not files:
+            raise ValueError("train_files needs at least one path")
+        for f in files:
+            if not f.is_file():
+                raise FileNotFoundError(f"training file not found: {str(f)!r}")
+        counter, specials = cls._counter(pattern, special_tokens, vocab_size, min_frequency, num_threads)
+        total = sum(f.stat().st_size for f in files)
+        bar = _Progress(show_progress, total, "counting", "B", scale=True)
+        done = 0
+        try:
+            for f in files:
+                counter.add_file(str(f), num_threads, lambda n, base=done: bar(base + n))
+                done += f.stat().st_size
+                bar(done)
+        finally:
+            bar.close()
+        return cls._train_counts(counter, vocab_size, specials, min_frequency, show_progress, num_threads)
+
+    @staticmethod
+    def _counter(pattern, special_tokens, vocab_size, min_frequency, num_threads):
+        _check_str(pattern, "pattern")
+        specials = _check_specials(special_tokens)
+        _check_vocab_size(vocab_size, len(specials))
+        _check_min_frequency(min_frequency)
+        _check_threads(num_threads)
+        return _core.WordCounter(pattern, specials), specials
+
+    @staticmethod
+    def _add_batch(counter, batch: list[str], offset: int, num_threads: int | None) -> None:
+        try:
+            counter.add_texts(batch, num_threads)
+        except UnicodeEncodeError:
+            err = _find_surrogate_error(batch, "texts")
+            raise ValueError(str(err).replace("texts[", f"texts[{offset}+", 1)) from None
+
+    @classmethod
+    def _train_counts(cls, counter, vocab_size, specials, min_frequency, show_progress, num_threads):
+        if len(counter) == 0:
+            raise ValueError("empty corpus: the training texts contain no pre-tokens (only empty text or special tokens)")
+        bar = _Progress(show_progress, vocab_size - 256 - len(specials), "merging", " merges")
+        try:
+            core = counter.train(vocab_size, min_frequency, num_threads, bar)
+        finally:
+            bar.close()
+        return cls(core)
+
+    # ---- loading and saving ---------------------------------------------------------------------
+
+    @classmethod
+    def from_file(cls, path: PathLike) -> BPETokenizer:
+        """Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face)."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"tokenizer file not found: {str(p)!r}") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not a UTF-8 tokenizer.json ({e})") from None
+        return cls(_core.Tokenizer.from_hf_json(text, str(p)))
+
+    @classmethod
+    def from_tiktoken(
+        cls, path: PathLike, pattern: str, special_tokens: dict[str, int] | None = None
+    ) -> BPETokenizer:
+        """Loads a tiktoken `.tiktoken` rank file; ids and encodings equal tiktoken's.
+
+        `pattern` is the split regex or a built-in name ("gpt4"/"cl100k", "gpt2"/"r50k").
+        """
+        _check_str(pattern, "pattern")
+        specials = dict(special_tokens or {})
+        for name, id_ in specials.items():
+            if not isinstance(name, str) or not name or isinstance(id_, bool) or not isinstance(id_, int) or id_ < 0:
+                raise ValueError(f"special token {name!r}: {id_!r} must map a non-empty str to an id >= 0")
+        return cls(_core.Tokenizer.from_tiktoken(os.fspath(path), pattern, list(specials.items())))
+
+    @classmethod
+    def from_gpt2(cls, encoder_json_path: PathLike, vocab_bpe_path: PathLike) -> BPETokenizer:
+        """Loads OpenAI's GPT-2 files (`encoder.json` + `vocab.bpe`); `<|endoftext|>` is special."""
+        return cls(_core.Tokenizer.from_gpt2(os.fspath(encoder_json_path), os.fspath(vocab_bpe_path)))
+
+    def save(self, path: PathLike) -> None:
+        """Writes a Hugging Face `tokenizer.json` (via a temporary file renamed into place)."""
+        target = Path(path)
+        data = self._core.to_hf_json()
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    # ---- encoding -------------------------------------------------------------------------------
+
+    def _policy(self, allowed_special: SpecialSet, disallowed_special: SpecialSet) -> tuple[list[bool], list[bool]]:
+        names = self._special_names
+        if not names:
+            return [], []
+
+        def resolve(value: SpecialSet, what: str) -> set[str]:
+            if value == "all":
+                return set(names)
+            if isinstance(value, str):
+                raise TypeError(f'{what} must be "all" or a collection of special tokens, not {value!r}')
+            chosen = set(value)
+            unknown = chosen - set(names)
+            if unknown:
+                raise ValueError(f"{what} names unknown special tokens {sorted(unknown)!r}; known: {names!r}")
+            return chosen
+
+        allowed = resolve(allowed_special, "allowed_special")
+        disallowed = set(names) - allowed if disallowed_special == "all" else resolve(disallowed_special, "disallowed_special")
+        return [n in allowed for n in names], [n in disallowed for n in names]
+
+    def encode(
+        self,
+        text: str | bytes,
+        *,
+        allowed_special: SpecialSet = (),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[int]:
+        """Encodes text (or bytes: invalid UTF-8 is kept byte for byte) to ids, as tiktoken does.
+
+        A special token spelled in the text raises unless it is in `allowed_special` (then it
+        becomes its id) or `disallowed_special` leaves it out (then it is encoded as plain text).
+        """
+        allowed, disallowed = self._policy(allowed_special, disallowed_special)
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            return self._core.encode_bytes(bytes(text), allowed, disallowed)
+        _check_str(text, "text")
+        try:
+            return self._core.encode(text, allowed, disallowed)
+        except UnicodeEncodeError:
+            raise _surrogate_error(text, "text") from None
+
+    def encode_ordinary(self, text: str | bytes) -> list[int]:
+        """Encodes with every special token treated as plain text."""
+        return self.encode(text, allowed_special=(), disallowed_special=())
+
+    def encode_batch(
+        self,
+        texts: Sequence[str],
+        *,
+        num_threads: int | None = None,
+        allowed_special: SpecialSet = (),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[list[int]]:
+        """Encodes many texts in parallel (GIL released); same ids as `encode` on each."""
+        items = _check_texts(texts)
+        allowed, disallowed = self._policy(allowed_special, disallowed_special)
+        try:
+            return self._core.encode_batch(items, allowed, disallowed, _check_threads(num_threads))
+        except UnicodeEncodeError:
+            raise _find_surrogate_error(items, "texts") from None
+
+    def encode_batch_numpy(
+        self,
+        texts: Sequence[str],
+        *,
+        num_threads: int | None = None,
+        allowed_special: SpecialSet = (),
+        disallowed_special: SpecialSet = "all",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encodes many texts into one flat uint32 array plus int64 offsets (len(texts) + 1).
+
+        `ids[offsets[i]:offsets[i + 1]]` are the ids of `texts[i]`; no Python int per token.
+        """
+        items = _check_texts(texts)
+        allowed, disallowed = self._policy(allowed_special, disallowed_special)
+        try:
+            return self._core.encode_batch_numpy(items, allowed, disallowed, _check_threads(num_threads))
+        except UnicodeEncodeError:
+            raise _find_surrogate_error(items, "texts") from None
+
+    # ---- decoding -------------------------------------------------------------------------------
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """The bytes the ids stand for; an unknown id raises ValueError naming it."""
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
+        return self._core.decode_bytes(list(ids))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of the ids; bytes that are not valid UTF-8 (a cut character) become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder fed one id at a time that never splits a UTF-8 character."""
+        return StreamDecoder(self)
+
+    def token_bytes(self, id: int) -> bytes:
+        """The bytes of one id (a special token's text for a special id)."""
+        out = self._core.token_bytes(id)
+        if out is None:
+            raise ValueError(f"token id {id} is out of range for a vocabulary of {self.vocab_size} ids")
+        return out
+
+    # ---- inspection -----------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        """1 + the highest id, special tokens included."""
+        return self._core.vocab_size
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return dict(self._specials)
+
+    @property
+    def merges(self) -> list[tuple[int, int]]:
+        """Merges in rank order, as (left id, right id)."""
+        return self._core.merges
+
+    @property
+    def pattern(self) -> str:
+        """The pre-tokenizer's split regex."""
+        return self._core.pattern
+
+    def __repr__(self) -> str:
+        return (
+            f"BPETokenizer(vocab_size={self.vocab_size}, pattern={self._core.pattern_name!r}, "
+            f"special_tokens={self._special_names!r})"
+        )

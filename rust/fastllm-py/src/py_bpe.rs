@@ -1,0 +1,331 @@
+//! Bindings for the BPE tokenizer: `_core.Tokenizer` (encode/decode, file formats) and
+//! `_core.WordCounter` (streams texts and files into pre-token counts, then trains).
+//!
+//! Every call whose work grows with its input releases the GIL; parallel calls run on the pool
+//! from `pool.rs`. The Python facade (`fastllm/tokenizer.py`) validates arguments and owns the
+//! user-facing API; these signatures are private and positional.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use bpe::count::{count_file, count_texts, merge_into, WordCounts};
+use bpe::encode::{Bpe, PieceCache};
+use bpe::formats;
+use bpe::special::SpecialMatcher;
+use bpe::tokenizer::SpecialPolicy;
+use bpe::{PreTokenizer, Tokenizer};
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::PyBytes;
+use rayon::prelude::*;
+
+use crate::errors::IntoPy;
+use crate::pool;
+
+/// Pieces of at most this many bytes are cached; the cache is cleared when it holds this many.
+const CACHE_CAPACITY: usize = 1 << 15;
+/// Below this many bytes an encode keeps the GIL: releasing it costs more than the work.
+const DETACH_BYTES: usize = 1 << 12;
+
+fn lock_err<T>(_: T) -> PyErr {
+    PyRuntimeError::new_err("internal lock poisoned by an earlier panic")
+}
+
+#[pyclass(module = "fastllm._core", name = "Tokenizer", frozen)]
+pub struct CoreTokenizer {
+    inner: Tokenizer,
+    /// Reused by single-text calls; batch calls give each worker its own.
+    cache: Mutex<PieceCache>,
+}
+
+impl CoreTokenizer {
+    fn wrap(inner: Tokenizer) -> Self {
+        CoreTokenizer { inner, cache: Mutex::new(PieceCache::new(CACHE_CAPACITY)) }
+    }
+
+    fn policy(&self, allowed: Vec<bool>, disallowed: Vec<bool>) -> PyResult<SpecialPolicy> {
+        let n = self.inner.specials().len();
+        if allowed.len() != n || disallowed.len() != n {
+            return Err(PyValueError::new_err("special-token policy length mismatch"));
+        }
+        Ok(SpecialPolicy { allowed, disallowed })
+    }
+
+    fn encode_one(&self, text: &str, policy: &SpecialPolicy) -> PyResult<Vec<u32>> {
+        let mut out = Vec::with_capacity(text.len() / 3);
+        match self.cache.try_lock() {
+            Ok(mut cache) => self.inner.encode(text, policy, &mut cache, &mut out),
+            // Another thread is encoding with this tokenizer: use a private cache.
+            Err(_) => self.inner.encode(text, policy, &mut PieceCache::new(1024), &mut out),
+        }
+        .py_err()?;
+        Ok(out)
+    }
+
+    fn encode_many(
+        &self,
+        py: Python<'_>,
+        texts: &[PyBackedStr],
+        policy: &SpecialPolicy,
+        num_threads: Option<usize>,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        let pool = pool::pool(num_threads)?;
+        py.detach(|| {
+            pool.install(|| {
+                texts
+                    .par_iter()
+                    .map_init(
+                        || PieceCache::new(CACHE_CAPACITY),
+                        |cache, text| {
+                            let mut out = Vec::with_capacity(text.len() / 3);
+                            self.inner.encode(text, policy, cache, &mut out).map(|_| out)
+                        },
+                    )
+                    .collect::<Result<Vec<_>, _>>()
+            })
+        })
+        .py_err()
+    }
+}
+
+#[pymethods]
+impl CoreTokenizer {
+    #[staticmethod]
+    fn from_hf_json(py: Python<'_>, text: &str, path: &str) -> PyResult<Self> {
+        let tok = py.detach(|| formats::read_hf_json(text, path).and_then(Tokenizer::from_hf)).py_err()?;
+        Ok(Self::wrap(tok))
+    }
+
+    #[staticmethod]
+    fn from_tiktoken(py: Python<'_>, path: &str, pattern: &str, specials: Vec<(String, u32)>) -> PyResult<Self> {
+        let tok = py
+            .detach(|| {
+                let vocab = formats::load_tiktoken(Path::new(path))?;
+                Tokenizer::new(PreTokenizer::new(pattern)?, Bpe::from_ranks(vocab)?, specials)
+            })
+            .py_err()?;
+        Ok(Self::wrap(tok))
+    }
+
+    #[staticmethod]
+    fn from_gpt2(py: Python<'_>, encoder_json: &str, vocab_bpe: &str) -> PyResult<Self> {
+        let tok = py
+            .detach(|| {
+                let (vocab, specials) = formats::load_gpt2(Path::new(encoder_json), Path::new(vocab_bpe))?;
+                Tokenizer::new(PreTokenizer::new("gpt2")?, Bpe::from_ranks(vocab)?, specials)
+            })
+            .py_err()?;
+        Ok(Self::wrap(tok))
+    }
+
+    fn to_hf_json(&self, py: Python<'_>) -> PyResult<String> {
+        py.detach(|| formats::write_hf_json(&self.inner.to_hf())).py_err()
+    }
+
+    fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<bool>, disallowed: Vec<bool>) -> PyResult<Vec<u32>> {
+        let policy = self.policy(allowed, disallowed)?;
+        if text.len() < DETACH_BYTES {
+            return self.encode_one(text, &policy);
+        }
+        py.detach(|| self.encode_one(text, &policy))
+    }
+
+    fn encode_bytes(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        allowed: Vec<bool>,
+        disallowed: Vec<bool>,
+    ) -> PyResult<Vec<u32>> {
+        let policy = self.policy(allowed, disallowed)?;
+        py.detach(|| {
+            let mut out = Vec::with_capacity(data.len() / 3);
+            let mut cache = PieceCache::new(1024);
+            self.inner.encode_bytes(data, &policy, &mut cache, &mut out).map(|_| out)
+        })
+        .py_err()
+    }
+
+    #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<PyBackedStr>,
+        allowed: Vec<bool>,
+        disallowed: Vec<bool>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        let policy = self.policy(allowed, disallowed)?;
+        self.encode_many(py, &texts, &policy, num_threads)
+    }
+
+    /// Flat ids and offsets (`ids[offsets[i]:offsets[i+1]]` is text i): no Python int per token.
+    #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
+    #[allow(clippy::type_complexity)]
+    fn encode_batch_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        allowed: Vec<bool>,
+        disallowed: Vec<bool>,
+        num_threads: Option<usize>,
+    ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>)> {
+        let policy = self.policy(allowed, disallowed)?;
+        let parts = self.encode_many(py, &texts, &policy, num_threads)?;
+        let (ids, offsets) = py.detach(|| {
+            let total: usize = parts.iter().map(Vec::len).sum();
+            let mut ids = Vec::with_capacity(total);
+            let mut offsets = Vec::with_capacity(parts.len() + 1);
+            offsets.push(0i64);
+            for p in &parts {
+                ids.extend_from_slice(p);
+                offsets.push(ids.len() as i64);
+            }
+            (ids, offsets)
+        });
+        Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
+    }
+
+    fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let vocab_size = self.inner.vocab_size();
+        let mut checked = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            if id < 0 || id > u32::MAX as i64 {
+                return Err(bpe::BpeError::IdOutOfRange { id, vocab_size }).py_err();
+            }
+            checked.push(id as u32);
+        }
+        let bytes = py.detach(|| self.inner.decode_bytes(&checked)).py_err()?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn token_bytes<'py>(&self, py: Python<'py>, id: i64) -> Option<Bound<'py, PyBytes>> {
+        let id = u32::try_from(id).ok()?;
+        self.inner.token_bytes(id).map(|b| PyBytes::new(py, b))
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    #[getter]
+    fn specials(&self) -> Vec<(String, u32)> {
+        self.inner.specials().to_vec()
+    }
+
+    #[getter]
+    fn merges(&self) -> Vec<(u32, u32)> {
+        self.inner.merges()
+    }
+
+    #[getter]
+    fn pattern(&self) -> String {
+        self.inner.pretokenizer().pattern().to_string()
+    }
+
+    #[getter]
+    fn pattern_name(&self) -> String {
+        self.inner.pretokenizer().name().to_string()
+    }
+
+    #[getter]
+    fn is_rank_based(&self) -> bool {
+        self.inner.bpe().is_rank_based()
+    }
+}
+
+/// Pre-token counts accumulated from text batches and files, then trained into a tokenizer.
+#[pyclass(module = "fastllm._core", frozen)]
+pub struct WordCounter {
+    pretok: PreTokenizer,
+    specials: Vec<String>,
+    matcher: SpecialMatcher,
+    counts: Mutex<WordCounts>,
+}
+
+fn report(progress: &Option<Py<PyAny>>, value: u64) {
+    if let Some(cb) = progress {
+        // A failing progress callback must not abort the work; its error is dropped.
+        Python::attach(|py| {
+            let _ = cb.call1(py, (value,));
+        });
+    }
+}
+
+#[pymethods]
+impl WordCounter {
+    #[new]
+    fn new(pattern: &str, specials: Vec<String>) -> PyResult<Self> {
+        let pretok = PreTokenizer::new(pattern).py_err()?;
+        let matcher = SpecialMatcher::new(&specials).py_err()?;
+        Ok(WordCounter { pretok, specials, matcher, counts: Mutex::new(WordCounts::default()) })
+    }
+
+    #[pyo3(signature = (texts, num_threads=None))]
+    fn add_texts(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: Option<usize>) -> PyResult<()> {
+        let pool = pool::pool(num_threads)?;
+        let batch = py
+            .detach(|| {
+                let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
+                pool.install(|| count_texts(&self.pretok, &self.matcher, &refs))
+            })
+            .py_err()?;
+        py.detach(|| {
+            let mut counts = self.counts.lock().map_err(lock_err)?;
+            merge_into(&mut counts, batch);
+            Ok(())
+        })
+    }
+
+    #[pyo3(signature = (path, num_threads=None, progress=None))]
+    fn add_file(
+        &self,
+        py: Python<'_>,
+        path: &str,
+        num_threads: Option<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<()> {
+        let pool = pool::pool(num_threads)?;
+        py.detach(|| {
+            pool.install(|| {
+                let mut counts = self.counts.lock().map_err(lock_err)?;
+                count_file(&self.pretok, &self.matcher, Path::new(path), &mut counts, &mut |done| {
+                    report(&progress, done)
+                })
+                .py_err()
+            })
+        })
+    }
+
+    /// Unique pre-tokens counted so far.
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.counts.lock().map_err(lock_err)?.len())
+    }
+
+    /// Trains on the counts (which are consumed: the counter is empty afterwards).
+    #[pyo3(signature = (vocab_size, min_frequency, num_threads=None, progress=None))]
+    fn train(
+        &self,
+        py: Python<'_>,
+        vocab_size: usize,
+        min_frequency: u64,
+        num_threads: Option<usize>,
+        progress: Option<Py<PyAny>>,
+    ) -> PyResult<CoreTokenizer> {
+        let pool = pool::pool(num_threads)?;
+        let counts = std::mem::take(&mut *self.counts.lock().map_err(lock_err)?);
+        let tok = py
+            .detach(|| {
+                pool.install(|| {
+                    Tokenizer::train(counts, vocab_size, self.pretok.clone(), &self.specials, min_frequency, &mut |n| {
+                        report(&progress, n as u64)
+                    })
+                })
+            })
+            .py_err()?;
+        Ok(CoreTokenizer::wrap(tok))
+    }
+}
