@@ -1,15 +1,18 @@
 """Type stubs for the private native module `fastllm._core` (kept true by hand; see stubtest in CI)."""
 
 from collections.abc import Callable, Sequence
+from typing import final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["__version__", "Tokenizer", "WordCounter", "set_num_threads", "get_num_threads"]
 __version__: str
 
 def set_num_threads(num_threads: int | None = None) -> None: ...
 def get_num_threads() -> int: ...
 
+@final
 class Tokenizer:
     @staticmethod
     def from_hf_json(text: str, path: str) -> Tokenizer: ...
@@ -41,8 +44,9 @@ class Tokenizer:
     @property
     def is_rank_based(self) -> bool: ...
 
+@final
 class WordCounter:
-    def __init__(self, pattern: str, specials: Sequence[str]) -> None: ...
+    def __new__(cls, pattern: str, specials: Sequence[str]) -> WordCounter: ...
     def add_texts(self, texts: Sequence[str], num_threads: int | None = None) -> None: ...
     def add_file(
         self, path: str, num_threads: int | None = None, progress: Callable[[int], object] | None = None

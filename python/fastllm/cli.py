@@ -46,8 +46,9 @@ def tokenizer() -> None:
     """Train byte-level BPE tokenizers and encode text with them."""
 
 
-def _show_tokens(tok: BPETokenizer, text: str) -> str:
-    pieces = [tok.token_bytes(i).decode("utf-8", errors="replace") for i in tok.encode(text, allowed_special="all")]
+def _show_tokens(tok: BPETokenizer, ids: list[int]) -> str:
+    """Tokens joined by |; a token that ends inside a UTF-8 character shows its bytes as \\xNN."""
+    pieces = (tok.token_bytes(i).decode("utf-8", errors="backslashreplace") for i in ids)
     return "|".join(p.replace("\n", "\\n") for p in pieces)
 
 
@@ -91,9 +92,9 @@ def tokenizer_train(files, vocab_size, output, pattern, special_tokens, min_freq
         ids, _ = tok.encode_batch_numpy(sample_texts, num_threads=threads, disallowed_special=())
         click.echo(f"compression: {n_bytes / max(len(ids), 1):.2f} bytes per token over the corpus ({len(ids):,} tokens)")
     longest = sorted(range(256, 256 + len(tok.merges)), key=lambda i: (-len(tok.token_bytes(i)), i))[:5]
-    click.echo("longest tokens: " + ", ".join(repr(tok.token_bytes(i).decode("utf-8", "replace")) for i in longest))
+    click.echo("longest tokens: " + ", ".join(repr(tok.token_bytes(i).decode("utf-8", "backslashreplace")) for i in longest))
     ids = tok.encode(SAMPLE)
-    click.echo(f"sample ({len(SAMPLE.encode())} bytes -> {len(ids)} tokens): {_show_tokens(tok, SAMPLE)}")
+    click.echo(f"sample ({len(SAMPLE.encode())} bytes -> {len(ids)} tokens): {_show_tokens(tok, ids)}")
     click.echo(f"ids: {ids}")
     click.echo(f"wrote {output}")
 
@@ -110,13 +111,11 @@ def tokenizer_encode(files, tokenizer_path, fmt, allow_special):
     allowed = "all" if allow_special else ()
     sources = [(str(f), Path(f).read_text(encoding="utf-8")) for f in files] or [("<stdin>", sys.stdin.read())]
     for _, text in sources:
-        if fmt == "tokens":
-            click.echo(_show_tokens(tok, text) if allow_special else "|".join(
-                tok.token_bytes(i).decode("utf-8", "replace").replace("\n", "\\n") for i in tok.encode(text)
-            ))
-            continue
         ids = tok.encode(text, allowed_special=allowed)
-        click.echo(json.dumps(ids) if fmt == "json" else " ".join(map(str, ids)))
+        if fmt == "tokens":
+            click.echo(_show_tokens(tok, ids))
+        else:
+            click.echo(json.dumps(ids) if fmt == "json" else " ".join(map(str, ids)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ fn vm_hwm_mb() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path = PathBuf::from(args.next().unwrap_or_else(|| "/work/shared/data/imdb_reviews_train.txt".into()));
+    let path =
+        PathBuf::from(args.next().unwrap_or_else(|| "/work/shared/data/imdb_reviews_train.txt".into()));
     if !path.exists() {
         eprintln!("skipping: {} not found", path.display());
         return Ok(());
@@ -39,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pretok = PreTokenizer::new("gpt4")?;
     let specials = SpecialMatcher::new(&[])?;
 
-    pool.install(|| -> Result<(), Box<dyn std::error::Error>> {
+    pool.install(|| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let t = Instant::now();
         let mut counts = WordCounts::default();
         count_file(&pretok, &specials, &path, &mut counts, &mut |_| {})?;
@@ -50,12 +51,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             counts.len(),
             vm_hwm_mb()
         );
+        if std::env::var_os("TRAIN_BENCH_SPLIT").is_some() {
+            // Where counting time goes: pre-tokenizing alone (one thread, no hashing) vs counting.
+            let text = std::fs::read_to_string(&path)?;
+            let t = Instant::now();
+            let mut pieces = 0usize;
+            pretok.for_each_piece_fast(&text, |_| pieces += 1)?;
+            let split_s = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let c = bpe::count::count_texts(&pretok, &specials, &[&text])?;
+            let texts_s = t.elapsed().as_secs_f64();
+            println!(
+                "threads={threads} pre-tokenize only (1 thread): {split_s:.3}s ({pieces} pieces); \
+                 count_texts in memory: {texts_s:.3}s ({} unique)",
+                c.len()
+            );
+        }
         let n = vocabs.len();
         for (i, &vocab) in vocabs.iter().enumerate() {
             let words = if i + 1 == n { std::mem::take(&mut counts) } else { counts.clone() };
             let t = Instant::now();
             let merges = train_merges(words, vocab.saturating_sub(256), 1, &mut |_| {});
             let merge_s = t.elapsed().as_secs_f64();
+            if let Ok(dir) = std::env::var("TRAIN_BENCH_DUMP") {
+                // One merge per line: hex bytes of the left and right token.
+                let mut bytes: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+                let mut out = String::new();
+                for &(l, r) in &merges {
+                    let (a, b) = (bytes[l as usize].clone(), bytes[r as usize].clone());
+                    let hex = |v: &[u8]| v.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                    out.push_str(&format!("{} {}\n", hex(&a), hex(&b)));
+                    bytes.push([a, b].concat());
+                }
+                std::fs::write(format!("{dir}/merges_{vocab}.txt"), out)?;
+            }
             println!(
                 "threads={threads} vocab={vocab}: merges {merge_s:.3}s ({} merges), count+merge {:.3}s, peak RSS {:.1} MB",
                 merges.len(),
@@ -65,4 +94,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Ok(())
     })
+    .map_err(|e| e as Box<dyn std::error::Error>)
 }

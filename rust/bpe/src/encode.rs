@@ -38,7 +38,7 @@ use crate::error::{BpeError, Result};
 /// Pieces up to this many bytes take the O(n^2) array path; longer ones the heap path.
 pub const SHORT_MAX: usize = 64;
 /// `PieceCache` only caches pieces up to this many bytes.
-pub const CACHE_MAX_PIECE: usize = 32;
+pub const CACHE_MAX_PIECE: usize = 15;
 
 /// Packed value of "no such pair" (higher than any real `rank << 32 | id`).
 const NO_PAIR: u64 = u64::MAX;
@@ -59,16 +59,99 @@ fn pack(rank: u32, id: u32) -> u64 {
     ((rank as u64) << 32) | id as u64
 }
 
+#[inline(always)]
+fn read8(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(a)
+}
+
+#[inline(always)]
+fn read4(b: &[u8]) -> u64 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[..4]);
+    u32::from_le_bytes(a) as u64
+}
+
+/// A piece of at most 15 bytes as two words: its bytes, little-endian and zero-padded, with the
+/// length in the top byte. Built from overlapping fixed-size reads (few length-dependent branches,
+/// no memcpy call): the hot path of every lookup.
+#[inline(always)]
+fn short_key(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    debug_assert!(n <= 15);
+    let (lo, hi) = if n >= 8 {
+        let tail = read8(&b[n - 8..]);
+        (read8(b), ((tail as u128) >> (8 * (16 - n))) as u64)
+    } else if n >= 4 {
+        (read4(b) | (read4(&b[n - 4..]) << (8 * (n - 4))), 0)
+    } else if n > 0 {
+        let m = n / 2;
+        ((b[0] as u64) | ((b[m] as u64) << (8 * m)) | ((b[n - 1] as u64) << (8 * (n - 1))), 0)
+    } else {
+        (0, 0)
+    };
+    (lo, hi | ((n as u64) << 56))
+}
+
+/// A bytes -> V map that keeps keys of up to 15 bytes inline (no pointer to chase on lookup):
+/// most pieces and tokens are short.
+#[derive(Clone, Debug)]
+pub(crate) struct BytesMap<V> {
+    short: FxHashMap<(u64, u64), V>,
+    long: FxHashMap<Box<[u8]>, V>,
+}
+
+impl<V> Default for BytesMap<V> {
+    fn default() -> Self {
+        BytesMap { short: FxHashMap::default(), long: FxHashMap::default() }
+    }
+}
+
+impl<V> BytesMap<V> {
+    #[inline(always)]
+    fn get(&self, b: &[u8]) -> Option<&V> {
+        if b.len() <= 15 {
+            self.short.get(&short_key(b))
+        } else {
+            self.long.get(b)
+        }
+    }
+
+    fn get_mut(&mut self, b: &[u8]) -> Option<&mut V> {
+        if b.len() <= 15 {
+            self.short.get_mut(&short_key(b))
+        } else {
+            self.long.get_mut(b)
+        }
+    }
+
+    fn insert(&mut self, b: &[u8], v: V) -> Option<V> {
+        if b.len() <= 15 {
+            self.short.insert(short_key(b), v)
+        } else {
+            self.long.insert(b.into(), v)
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+}
+
 /// A byte-level BPE model (immutable after construction; `Send + Sync`).
 #[derive(Clone)]
 pub struct Bpe {
     /// id -> token bytes (`None` = unused id); no trailing `None`.
     vocab: Vec<Option<Box<[u8]>>>,
     /// bytes -> id, with [`NOT_DIRECT`] set on tokens the whole-piece shortcut must not emit.
-    ids: FxHashMap<Box<[u8]>, u32>,
+    ids: BytesMap<u32>,
     byte_ids: [u32; 256],
     /// `pair_key(l, r) -> pack(rank, new_id)`.
     pairs: FxHashMap<u64, u64>,
+    /// The same for pairs of single-byte tokens, dense: `[a << 8 | b]` (the first round of every
+    /// piece looks these up).
+    byte_pairs: Box<[u64; 65536]>,
     /// The merge list as given (merge-list BPE only).
     merges: Vec<(u32, u32)>,
     rank_based: bool,
@@ -111,8 +194,7 @@ impl Bpe {
                 format!("at most {MAX_ID} ids are supported"),
             ));
         }
-        let mut ids: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
-        ids.reserve(vocab.len());
+        let mut ids: BytesMap<u32> = BytesMap::default();
         let mut byte_ids = [u32::MAX; 256];
         let mut max_token_len = 0;
         for (id, tok) in vocab.iter().enumerate() {
@@ -121,13 +203,13 @@ impl Bpe {
             if tok.is_empty() {
                 return Err(bad_vocab(format!("id {id}"), "the empty string is not a valid token"));
             }
-            if let Some(&other) = ids.get(&**tok) {
+            if let Some(&other) = ids.get(tok) {
                 return Err(bad_vocab(
                     format!("id {id}"),
                     format!("token {} is also id {other}; token bytes must be unique", show_bytes(tok)),
                 ));
             }
-            ids.insert(tok.clone(), id);
+            ids.insert(tok, id);
             if tok.len() == 1 {
                 byte_ids[tok[0] as usize] = id;
             }
@@ -139,11 +221,17 @@ impl Bpe {
                 "all 256 single bytes must be tokens of a byte-level BPE vocabulary",
             ));
         }
+        // Built on the heap (a 512 KiB array literal would sit on the stack first in debug builds).
+        let Ok(byte_pairs) = Box::<[u64; 65536]>::try_from(vec![NO_PAIR; 65536].into_boxed_slice())
+        else {
+            return Err(bad_vocab(String::new(), "internal error: byte pair table"));
+        };
         Ok(Bpe {
             vocab,
             ids,
             byte_ids,
             pairs: FxHashMap::default(),
+            byte_pairs,
             merges: Vec::new(),
             rank_based,
             max_token_len,
@@ -157,7 +245,8 @@ impl Bpe {
     /// A pair listed twice keeps its last rank (as HF's merge map does).
     pub fn from_merges(vocab: Vec<Option<Vec<u8>>>, merges: &[(u32, u32)]) -> Result<Self> {
         let mut bpe = Self::base(vocab, false)?;
-        bpe.pairs.reserve(merges.len());
+        let mut pairs: FxHashMap<u64, u64> = FxHashMap::default();
+        pairs.reserve(merges.len());
         let mut buf = Vec::new();
         for (rank, &(l, r)) in merges.iter().enumerate() {
             let bad = |reason: String| BpeError::InvalidArgument {
@@ -185,9 +274,11 @@ impl Bpe {
                     show_bytes(rb)
                 )));
             };
-            bpe.pairs.insert(pair_key(l, r), pack(rank as u32, new));
+            pairs.insert(pair_key(l, r), pack(rank as u32, new));
         }
         bpe.merges = merges.to_vec();
+        bpe.pairs = pairs;
+        bpe.fill_byte_pairs();
         // The whole-piece shortcut may only emit tokens that BPE itself produces for their bytes.
         let mut out = Vec::new();
         let mut not_direct = Vec::new();
@@ -199,11 +290,12 @@ impl Bpe {
             out.clear();
             bpe.merge_piece(tok, &mut out);
             if out.len() != 1 || out[0] != id as u32 {
-                not_direct.push(tok.clone());
+                not_direct.push(id);
             }
         }
-        for tok in not_direct {
-            if let Some(v) = bpe.ids.get_mut(&tok) {
+        for id in not_direct {
+            let Some(Some(tok)) = bpe.vocab.get(id) else { continue };
+            if let Some(v) = bpe.ids.get_mut(tok) {
                 *v |= NOT_DIRECT;
             }
         }
@@ -227,7 +319,22 @@ impl Bpe {
             }
         }
         bpe.pairs = pairs;
+        bpe.fill_byte_pairs();
         Ok(bpe)
+    }
+
+    /// Fill `byte_pairs` from `pairs` (after `pairs` is complete).
+    fn fill_byte_pairs(&mut self) {
+        for a in 0..256usize {
+            for b in 0..256usize {
+                self.byte_pairs[a << 8 | b] = self.pair(self.byte_ids[a], self.byte_ids[b]);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn byte_pair(&self, a: u8, b: u8) -> u64 {
+        self.byte_pairs[(a as usize) << 8 | b as usize]
     }
 
     /// Appends the ids of one pre-token piece to `out`.
@@ -278,13 +385,13 @@ impl Bpe {
         match piece.len() {
             0 => {}
             1 => out.push(self.byte_ids[piece[0] as usize]),
-            2 => {
-                let (a, b) = (self.byte_ids[piece[0] as usize], self.byte_ids[piece[1] as usize]);
-                match self.pairs.get(&pair_key(a, b)) {
-                    Some(&p) => out.push(p as u32),
-                    None => out.extend_from_slice(&[a, b]),
-                }
-            }
+            2 => match self.byte_pair(piece[0], piece[1]) {
+                NO_PAIR => out.extend_from_slice(&[
+                    self.byte_ids[piece[0] as usize],
+                    self.byte_ids[piece[1] as usize],
+                ]),
+                p => out.push(p as u32),
+            },
             n if n <= SHORT_MAX => self.merge_short(piece, out),
             _ => self.merge_long(piece, out),
         }
@@ -306,10 +413,9 @@ impl Bpe {
         for (slot, &b) in ids.iter_mut().zip(piece) {
             *slot = self.byte_ids[b as usize];
         }
-        for i in 0..n - 1 {
-            ranks[i] = self.pair(ids[i], ids[i + 1]);
+        for (r, w) in ranks.iter_mut().zip(piece.windows(2)) {
+            *r = self.byte_pair(w[0], w[1]);
         }
-        // ranks[i] is the pair (ids[i], ids[i + 1]); ranks[n - 1] stays NO_PAIR.
         loop {
             let mut best = NO_PAIR;
             let mut at = 0;
@@ -355,7 +461,7 @@ impl Bpe {
         let mut cur = vec![NO_PAIR; n];
         let mut heap_vec = Vec::with_capacity(n);
         for i in 0..n - 1 {
-            let p = self.pair(ids[i], ids[i + 1]);
+            let p = self.byte_pair(piece[i], piece[i + 1]);
             cur[i] = p;
             if p != NO_PAIR {
                 heap_vec.push(Reverse((p, i as u32)));
@@ -491,32 +597,58 @@ impl Bpe {
 }
 
 /// A bounded piece -> ids cache in front of [`Bpe::encode_piece`]; one per thread (or call).
-/// Only pieces of up to [`CACHE_MAX_PIECE`] bytes that are not whole tokens are cached; the cache is
-/// cleared when it holds `capacity` pieces, and when it is used with a different `Bpe`.
-#[derive(Debug, Default)]
+///
+/// Pieces that are tokens (about 95% of pieces of English text) are answered by the vocabulary
+/// lookup directly; the cache holds the others, whose merge loop costs a few hundred ns. It is a
+/// direct-mapped table of `capacity` (rounded up to a power of two) slots keyed by the piece's
+/// bytes held inline, so a hit costs one hash and one cache line; a collision evicts.
+/// Only pieces of 2 to [`CACHE_MAX_PIECE`] bytes are cached. Results of more than one token live
+/// in an arena that is reset (with the table) when it grows past a bound. The cache remembers
+/// which `Bpe` filled it and starts over when used with another one.
+#[derive(Clone, Debug, Default)]
 pub struct PieceCache {
-    map: FxHashMap<Box<[u8]>, (u32, u32)>,
+    slots: Vec<Slot>,
     arena: Vec<u32>,
-    capacity: usize,
     owner: u64,
+    filled: usize,
 }
 
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    lo: u64,
+    hi: u64,
+    /// The token if `len == 1`, else the start of the ids in the arena.
+    id: u32,
+    len: u32,
+}
+
+/// The arena is reset past this many ids.
+const ARENA_MAX: usize = 1 << 20;
+
 impl PieceCache {
+    /// A cache of about `capacity` pieces (0 disables caching).
     pub fn new(capacity: usize) -> Self {
-        PieceCache { map: FxHashMap::default(), arena: Vec::new(), capacity, owner: 0 }
+        let n = if capacity == 0 { 0 } else { capacity.clamp(16, 1 << 24).next_power_of_two() };
+        PieceCache { slots: vec![Slot::default(); n], arena: Vec::new(), owner: 0, filled: 0 }
     }
 
+    /// Number of slots holding a piece.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.filled
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.filled == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
     }
 
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.slots.fill(Slot::default());
         self.arena.clear();
+        self.filled = 0;
     }
 
     /// Same result as `bpe.encode_piece(piece, out)`.
@@ -525,26 +657,44 @@ impl PieceCache {
         if bpe.encode_direct(piece, out) {
             return;
         }
-        if piece.len() > CACHE_MAX_PIECE || self.capacity == 0 {
-            bpe.merge_piece(piece, out);
+        if piece.len() <= 1 || piece.len() > CACHE_MAX_PIECE || self.slots.is_empty() {
+            bpe.encode_piece(piece, out);
             return;
         }
         if self.owner != bpe.instance {
             self.clear();
             self.owner = bpe.instance;
         }
-        if let Some(&(start, len)) = self.map.get(piece) {
-            out.extend_from_slice(&self.arena[start as usize..(start + len) as usize]);
+        let (lo, hi) = short_key(piece);
+        let h = ((lo ^ hi.rotate_left(23)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
+            & (self.slots.len() - 1);
+        let slot = self.slots[h];
+        if slot.lo == lo && slot.hi == hi {
+            if slot.len == 1 {
+                out.push(slot.id);
+            } else {
+                out.extend_from_slice(&self.arena[slot.id as usize..(slot.id + slot.len) as usize]);
+            }
             return;
         }
         let start = out.len();
-        bpe.merge_piece(piece, out);
-        if self.map.len() >= self.capacity || self.arena.len() > u32::MAX as usize / 2 {
-            self.clear();
-        }
+        bpe.encode_piece(piece, out);
         let ids = &out[start..];
-        self.map.insert(piece.into(), (self.arena.len() as u32, ids.len() as u32));
-        self.arena.extend_from_slice(ids);
+        let (id, len) = if ids.len() == 1 {
+            (ids[0], 1)
+        } else {
+            if self.arena.len() + ids.len() > ARENA_MAX {
+                self.clear();
+            }
+            let at = self.arena.len() as u32;
+            self.arena.extend_from_slice(ids);
+            (at, ids.len() as u32)
+        };
+        let slot = &mut self.slots[h];
+        if slot.len == 0 {
+            self.filled += 1;
+        }
+        *slot = Slot { lo, hi, id, len };
     }
 }
 
@@ -554,6 +704,32 @@ mod tests {
 
     fn bytes_vocab() -> Vec<Option<Vec<u8>>> {
         (0..=255u8).map(|b| Some(vec![b])).collect()
+    }
+
+    #[test]
+    fn short_keys_are_exact() {
+        let mut seen = std::collections::HashMap::new();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for n in 0..=15usize {
+            for _ in 0..2000 {
+                let b: Vec<u8> = (0..n)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        [0u8, 1, 255, b'a'][(x % 4) as usize]
+                    })
+                    .collect();
+                let mut padded = [0u8; 16];
+                padded[..n].copy_from_slice(&b);
+                padded[15] = n as u8;
+                let want = u128::from_le_bytes(padded);
+                let (lo, hi) = short_key(&b);
+                assert_eq!((lo as u128) | ((hi as u128) << 64), want, "{b:?}");
+                seen.insert((lo, hi), b);
+            }
+        }
+        assert!(seen.len() > 1000);
     }
 
     #[test]

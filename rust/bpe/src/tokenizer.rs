@@ -111,7 +111,7 @@ impl Tokenizer {
             vocab[id as usize] = Some(bytes.to_vec());
         }
         HfBpe {
-            pattern: self.pretok.pattern().to_string(),
+            pattern: self.pretok.hf_pattern().to_string(),
             vocab,
             merges: self.bpe.merges(),
             specials: self.specials.clone(),

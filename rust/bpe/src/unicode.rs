@@ -206,34 +206,30 @@ impl CharClasses {
     #[inline(always)]
     pub fn letters_end(&self, b: &[u8], mut i: usize) -> usize {
         loop {
-            // ASCII letters, a word at a time.
-            while let Some(chunk) = b.get(i..i + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let stop = non_ascii_letter_mask(u64::from_le_bytes(word));
-                if stop != 0 {
-                    i += (stop.trailing_zeros() / 8) as usize;
-                    break;
-                }
+            let Some(chunk) = b.get(i..i + 8) else {
+                // Fewer than 8 bytes left: byte at a time.
+                return self.run_end(b, i, LETTER);
+            };
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(bytes);
+            let stop = non_ascii_letter_mask(word);
+            if stop == 0 {
                 i += 8;
+                continue;
             }
-            // Here `b[i]` (if any) is not an ASCII letter, or fewer than 8 bytes are left.
-            match b.get(i) {
-                None => return i,
-                Some(&c) if c < 0x80 => {
-                    if self.ascii[usize::from(c)] & LETTER == 0 {
-                        return i;
-                    }
-                    i += 1;
-                }
-                Some(_) => {
-                    let (cp, n) = decode_at(b, i);
-                    if self.class_of(cp) & LETTER == 0 {
-                        return i;
-                    }
-                    i += n;
-                }
+            let shift = stop.trailing_zeros() & !7;
+            i += (shift / 8) as usize;
+            // The first byte that is not an ASCII letter: an ASCII byte ends the run, a lead
+            // byte needs the table.
+            if (word >> shift) as u8 & 0x80 == 0 {
+                return i;
             }
+            let (cp, n) = decode_at(b, i);
+            if self.class_of(cp) & LETTER == 0 {
+                return i;
+            }
+            i += n;
         }
     }
 
@@ -285,10 +281,7 @@ pub fn decode_at(b: &[u8], i: usize) -> (u32, usize) {
     } else if c < 0xE0 {
         (((c & 0x1F) << 6) | (u32::from(b[i + 1]) & 0x3F), 2)
     } else if c < 0xF0 {
-        (
-            ((c & 0x0F) << 12) | ((u32::from(b[i + 1]) & 0x3F) << 6) | (u32::from(b[i + 2]) & 0x3F),
-            3,
-        )
+        (((c & 0x0F) << 12) | ((u32::from(b[i + 1]) & 0x3F) << 6) | (u32::from(b[i + 2]) & 0x3F), 3)
     } else {
         (
             ((c & 0x07) << 18)
@@ -301,6 +294,7 @@ pub fn decode_at(b: &[u8], i: usize) -> (u32, usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -414,7 +408,8 @@ mod tests {
     #[test]
     fn pretok_unicode_letters_end_matches_run_end() {
         let t = tables();
-        let pieces = ["a", "Zz", "é", "中", "\u{10400}", "1", " ", "@", "[", "`", "{", "\u{301}", "ß"];
+        let pieces =
+            ["a", "Zz", "é", "中", "\u{10400}", "1", " ", "@", "[", "`", "{", "\u{301}", "ß"];
         let mut state = 0x1234_5678_9ABC_DEF1u64;
         for _ in 0..20_000 {
             let mut s = String::new();
@@ -424,7 +419,9 @@ mod tests {
             let len = (state % 30) as usize;
             let mut r = state;
             for _ in 0..len {
-                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                r = r
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
                 let k = (r >> 33) as usize % pieces.len();
                 // letters much more often than the rest, so runs cross 8-byte words
                 let k = if r & 1 == 0 { k % 5 } else { k };

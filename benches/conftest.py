@@ -1,0 +1,116 @@
+"""Data and helpers for the benchmarks (run only by `pytest --benchmark-only`; see the root conftest).
+
+Environment knobs:
+  FASTLLM_SHARED_DATA   where the corpora and vocabularies live (default ../shared/data)
+  FASTLLM_BENCH_BYTES   cap on the bytes of corpus used (quick runs); default: the full 33 MB
+                        imdb file for training and 4 MB of it for encoding
+  FASTLLM_BENCH_ROUNDS  rounds per long benchmark (default 3)
+  FASTLLM_BENCH_RSS     0 to skip the extra subprocess run that measures each job's peak RSS
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+sys.path.insert(0, str(TESTS))
+
+from shared_data import SHARED_REASON, shared_data_dir  # noqa: E402
+
+TASKS = Path(__file__).resolve().parent / "tasks.py"
+ENCODE_BYTES = 4 << 20
+SMALL_TRAIN_BYTES = 200_000
+SMALL_ENCODE_BYTES = 100_000
+ROUNDS = int(os.environ.get("FASTLLM_BENCH_ROUNDS", "3"))
+
+
+def _cap(default: int) -> int:
+    cap = os.environ.get("FASTLLM_BENCH_BYTES")
+    return min(default, int(cap)) if cap else default
+
+
+@pytest.fixture(scope="session")
+def vocab_dir() -> str:
+    path = shared_data_dir() / "vocab"
+    if not (path / "gpt2_encoder.json").is_file() or not (path / "cl100k_base.tiktoken").is_file():
+        pytest.skip(SHARED_REASON)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def imdb() -> Path:
+    path = shared_data_dir() / "imdb_reviews_train.txt"
+    if not path.is_file():
+        pytest.skip(SHARED_REASON)
+    return path
+
+
+def _slice(imdb: Path, folder: Path, nbytes: int) -> Path:
+    """A file of the first `nbytes` of the corpus, cut at a line end (the file itself if it fits)."""
+    if nbytes >= imdb.stat().st_size:
+        return imdb
+    raw = imdb.read_bytes()[:nbytes]
+    out = folder / f"imdb-{nbytes}.txt"
+    out.write_bytes(raw[: raw.rfind(b"\n") + 1])
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_file(imdb, tmp_path_factory) -> Path:
+    return _slice(imdb, tmp_path_factory.mktemp("bench"), _cap(imdb.stat().st_size))
+
+
+@pytest.fixture(scope="session")
+def small_train_file(imdb, tmp_path_factory) -> Path:
+    return _slice(imdb, tmp_path_factory.mktemp("bench-small"), _cap(SMALL_TRAIN_BYTES))
+
+
+@pytest.fixture(scope="session")
+def encode_bytes() -> int:
+    return _cap(ENCODE_BYTES)
+
+
+@pytest.fixture(scope="session")
+def small_encode_bytes() -> int:
+    return _cap(SMALL_ENCODE_BYTES)
+
+
+def megabytes(path: Path | None = None, nbytes: int | None = None) -> float:
+    return round((path.stat().st_size if path is not None else nbytes) / 1e6, 3)
+
+
+def child_peak_rss(task: str, params: dict) -> float | None:
+    """Run one job once in a fresh interpreter and return its peak RSS in MB (None if disabled)."""
+    if os.environ.get("FASTLLM_BENCH_RSS", "1") == "0":
+        return None
+    out = subprocess.run([sys.executable, str(TASKS), task, json.dumps(params)], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+@functools.cache
+def _interpreter_rss() -> float | None:
+    return child_peak_rss("noop", {})
+
+
+@pytest.fixture
+def run_task(benchmark):
+    """`run_task(impl, task, params, mb, rounds=ROUNDS)`: time tasks.make_<task>(**params)() and
+    record library, input size and the job's peak RSS; returns the job's result."""
+    import tasks
+
+    def run(impl: str, task: str, params: dict, mb: float, rounds: int = ROUNDS, **extra):
+        fn = getattr(tasks, f"make_{task}")(**params)
+        result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+        benchmark.extra_info.update(impl=impl, MB=mb, peak_rss_mb=child_peak_rss(task, params),
+                                    interpreter_rss_mb=_interpreter_rss(), **extra)
+        return result
+
+    return run

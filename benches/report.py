@@ -1,0 +1,85 @@
+"""Markdown tables from a pytest-benchmark run of benches/ (for the README).
+
+    python benches/report.py                 # runs `pytest benches --benchmark-only` first
+    python benches/report.py results.json    # or reads a run saved with --benchmark-json
+
+One table per benchmark group: median seconds, MB/s, time relative to the fastest fastllm row of
+the group (1.00x = as fast as fastllm; 8.00x = eight times slower), speed-up over the pure-Python
+baseline where the group has one, and peak RSS of the job run alone in a fresh process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_benchmarks(out: Path, extra_args: list[str]) -> None:
+    cmd = [sys.executable, "-m", "pytest", "benches", "--benchmark-only", f"--benchmark-json={out}", "-q", *extra_args]
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def fmt_seconds(s: float) -> str:
+    return f"{s:.3f}" if s >= 0.01 else f"{s * 1e3:.2f} ms"
+
+
+def table(rows: list[dict]) -> str:
+    fastllm = min((r["stats"]["median"] for r in rows if r["extra_info"].get("impl") == "fastllm"), default=None)
+    baseline = next((r["stats"]["median"] for r in rows if r["extra_info"].get("impl") == "reference"), None)
+    head = ["implementation", "median s", "MB/s", "time vs fastllm"]
+    head += ["speed-up vs Python baseline"] if baseline else []
+    head += ["peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(rows, key=lambda r: r["stats"]["median"]):
+        info, median = r["extra_info"], r["stats"]["median"]
+        name = info.get("impl", r["name"])
+        if info.get("variant"):
+            name += f" ({info['variant']})"
+        if info.get("same_ids_as_tiktoken") is False:
+            name += " [ids differ from tiktoken]"
+        mb = info.get("MB")
+        cells = [name, fmt_seconds(median), f"{mb / median:.1f}" if mb else "", f"{median / fastllm:.2f}x" if fastllm else ""]
+        if baseline:
+            cells.append(f"{baseline / median:.0f}x")
+        rss = info.get("peak_rss_mb")
+        cells.append(f"{rss:.0f}" if rss is not None else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(data: dict) -> str:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for bench in data["benchmarks"]:
+        groups[bench.get("group") or "ungrouped"].append(bench)
+    machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {}).get("brand_raw", "unknown CPU")
+    out = [f"Machine: {cpu}, {os.cpu_count()} logical cores here; Python {machine.get('python_version', '?')}."]
+    floor = next((b["extra_info"].get("interpreter_rss_mb") for b in data["benchmarks"]), None)
+    if floor:
+        out.append(f"Peak RSS is the whole process; the interpreter alone (with benches/tasks.py imported) is {floor:.0f} MB.")
+    for name in sorted(groups):
+        mb = groups[name][0]["extra_info"].get("MB")
+        out.append(f"\n### {name}" + (f" ({mb:.2f} MB of input)" if mb else "") + "\n\n" + table(groups[name]))
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> None:
+    if argv and argv[0].endswith(".json"):
+        data = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "bench.json"
+            run_benchmarks(out, argv)
+            data = json.loads(out.read_text(encoding="utf-8"))
+    print(report(data))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
