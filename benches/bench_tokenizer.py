@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import SMALL_TRAIN_BYTES, megabytes
+from tasks import megabytes
 
 PEERS = "the `bench` extra installs the peers: pip install -e '.[bench]'"
 
@@ -48,7 +48,6 @@ def test_train_small(benchmark, run_task, small_train_file, impl):
         import tasks
 
         assert result.merges == tasks.make_train_reference(str(small_train_file), 512)()
-    assert SMALL_TRAIN_BYTES  # (size documented in conftest)
 
 
 # ---- encoding -----------------------------------------------------------------------------------

@@ -82,10 +82,6 @@ def small_encode_bytes() -> int:
     return _cap(SMALL_ENCODE_BYTES)
 
 
-def megabytes(path: Path | None = None, nbytes: int | None = None) -> float:
-    return round((path.stat().st_size if path is not None else nbytes) / 1e6, 3)
-
-
 def child_peak_rss(task: str, params: dict) -> float | None:
     """Run one job once in a fresh interpreter and return its peak RSS in MB (None if disabled)."""
     if os.environ.get("FASTLLM_BENCH_RSS", "1") == "0":

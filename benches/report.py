@@ -45,7 +45,7 @@ def table(rows: list[dict]) -> str:
         if info.get("same_ids_as_tiktoken") is False:
             name += " [ids differ from tiktoken]"
         mb = info.get("MB")
-        cells = [name, fmt_seconds(median), f"{mb / median:.1f}" if mb else "", f"{median / fastllm:.2f}x" if fastllm else ""]
+        cells = [name, fmt_seconds(median), f"{mb / median:.3g}" if mb else "", f"{median / fastllm:.2f}x" if fastllm else ""]
         if baseline:
             cells.append(f"{baseline / median:.0f}x")
         rss = info.get("peak_rss_mb")

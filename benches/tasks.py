@@ -10,6 +10,7 @@ whatever the benchmark process loaded before.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
@@ -20,9 +21,14 @@ if str(TESTS) not in sys.path:
 
 import reference_bpe as ref  # noqa: E402
 
+# tiktoken caches even local files under /tmp keyed by path (a stale copy survives a changed
+# file); an empty cache dir makes its loaders read the files themselves.
+os.environ["TIKTOKEN_CACHE_DIR"] = ""
+
 # HF's Oniguruma reads `\p{N}{1,3}+` as "one or more runs of 1-3 digits"; `\p{N}{1,3}` is the
 # GPT-4 split as HF pipelines (Llama 3's tokenizer.json) write it.
 HF_GPT4 = ref.GPT4_PATTERN.replace(r"\p{N}{1,3}+", r"\p{N}{1,3}")
+assert HF_GPT4 != ref.GPT4_PATTERN
 
 
 def read_text(path: str, nbytes: int, offset: int = 0) -> str:
@@ -32,6 +38,11 @@ def read_text(path: str, nbytes: int, offset: int = 0) -> str:
         raw = f.read(nbytes)
     cut = raw.rfind(b"\n")
     return raw[: cut + 1 if cut > 0 else len(raw)].decode("utf-8", errors="ignore")
+
+
+def megabytes(path: Path | None = None, nbytes: int | None = None) -> float:
+    """Input size in MB (10^6 bytes), for MB/s: a file's size, or a byte count."""
+    return round((path.stat().st_size if path is not None else nbytes) / 1e6, 3)
 
 
 # ---- training -----------------------------------------------------------------------------------

@@ -14,23 +14,21 @@ use serde_json::Value;
 
 use crate::error::{BpeError, Result};
 
-/// The pre-tokenizer regex of HF's `ByteLevel { use_regex: true }` (GPT-2's original pattern).
-pub const HF_BYTELEVEL_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// The pre-tokenizer regex of HF's `ByteLevel { use_regex: true }` (GPT-2's original pattern,
+/// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`).
+pub const HF_BYTELEVEL_PATTERN: &str = crate::pretokenize::GPT2_LEGACY_PATTERN;
 
 /// GPT-2's byte -> printable char map (`bytes_to_unicode` in GPT-2's `encoder.py`): printable
 /// Latin-1 bytes map to themselves, the other 68 bytes to U+0100.. in byte order.
 pub fn bytes_to_unicode() -> [char; 256] {
     let mut map = ['\0'; 256];
-    let mut n = 0u32;
     for b in 0..=255u8 {
-        let printable = matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
-        map[b as usize] = if printable {
-            char::from(b)
-        } else {
-            n += 1;
-            char::from_u32(255 + n).unwrap_or('\0')
-        };
+        if is_printable_byte(b) {
+            map[b as usize] = char::from(b);
+        }
+    }
+    for (k, &b) in SHIFTED.iter().enumerate() {
+        map[b as usize] = char::from_u32(0x100 + k as u32).unwrap_or('\0');
     }
     map
 }
@@ -40,17 +38,29 @@ pub fn unicode_to_bytes(s: &str) -> Option<Vec<u8>> {
     s.chars().map(char_to_byte).collect()
 }
 
+const fn is_printable_byte(b: u8) -> bool {
+    matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF)
+}
+
+/// The 68 non-printable bytes in order: `bytes_to_unicode` maps the k-th to U+0100 + k.
+const SHIFTED: [u8; 68] = {
+    let mut t = [0u8; 68];
+    let (mut b, mut k) = (0usize, 0usize);
+    while b < 256 {
+        if !is_printable_byte(b as u8) {
+            t[k] = b as u8;
+            k += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
 fn char_to_byte(c: char) -> Option<u8> {
     let c = c as u32;
     match c {
-        0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF => Some(c as u8),
-        0x100..=0x143 => {
-            // The n-th (0-based) non-printable byte.
-            let k = (c - 0x100) as usize;
-            (0..=255u8)
-                .filter(|b| !matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF))
-                .nth(k)
-        }
+        0..=0xFF if is_printable_byte(c as u8) => Some(c as u8),
+        0x100..=0x143 => Some(SHIFTED[(c - 0x100) as usize]),
         _ => None,
     }
 }
@@ -141,7 +151,7 @@ pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
 pub fn load_gpt2(
     encoder_json: &Path,
     vocab_bpe: &Path,
-) -> Result<(Vec<Option<Vec<u8>>>, Vec<(String, u32)>)> {
+) -> Result<(Vocab, Specials)> {
     let ep = encoder_json.display().to_string();
     let bp = vocab_bpe.display().to_string();
     let enc_text = read_text(encoder_json)?;
@@ -248,6 +258,11 @@ pub fn load_gpt2(
     }
     Ok((vocab, specials))
 }
+
+/// A vocabulary indexed by id (`None` = unused id).
+pub type Vocab = Vec<Option<Vec<u8>>>;
+/// Special tokens as (text, id).
+pub type Specials = Vec<(String, u32)>;
 
 /// A byte-level BPE tokenizer as stored in a Hugging Face `tokenizer.json`.
 #[derive(Clone, Debug, PartialEq)]
@@ -515,7 +530,7 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(format!("{f}.invert is true; it is not supported"));
                     }
-                    Ok(re.to_string())
+                    Ok(pattern_from_onig(re))
                 }
                 _ => {
                     let types: Vec<&str> = items.iter().map(type_of).collect();
@@ -525,6 +540,172 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
         }
         other => Err(unsupported(&format!("{other:?}"))),
     }
+}
+
+// ---- regex dialects -------------------------------------------------------------------------
+//
+// tokenizers runs `Split` patterns with Oniguruma (Ruby syntax), we with fancy-regex. The one
+// difference that matters for the tiktoken patterns: a possessive interval `X{1,3}+` is, in Ruby
+// syntax, `(X{1,3})+` (any number of repetitions), so cl100k's `\p{N}{1,3}+` would split "1977"
+// as one piece. We write such intervals as atomic groups `(?>X{1,3})` (same meaning in both) and
+// turn them back on reading. `++`, `*+`, `?+` are possessive in both.
+
+/// Length in chars of the escape starting at `c[0] == '\\'` (`\p{L}`, `\x{41}`, `\n`, ...).
+fn escape_len(c: &[char]) -> usize {
+    if c.len() < 2 {
+        return c.len();
+    }
+    if matches!(c[1], 'p' | 'P' | 'x' | 'u' | 'N' | 'k' | 'g') && c.get(2) == Some(&'{') {
+        if let Some(end) = c[2..].iter().position(|&x| x == '}') {
+            return end + 3;
+        }
+    }
+    2
+}
+
+/// Length in chars of the character class starting at `c[0] == '['` (nested classes included).
+fn class_len(c: &[char]) -> usize {
+    let mut i = 1;
+    if c.get(i) == Some(&'^') {
+        i += 1;
+    }
+    if c.get(i) == Some(&']') {
+        i += 1; // a leading ']' is literal
+    }
+    let mut depth = 1;
+    while i < c.len() {
+        match c[i] {
+            '\\' => i += escape_len(&c[i..]),
+            '[' => {
+                depth += 1;
+                i += 1;
+            }
+            ']' => {
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    c.len()
+}
+
+/// Length in chars of an interval quantifier `{n}`, `{n,}`, `{n,m}`, `{,m}` at `c[0] == '{'`.
+fn interval_len(c: &[char]) -> Option<usize> {
+    let end = c.iter().position(|&x| x == '}')?;
+    let inner = &c[1..end];
+    let digits = |s: &[char]| s.iter().all(char::is_ascii_digit);
+    let ok = match inner.iter().position(|&x| x == ',') {
+        Some(k) => digits(&inner[..k]) && digits(&inner[k + 1..]) && inner.len() > 1,
+        None => !inner.is_empty() && digits(inner),
+    };
+    ok.then_some(end + 1)
+}
+
+/// Length in chars of the single atom at the start of `c` (escape, class, group or char).
+fn atom_len(c: &[char]) -> usize {
+    match c.first() {
+        None => 0,
+        Some('\\') => escape_len(c),
+        Some('[') => class_len(c),
+        Some('(') => {
+            let mut depth = 0;
+            let mut i = 0;
+            while i < c.len() {
+                match c[i] {
+                    '\\' => i += escape_len(&c[i..]),
+                    '[' => i += class_len(&c[i..]),
+                    '(' => {
+                        depth += 1;
+                        i += 1;
+                    }
+                    ')' => {
+                        depth -= 1;
+                        i += 1;
+                        if depth == 0 {
+                            return i;
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            c.len()
+        }
+        Some(_) => 1,
+    }
+}
+
+/// Our (fancy-regex) pattern -> the form to store in a tokenizer.json for Oniguruma:
+/// possessive intervals `X{n,m}+` become atomic groups `(?>X{n,m})`.
+pub fn pattern_to_onig(p: &str) -> String {
+    let c: Vec<char> = p.chars().collect();
+    let mut out = String::with_capacity(p.len() + 8);
+    let mut i = 0;
+    while i < c.len() {
+        let n = atom_len(&c[i..]);
+        let atom: String = c[i..i + n].iter().collect();
+        i += n;
+        if c.get(i) == Some(&'{') && !(n == 1 && matches!(atom.as_str(), "(" | ")" | "|")) {
+            if let Some(q) = interval_len(&c[i..]) {
+                if c.get(i + q) == Some(&'+') {
+                    let quant: String = c[i..i + q].iter().collect();
+                    out.push_str("(?>");
+                    out.push_str(&pattern_to_onig(&atom));
+                    out.push_str(&quant);
+                    out.push(')');
+                    i += q + 1;
+                    continue;
+                }
+            }
+        }
+        if n > 1 && atom.starts_with('(') {
+            // recurse into groups
+            out.push('(');
+            out.push_str(&pattern_to_onig(&atom[1..atom.len() - 1]));
+            out.push(')');
+        } else {
+            out.push_str(&atom);
+        }
+    }
+    out
+}
+
+/// Inverse of [`pattern_to_onig`]: atomic groups holding exactly one atom and an interval,
+/// `(?>X{n,m})`, become `X{n,m}+` (the same meaning for fancy-regex).
+pub fn pattern_from_onig(p: &str) -> String {
+    let c: Vec<char> = p.chars().collect();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    while i < c.len() {
+        let n = atom_len(&c[i..]);
+        let atom = &c[i..i + n];
+        i += n;
+        if n > 2 && atom[0] == '(' && atom[n - 1] == ')' {
+            let inner = &atom[1..n - 1];
+            if inner.len() > 2 && inner[0] == '?' && inner[1] == '>' {
+                let body = &inner[2..];
+                let a = atom_len(body);
+                if a > 0 && a < body.len() && interval_len(&body[a..]) == Some(body.len() - a) {
+                    let x: String = body[..a].iter().collect();
+                    let quant: String = body[a..].iter().collect();
+                    out.push_str(&pattern_from_onig(&x));
+                    out.push_str(&quant);
+                    out.push('+');
+                    continue;
+                }
+            }
+            let inner: String = inner.iter().collect();
+            out.push('(');
+            out.push_str(&pattern_from_onig(&inner));
+            out.push(')');
+        } else {
+            out.extend(atom.iter());
+        }
+    }
+    out
 }
 
 fn json_str(s: &str) -> String {
@@ -598,14 +779,14 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     }
     s.push_str(if t.specials.is_empty() { "],\n" } else { "\n  ],\n" });
     s.push_str("  \"normalizer\": null,\n");
-    let _ = write!(
+    let _ = writeln!(
         s,
         "  \"pre_tokenizer\": {{\"type\": \"Sequence\", \"pretokenizers\": [\
          {{\"type\": \"Split\", \"pattern\": {{\"Regex\": {}}}, \"behavior\": \"Isolated\", \
          \"invert\": false}}, \
          {{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, \
-         \"use_regex\": false}}]}},\n",
-        json_str(&t.pattern)
+         \"use_regex\": false}}]}},",
+        json_str(&pattern_to_onig(&t.pattern))
     );
     s.push_str(
         "  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \
@@ -645,6 +826,7 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -658,5 +840,28 @@ mod tests {
         let s: String = all.iter().map(|&b| m[b as usize]).collect();
         assert_eq!(unicode_to_bytes(&s), Some(all));
         assert_eq!(unicode_to_bytes(" "), None);
+    }
+
+    #[test]
+    fn onig_patterns() {
+        use crate::pretokenize::{GPT2_PATTERN, GPT4_PATTERN};
+        let g4 = pattern_to_onig(GPT4_PATTERN);
+        assert!(g4.contains(r"|(?>\p{N}{1,3})|"), "{g4}");
+        assert!(!g4.contains("{1,3}+"));
+        assert_eq!(pattern_from_onig(&g4), GPT4_PATTERN);
+        for p in [GPT2_PATTERN, HF_BYTELEVEL_PATTERN, r"a{2}", r"\{2}+", r"x{,"] {
+            assert_eq!(pattern_to_onig(p), p);
+            assert_eq!(pattern_from_onig(p), p);
+        }
+        for (ours, onig) in [
+            (r"[{}]{2,}+x", r"(?>[{}]{2,})x"),
+            (r"(ab|c){1,3}+", r"(?>(ab|c){1,3})"),
+            (r"((?:\d){3}+)", r"((?>(?:\d){3}))"),
+            (r"\x{41}{2}+|\\{2}", r"(?>\x{41}{2})|\\{2}"),
+            (r"[^\]]{1,2}+", r"(?>[^\]]{1,2})"),
+        ] {
+            assert_eq!(pattern_to_onig(ours), onig);
+            assert_eq!(pattern_from_onig(onig), ours);
+        }
     }
 }

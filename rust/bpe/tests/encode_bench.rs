@@ -3,9 +3,11 @@
 //!
 //! cargo test --release -p fastllm-bpe --test encode_bench -- --ignored --nocapture
 //!
-//! Environment: FASTLLM_BENCH_MB (text prefix to use, default 8), FASTLLM_BENCH_TEXT (file),
+//! Environment: FASTLLM_BENCH_MB (text prefix to use, default: all), FASTLLM_BENCH_TEXT (file),
 //! FASTLLM_VOCAB_DIR, FASTLLM_DUMP_IDS=dir (writes the text and the cl100k / GPT-2 ids as u32 LE
 //! for a comparison against tiktoken).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::type_complexity)]
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -70,7 +72,7 @@ fn encode_bench_imdb() {
         eprintln!("SKIPPED: {} or {} missing", text_path.display(), dir.display());
         return;
     };
-    let mb: usize = std::env::var("FASTLLM_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let mb: usize = std::env::var("FASTLLM_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX >> 20);
     let mut end = text.len().min(mb << 20);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -140,6 +142,17 @@ fn encode_bench_imdb() {
         }
     }
 
+    // End to end with the current pre-tokenizer (streaming, one cache), for reference.
+    for (label, bpe, pat) in [("gpt2 ranks", &g_ranks, "gpt2"), ("cl100k ranks", &cl, "gpt4")] {
+        let pre = PreTokenizer::new(pat).unwrap();
+        time_it(&format!("END TO END {label} (pretokenize + encode)"), bytes, || {
+            out.clear();
+            let mut cache = PieceCache::new(65536);
+            pre.for_each_piece(text, &mut |p| cache.encode(bpe, p.as_bytes(), &mut out)).unwrap();
+            out.len()
+        });
+    }
+
     // Rank model vs the merge-list model with its derived merges: same ids?
     for (label, a, b, pieces) in [
         ("gpt2", &g_ranks, &g_merges, &gpt2_pieces),
@@ -169,6 +182,17 @@ fn encode_bench_imdb() {
             encode_all(bpe, pieces, &mut out);
             let raw: Vec<u8> = out.iter().flat_map(|id| id.to_le_bytes()).collect();
             std::fs::write(dump.join(format!("{name}.u32")), raw).unwrap();
+        }
+        // tokenizer.json files for a check with HF tokenizers
+        use bpe::formats::{write_hf_json, HfBpe};
+        use bpe::pretokenize::{GPT2_PATTERN, GPT4_PATTERN};
+        for (name, bpe, pattern, specials) in [
+            ("gpt2", &g_ranks, GPT2_PATTERN, vec![("<|endoftext|>".to_string(), 50256)]),
+            ("cl100k", &cl, GPT4_PATTERN, vec![("<|endoftext|>".to_string(), 100257)]),
+        ] {
+            let vocab = (0..bpe.len() as u32).map(|id| bpe.token_bytes(id).map(<[u8]>::to_vec)).collect();
+            let t = HfBpe { pattern: pattern.to_string(), vocab, merges: bpe.merges(), specials };
+            std::fs::write(dump.join(format!("{name}.json")), write_hf_json(&t).unwrap()).unwrap();
         }
         eprintln!("dumped to {}", dump.display());
     }

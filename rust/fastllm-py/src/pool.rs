@@ -45,16 +45,16 @@ pub fn pool(num_threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
     Ok(p)
 }
 
-/// Sets the default thread count (None = all cores).
+/// Sets the default thread count (None or 0 = all cores).
 #[pyfunction]
 #[pyo3(signature = (num_threads=None))]
 pub fn set_num_threads(num_threads: Option<i64>) -> PyResult<()> {
     let n = match num_threads {
         None => 0,
-        Some(n) if n >= 1 => n as usize,
+        Some(n) if n >= 0 => n as usize,
         Some(n) => {
             return Err(PyValueError::new_err(format!(
-                "num_threads={n} is invalid: pass a positive count or None for all cores"
+                "num_threads={n} is invalid: pass a positive count, or 0 or None for all cores"
             )))
         }
     };

@@ -6,7 +6,7 @@
 //! user-facing API; these signatures are private and positional.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use bpe::count::{count_file, count_texts, merge_into, WordCounts};
 use bpe::encode::{Bpe, PieceCache};
@@ -18,7 +18,7 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyInt, PyList};
 use rayon::prelude::*;
 
 use crate::errors::IntoPy;
@@ -38,11 +38,29 @@ pub struct CoreTokenizer {
     inner: Tokenizer,
     /// Reused by single-text calls; batch calls give each worker its own.
     cache: Mutex<PieceCache>,
+    /// One Python int per id, made on first use. Building a result list then costs an incref per
+    /// token instead of an int allocation: the list building is the serial, GIL-held part of a
+    /// batch encode, so this is what lets batch encoding scale with threads.
+    ints: OnceLock<Vec<Py<PyInt>>>,
 }
 
 impl CoreTokenizer {
     fn wrap(inner: Tokenizer) -> Self {
-        CoreTokenizer { inner, cache: Mutex::new(PieceCache::new(CACHE_CAPACITY)) }
+        CoreTokenizer { inner, cache: Mutex::new(PieceCache::new(CACHE_CAPACITY)), ints: OnceLock::new() }
+    }
+
+    /// `ids` as a Python list, reusing the cached int objects.
+    fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
+        let ints = self.ints.get_or_init(|| {
+            (0..self.inner.vocab_size() as u32).map(|i| PyInt::new(py, i).unbind()).collect()
+        });
+        PyList::new(
+            py,
+            ids.iter().map(|&i| match ints.get(i as usize) {
+                Some(obj) => obj.clone_ref(py).into_any(),
+                None => PyInt::new(py, i).into_any().unbind(),
+            }),
+        )
     }
 
     fn policy(&self, allowed: Vec<bool>, disallowed: Vec<bool>) -> PyResult<SpecialPolicy> {
@@ -124,41 +142,53 @@ impl CoreTokenizer {
         py.detach(|| formats::write_hf_json(&self.inner.to_hf())).py_err()
     }
 
-    fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<bool>, disallowed: Vec<bool>) -> PyResult<Vec<u32>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed: Vec<bool>,
+        disallowed: Vec<bool>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed)?;
-        if text.len() < DETACH_BYTES {
-            return self.encode_one(text, &policy);
-        }
-        py.detach(|| self.encode_one(text, &policy))
+        let ids = if text.len() < DETACH_BYTES {
+            self.encode_one(text, &policy)?
+        } else {
+            py.detach(|| self.encode_one(text, &policy))?
+        };
+        self.to_list(py, &ids)
     }
 
-    fn encode_bytes(
+    fn encode_bytes<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         data: &[u8],
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
-    ) -> PyResult<Vec<u32>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed)?;
-        py.detach(|| {
-            let mut out = Vec::with_capacity(data.len() / 3);
-            let mut cache = PieceCache::new(1024);
-            self.inner.encode_bytes(data, &policy, &mut cache, &mut out).map(|_| out)
-        })
-        .py_err()
+        let ids = py
+            .detach(|| {
+                let mut out = Vec::with_capacity(data.len() / 3);
+                let mut cache = PieceCache::new(1024);
+                self.inner.encode_bytes(data, &policy, &mut cache, &mut out).map(|_| out)
+            })
+            .py_err()?;
+        self.to_list(py, &ids)
     }
 
     #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
-    fn encode_batch(
+    fn encode_batch<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         texts: Vec<PyBackedStr>,
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
         num_threads: Option<usize>,
-    ) -> PyResult<Vec<Vec<u32>>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed)?;
-        self.encode_many(py, &texts, &policy, num_threads)
+        let parts = self.encode_many(py, &texts, &policy, num_threads)?;
+        let lists = parts.iter().map(|ids| self.to_list(py, ids)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, lists)
     }
 
     /// Flat ids and offsets (`ids[offsets[i]:offsets[i+1]]` is text i): no Python int per token.
