@@ -206,7 +206,10 @@ impl Bpe {
             if let Some(&other) = ids.get(tok) {
                 return Err(bad_vocab(
                     format!("id {id}"),
-                    format!("token {} is also id {other}; token bytes must be unique", show_bytes(tok)),
+                    format!(
+                        "token {} is also id {other}; token bytes must be unique",
+                        show_bytes(tok)
+                    ),
                 ));
             }
             ids.insert(tok, id);

@@ -106,9 +106,9 @@ pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
                 format!("expected \"<base64 token> <rank>\", got {line:?}"),
             ));
         };
-        let bytes = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| {
-            BpeError::format(&p, Some(ln), format!("invalid base64 {b64:?}: {e}"))
-        })?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| BpeError::format(&p, Some(ln), format!("invalid base64 {b64:?}: {e}")))?;
         if bytes.is_empty() {
             return Err(BpeError::format(&p, Some(ln), "empty token"));
         }
@@ -148,10 +148,7 @@ pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
 /// the single bytes and merge `i` of `vocab.bpe` (after its `#version` line) produces id `256+i`,
 /// as tiktoken's `data_gym_to_mergeable_bpe_ranks` asserts; the first disagreement is reported
 /// with its line.
-pub fn load_gpt2(
-    encoder_json: &Path,
-    vocab_bpe: &Path,
-) -> Result<(Vocab, Specials)> {
+pub fn load_gpt2(encoder_json: &Path, vocab_bpe: &Path) -> Result<(Vocab, Specials)> {
     let ep = encoder_json.display().to_string();
     let bp = vocab_bpe.display().to_string();
     let enc_text = read_text(encoder_json)?;
@@ -215,7 +212,11 @@ pub fn load_gpt2(
         }
         let mut parts = line.split_whitespace();
         let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(BpeError::format(&bp, Some(ln), format!("expected a merge \"a b\", got {line:?}")));
+            return Err(BpeError::format(
+                &bp,
+                Some(ln),
+                format!("expected a merge \"a b\", got {line:?}"),
+            ));
         };
         let (Some(mut ab), Some(bb)) = (unicode_to_bytes(a), unicode_to_bytes(b)) else {
             return Err(BpeError::format(
@@ -372,9 +373,10 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let mut by_key: HashMap<&str, u32> = HashMap::with_capacity(vmap.len());
     let mut max_id = 0u64;
     for (k, v) in vmap {
-        let id = v.as_u64().filter(|&id| id <= max_sane_id(vmap.len())).ok_or_else(|| {
-            err(format!("model.vocab[{k:?}]: {v} is not a valid token id"))
-        })?;
+        let id = v
+            .as_u64()
+            .filter(|&id| id <= max_sane_id(vmap.len()))
+            .ok_or_else(|| err(format!("model.vocab[{k:?}]: {v} is not a valid token id")))?;
         max_id = max_id.max(id);
         by_key.insert(k.as_str(), id as u32);
     }
@@ -390,7 +392,9 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
             let content = t.get("content").and_then(Value::as_str).filter(|c| !c.is_empty());
             let id = t.get("id").and_then(Value::as_u64).filter(|&id| id < i32::MAX as u64);
             let (Some(content), Some(id)) = (content, id) else {
-                return Err(err(format!("added_tokens[{i}] needs a non-empty \"content\" and an \"id\"")));
+                return Err(err(format!(
+                    "added_tokens[{i}] needs a non-empty \"content\" and an \"id\""
+                )));
             };
             let id = id as u32;
             for flag in ["lstrip", "rstrip", "single_word"] {
@@ -421,7 +425,9 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
                 )));
             }
             if let Some((c, _)) = specials.iter().find(|s| s.1 == id) {
-                return Err(err(format!("added_tokens[{i}] ({content:?}) has the id {id} of {c:?}")));
+                return Err(err(format!(
+                    "added_tokens[{i}] ({content:?}) has the id {id} of {c:?}"
+                )));
             }
             specials.push((content.to_string(), id));
         }
@@ -462,7 +468,11 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
                 (Some(a), Some(b)) => (a, b),
                 _ => return Err(err(format!("model.merges[{i}] = {m} is not [\"a\", \"b\"]"))),
             },
-            _ => return Err(err(format!("model.merges[{i}] = {m} is not \"a b\" or [\"a\", \"b\"]"))),
+            _ => {
+                return Err(err(format!(
+                    "model.merges[{i}] = {m} is not \"a b\" or [\"a\", \"b\"]"
+                )))
+            }
         };
         let look = |s: &str| {
             by_key.get(s).copied().ok_or_else(|| {
@@ -519,13 +529,16 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
                         return Err(unsupported("Sequence[Split, ByteLevel(use_regex=true)]"));
                     }
                     let f = "pre_tokenizer.pretokenizers[0]";
-                    let Some(re) = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str)
+                    let Some(re) =
+                        split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str)
                     else {
                         return Err(format!("{f}.pattern must be {{\"Regex\": ...}}"));
                     };
                     let behavior = split.get("behavior").and_then(Value::as_str).unwrap_or("?");
                     if behavior != "Isolated" {
-                        return Err(format!("{f}.behavior is {behavior:?}; only \"Isolated\" is supported"));
+                        return Err(format!(
+                            "{f}.behavior is {behavior:?}; only \"Isolated\" is supported"
+                        ));
                     }
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(format!("{f}.invert is true; it is not supported"));
@@ -753,7 +766,9 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
             )));
         }
         if t.vocab.get(*id as usize).is_some_and(|v| v.is_some()) {
-            return Err(bad(format!("special token {content:?} has id {id}, which is a vocab token")));
+            return Err(bad(format!(
+                "special token {content:?} has id {id}, which is a vocab token"
+            )));
         }
         key_id.insert(content.clone(), *id);
         entries.push((*id, content.clone()));
@@ -816,9 +831,17 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     for (i, &(a, b)) in t.merges.iter().enumerate() {
         let (ka, kb) = (tok(a)?, tok(b)?);
         if !key_id.contains_key(&format!("{ka}{kb}")) {
-            return Err(bad(format!("merges[{i}] = ({a}, {b}) produces a token that is not in vocab")));
+            return Err(bad(format!(
+                "merges[{i}] = ({a}, {b}) produces a token that is not in vocab"
+            )));
         }
-        let _ = write!(s, "{}\n      [{}, {}]", if i > 0 { "," } else { "" }, json_str(&ka), json_str(&kb));
+        let _ = write!(
+            s,
+            "{}\n      [{}, {}]",
+            if i > 0 { "," } else { "" },
+            json_str(&ka),
+            json_str(&kb)
+        );
     }
     s.push_str(if t.merges.is_empty() { "]\n" } else { "\n    ]\n" });
     s.push_str("  }\n}\n");

@@ -6,6 +6,7 @@
 //! queue) -> `encode` (pair-table BPE over a piece, with a cache) -> `tokenizer` (special tokens,
 //! decoding, the public Rust API) -> `formats` (tiktoken, GPT-2 and Hugging Face files).
 
+pub mod batch;
 pub mod count;
 pub mod encode;
 pub mod error;

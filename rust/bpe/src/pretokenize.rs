@@ -166,11 +166,22 @@ impl PreTokenizer {
                 Ok(())
             }
             Matcher::Regex(re) => {
+                // Text the pattern does not match becomes a piece of its own, as in Hugging Face's
+                // Split(behavior="isolated"): nothing is dropped, so decode(encode(s)) == s for
+                // any pattern, and a saved tokenizer.json encodes the same in `tokenizers`.
+                let mut last = 0;
                 for m in re.find_iter(text) {
                     let m = m.map_err(|e| BpeError::RegexRuntime(e.to_string()))?;
+                    if m.start() > last {
+                        f(&text[last..m.start()]);
+                    }
                     if !m.as_str().is_empty() {
                         f(m.as_str());
                     }
+                    last = m.end();
+                }
+                if last < text.len() {
+                    f(&text[last..]);
                 }
                 Ok(())
             }
@@ -640,9 +651,16 @@ mod tests {
     }
 
     #[test]
+    fn pretok_custom_regex_keeps_unmatched_text() {
+        let p = PreTokenizer::new(r"[a-z]+").expect("valid");
+        assert_eq!(p.split("  ab, cd!").expect("ok"), ["  ", "ab", ", ", "cd", "!"]);
+        assert_eq!(p.split("").expect("ok"), Vec::<&str>::new());
+    }
+
+    #[test]
     fn pretok_custom_regex_skips_empty_matches() {
         let p = PreTokenizer::new(r"a*").expect("valid");
-        assert_eq!(p.split("baab").expect("ok"), ["aa"]);
+        assert_eq!(p.split("baab").expect("ok"), ["b", "aa", "b"]);
     }
 
     fn read_corpus(path: &str) -> Option<String> {

@@ -16,7 +16,10 @@ fn vocab_dir() -> Option<PathBuf> {
     if dir.join("cl100k_base.tiktoken").exists() && dir.join("gpt2_encoder.json").exists() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: real vocabularies not found in {} (set FASTLLM_VOCAB_DIR)", dir.display());
+        eprintln!(
+            "SKIPPED: real vocabularies not found in {} (set FASTLLM_VOCAB_DIR)",
+            dir.display()
+        );
         None
     }
 }
@@ -123,7 +126,8 @@ fn encode_gpt2_known_ids_ranks_and_merges() {
 #[test]
 fn encode_gpt2_derived_merges_equal_vocab_bpe() {
     let Some(dir) = vocab_dir() else { return };
-    let (vocab, _) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
+    let (vocab, _) =
+        load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     let ranks = Bpe::from_ranks(vocab).unwrap();
     let file = gpt2_file_merges(&dir, &ranks);
     let (derived, unreachable) = ranks.derive_merges();
@@ -157,9 +161,8 @@ fn encode_cl100k_derived_merges() {
             .collect::<Vec<_>>()
     );
     assert_eq!(derived.len() + unreachable.len() + 256, ranks.num_tokens());
-    let vocab: Vec<Option<Vec<u8>>> = (0..ranks.len() as u32)
-        .map(|id| ranks.token_bytes(id).map(<[u8]>::to_vec))
-        .collect();
+    let vocab: Vec<Option<Vec<u8>>> =
+        (0..ranks.len() as u32).map(|id| ranks.token_bytes(id).map(<[u8]>::to_vec)).collect();
     let merged = Bpe::from_merges(vocab, &derived).unwrap();
     // Every reachable token encodes to itself with both models.
     for (id, tok) in ranks.vocab() {

@@ -81,7 +81,10 @@ fn random_ranks(rng: &mut Rng, n: usize) -> Vec<Option<Vec<u8>>> {
     while toks.len() < 256 + n && tries < 100 * n {
         tries += 1;
         let t = if rng.below(10) == 0 {
-            { let n = 2 + rng.below(5); random_piece(rng, n) } // maybe unreachable
+            {
+                let n = 2 + rng.below(5);
+                random_piece(rng, n)
+            } // maybe unreachable
         } else {
             let mut t = multi[rng.below(multi.len())].clone();
             t.extend_from_slice(&multi[rng.below(multi.len())]);
@@ -249,7 +252,7 @@ fn encode_whole_piece_shortcut_semantics() {
     assert_eq!(enc(&hf, b"ab"), vec![257]);
     let tk = Bpe::from_ranks(vocab.clone()).unwrap();
     assert_eq!(enc(&tk, b"abc"), vec![258]); // whole-piece lookup
-    // tiktoken merges by the rank of the concatenation: a + bc -> abc (HF has no (a, bc) merge)
+                                             // tiktoken merges by the rank of the concatenation: a + bc -> abc (HF has no (a, bc) merge)
     assert_eq!(enc(&tk, b"xabc"), vec![b'x' as u32, 258]);
     assert_eq!(enc(&hf, b"xabc"), vec![b'x' as u32, 97, 256]);
     assert_eq!(enc(&tk, b"xyz"), vec![259]);
@@ -320,8 +323,12 @@ fn encode_piece_cache_is_transparent() {
     let (mvocab, merges) = random_merges(&mut rng, 300);
     let merged = Bpe::from_merges(mvocab, &merges).unwrap();
     let mut cache = PieceCache::new(50); // small: exercises clearing
-    let pieces: Vec<Vec<u8>> =
-        (0..3000).map(|_| { let n = 1 + rng.below(40); random_piece(&mut rng, n) }).collect();
+    let pieces: Vec<Vec<u8>> = (0..3000)
+        .map(|_| {
+            let n = 1 + rng.below(40);
+            random_piece(&mut rng, n)
+        })
+        .collect();
     for _ in 0..2 {
         for p in &pieces {
             // alternate models through one cache: it must notice the switch

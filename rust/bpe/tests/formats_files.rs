@@ -127,7 +127,8 @@ fn write_mini_gpt2(d: &Path, merges: &[(&str, &str)], extra: &[(&str, u32)]) -> 
 fn formats_gpt2_mini_and_errors() {
     let d = tmp_dir("gpt2");
     let merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")];
-    let (ej, vb) = write_mini_gpt2(&d, &merges, &[("<|endoftext|>", 259), ("<|startoftext|>", 260)]);
+    let (ej, vb) =
+        write_mini_gpt2(&d, &merges, &[("<|endoftext|>", 259), ("<|startoftext|>", 260)]);
     let (vocab, specials) = load_gpt2(&ej, &vb).unwrap();
     assert_eq!(vocab.len(), 259);
     assert_eq!(vocab[258].as_deref(), Some(&b" the"[..]));
@@ -179,7 +180,7 @@ fn small_hf() -> HfBpe {
         specials: vec![
             ("<|endoftext|>".to_string(), 261),
             ("<|im start|>".to_string(), 262), // a space: not a byte-level string
-            ("<|ü|>".to_string(), 258),       // in the gap
+            ("<|ü|>".to_string(), 258),        // in the gap
         ],
     }
 }
@@ -270,8 +271,9 @@ fn formats_hf_read_tokenizers_output() {
 #[test]
 fn formats_hf_read_hand_written() {
     let m = bytes_to_unicode();
-    let mut vocab: Vec<String> =
-        (0..=255u8).map(|b| format!("{}: {b}", serde_json::to_string(&m[b as usize].to_string()).unwrap())).collect();
+    let mut vocab: Vec<String> = (0..=255u8)
+        .map(|b| format!("{}: {b}", serde_json::to_string(&m[b as usize].to_string()).unwrap()))
+        .collect();
     vocab.push("\"ab\": 256".into());
     vocab.push("\"abĠ\": 257".into());
     let json = format!(

@@ -19,7 +19,6 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyInt, PyList};
-use rayon::prelude::*;
 
 use crate::errors::IntoPy;
 use crate::pool;
@@ -82,27 +81,18 @@ impl CoreTokenizer {
         Ok(out)
     }
 
+    /// Flat ids and offsets of `texts`, encoded on the pool with the GIL released.
     fn encode_many(
         &self,
         py: Python<'_>,
         texts: &[PyBackedStr],
         policy: &SpecialPolicy,
         num_threads: Option<usize>,
-    ) -> PyResult<Vec<Vec<u32>>> {
+    ) -> PyResult<(Vec<u32>, Vec<usize>)> {
         let pool = pool::pool(num_threads)?;
         py.detach(|| {
-            pool.install(|| {
-                texts
-                    .par_iter()
-                    .map_init(
-                        || PieceCache::new(CACHE_CAPACITY),
-                        |cache, text| {
-                            let mut out = Vec::with_capacity(text.len() / 3);
-                            self.inner.encode(text, policy, cache, &mut out).map(|_| out)
-                        },
-                    )
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
+            pool.install(|| bpe::batch::encode_batch(&self.inner, &refs, policy))
         })
         .py_err()
     }
@@ -186,8 +176,11 @@ impl CoreTokenizer {
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed)?;
-        let parts = self.encode_many(py, &texts, &policy, num_threads)?;
-        let lists = parts.iter().map(|ids| self.to_list(py, ids)).collect::<PyResult<Vec<_>>>()?;
+        let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
+        let lists = offsets
+            .windows(2)
+            .map(|w| self.to_list(py, &ids[w[0]..w[1]]))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, lists)
     }
 
@@ -203,18 +196,8 @@ impl CoreTokenizer {
         num_threads: Option<usize>,
     ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>)> {
         let policy = self.policy(allowed, disallowed)?;
-        let parts = self.encode_many(py, &texts, &policy, num_threads)?;
-        let (ids, offsets) = py.detach(|| {
-            let total: usize = parts.iter().map(Vec::len).sum();
-            let mut ids = Vec::with_capacity(total);
-            let mut offsets = Vec::with_capacity(parts.len() + 1);
-            offsets.push(0i64);
-            for p in &parts {
-                ids.extend_from_slice(p);
-                offsets.push(ids.len() as i64);
-            }
-            (ids, offsets)
-        });
+        let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
+        let offsets: Vec<i64> = offsets.into_iter().map(|o| o as i64).collect();
         Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
     }
 
