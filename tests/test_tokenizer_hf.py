@@ -172,3 +172,21 @@ def test_variants_are_honoured_or_refused(tmp_path, variant):
         return
     for text in ["Hello World", "hello world", " def return self", "ﬁ ① Ｈｅｌｌｏ", "import json\n    return None"]:
         assert ours.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
+
+
+@settings(max_examples=150)
+@given(text=st.one_of(any_text, wordy_text()))
+def test_custom_pattern_that_leaves_gaps(tmp_path_factory, text):
+    """A custom regex that matches only letters: the text between matches becomes pieces of its
+    own (HF's Split "isolated"), so nothing is lost and HF agrees on the saved file."""
+    key = "letters-only"
+    cache = test_custom_pattern_that_leaves_gaps.__dict__.setdefault("cache", {})
+    if key not in cache:
+        tok = BPETokenizer.train(CORPUS, 256 + 120, pattern=r"[A-Za-z]+", show_progress=False)
+        path = tmp_path_factory.mktemp("gaps") / "tok.json"
+        tok.save(path)
+        cache[key] = (tok, _hf(path))
+    tok, hf = cache[key]
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert hf.encode(text, add_special_tokens=False).ids == ids
