@@ -14,6 +14,7 @@ Hugging Face `tokenizer.json`.
 from __future__ import annotations
 
 import codecs
+import gc
 import os
 import tempfile
 from collections.abc import Collection, Iterable, Sequence
@@ -392,10 +393,19 @@ class BPETokenizer:
         """Encodes many texts in parallel (GIL released); same ids as `encode` on each."""
         items = _check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
+        threads = _check_threads(num_threads)
+        # The result is one new list per text: with the cyclic GC on, every 700 of them trigger a
+        # collection that walks every id of the young lists (a third of the call's time on 4 MB of
+        # reviews). None of these lists can be in a cycle, so the GC is paused while they are built.
+        was_enabled = gc.isenabled()
+        gc.disable()
         try:
-            return self._core.encode_batch(items, allowed, disallowed, _check_threads(num_threads))
+            return self._core.encode_batch(items, allowed, disallowed, threads)
         except UnicodeEncodeError:
             raise _find_surrogate_error(items, "texts") from None
+        finally:
+            if was_enabled:
+                gc.enable()
 
     def encode_batch_numpy(
         self,

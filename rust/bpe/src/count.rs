@@ -413,6 +413,7 @@ fn split_chunks<'a>(text: &'a str, target: usize, guards: &SpecialGuards, out: &
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
     use std::io::Write;
 
     fn naive(pretok: &PreTokenizer, specials: &SpecialMatcher, texts: &[&str]) -> WordCounts {
@@ -444,22 +445,9 @@ mod tests {
         rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Random text from an alphabet full of whitespace, newlines, digits, apostrophes and
     /// non-ASCII letters / spaces, to stress cut points.
-    fn random_text(rng: &mut Rng, len: usize) -> String {
+    fn random_text(rng: &mut XorShift, len: usize) -> String {
         const ATOMS: &[&str] = &[
             "a", "b", "Z", "é", "ж", "中", "1", "23", "'s", "'LL", " ", " ", "  ", "\t", "\n", "\n", "\r\n",
             "\n\n", ".", "!?", "\u{3000}", "\u{a0}", "\u{2028}", "\u{b}", "\u{c}", "🙂", "<|s|>", "-", "\r",
@@ -507,7 +495,7 @@ mod tests {
     /// The property `safe_cut` promises: splitting there keeps the pieces, for both patterns.
     #[test]
     fn safe_cuts_keep_pieces() {
-        let mut rng = Rng(0x9e3779b97f4a7c15);
+        let mut rng = XorShift::new(0x9e3779b97f4a7c15);
         use crate::pretokenize::{GPT2_LEGACY_PATTERN, GPT2_PATTERN, GPT4_LEGACY_PATTERN, GPT4_PATTERN};
         let regex_gpt2 = format!("(?:){GPT2_PATTERN}"); // the regex engine, not the hand-written matcher
         let regex_gpt4 = format!("(?:){GPT4_PATTERN}");
@@ -561,7 +549,7 @@ mod tests {
     fn count_texts_matches_naive_and_skips_specials() {
         let pretok = PreTokenizer::new("gpt4").unwrap();
         let specials = SpecialMatcher::new(&["<|s|>".to_string(), "<|endoftext|>".to_string()]).unwrap();
-        let mut rng = Rng(42);
+        let mut rng = XorShift::new(42);
         let mut owned: Vec<String> = (0..40).map(|i| random_text(&mut rng, i * 37)).collect();
         owned.push("hello<|endoftext|>world hello<|s|><|s|> x".into());
         owned.push(random_text(&mut rng, 300_000)); // long enough to be split into chunks
@@ -579,7 +567,7 @@ mod tests {
     #[test]
     fn count_texts_same_on_one_and_two_threads() {
         let pretok = PreTokenizer::new("gpt2").unwrap();
-        let mut rng = Rng(7);
+        let mut rng = XorShift::new(7);
         let big = random_text(&mut rng, 400_000);
         let texts = [big.as_str(), "a b c", ""];
         let one = pool(1).install(|| count_texts(&pretok, &no_specials(), &texts)).unwrap();
@@ -604,7 +592,7 @@ mod tests {
 
     #[test]
     fn count_file_matches_count_texts_for_any_block_size() {
-        let mut rng = Rng(2024);
+        let mut rng = XorShift::new(2024);
         let mut cases: Vec<String> = vec![
             "line one\r\nline two\r\n\r\nthird line\r\n".into(),
             format!("start{}end\n{}x\n", " ".repeat(50), "\n".repeat(30)),
@@ -649,7 +637,7 @@ mod tests {
     #[test]
     fn count_file_adds_to_existing_counts_and_is_thread_independent() {
         let pretok = PreTokenizer::new("gpt4").unwrap();
-        let mut rng = Rng(99);
+        let mut rng = XorShift::new(99);
         let text = random_text(&mut rng, 200_000);
         let path = write_tmp("threads.txt", text.as_bytes());
         let run = |n: usize| {

@@ -713,17 +713,10 @@ mod tests {
     #[test]
     fn short_keys_are_exact() {
         let mut seen = std::collections::HashMap::new();
-        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rng = crate::testutil::XorShift::new(0x1234_5678_9abc_def1);
         for n in 0..=15usize {
             for _ in 0..2000 {
-                let b: Vec<u8> = (0..n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        [0u8, 1, 255, b'a'][(x % 4) as usize]
-                    })
-                    .collect();
+                let b: Vec<u8> = (0..n).map(|_| [0u8, 1, 255, b'a'][rng.below(4)]).collect();
                 let mut padded = [0u8; 16];
                 padded[..n].copy_from_slice(&b);
                 padded[15] = n as u8;

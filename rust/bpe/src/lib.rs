@@ -13,6 +13,8 @@ pub mod error;
 pub mod formats;
 pub mod pretokenize;
 pub mod special;
+#[doc(hidden)]
+pub mod testutil;
 pub mod tokenizer;
 pub mod train;
 pub mod unicode;

@@ -345,6 +345,7 @@ fn gpt2_piece_end(t: &CharClasses, b: &[u8], i: usize) -> usize {
 #[allow(clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::testutil::XorShift;
 
     fn regex_pieces<'a>(re: &fancy_regex::Regex, text: &'a str) -> Vec<&'a str> {
         re.find_iter(text).map(|m| m.expect("no runtime error").as_str()).collect()
@@ -444,20 +445,6 @@ mod tests {
         }
     }
 
-    /// Deterministic xorshift64*.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() >> 33) as usize % n
-        }
-    }
-
     const ALPHABET: &[char] = &[
         'a',
         'b',
@@ -522,15 +509,15 @@ mod tests {
         '\u{E0001}',
     ];
 
-    fn random_text(rng: &mut Rng) -> String {
-        let len = rng.below(41);
-        (0..len).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect()
+    fn random_text(rng: &mut XorShift) -> String {
+        let len = rng.below_high(41);
+        (0..len).map(|_| ALPHABET[rng.below_high(ALPHABET.len())]).collect()
     }
 
     #[test]
     fn pretok_random_strings_match_regex() {
         let cases = fast_cases();
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = XorShift::star(0x9E37_79B9_7F4A_7C15);
         let n = 100_000;
         for _ in 0..n {
             let text = random_text(&mut rng);
@@ -546,10 +533,10 @@ mod tests {
     fn pretok_random_whitespace_heavy_strings_match_regex() {
         const WS: &[char] = &[' ', ' ', '\t', '\n', '\r', '\u{a0}', 'a', '1', '!', '\''];
         let cases = fast_cases();
-        let mut rng = Rng(12345);
+        let mut rng = XorShift::star(12345);
         for _ in 0..100_000 {
-            let len = rng.below(12);
-            let text: String = (0..len).map(|_| WS[rng.below(WS.len())]).collect();
+            let len = rng.below_high(12);
+            let text: String = (0..len).map(|_| WS[rng.below_high(WS.len())]).collect();
             for (src, p, re) in &cases {
                 check(src, p, re, &text);
             }
@@ -613,7 +600,7 @@ mod tests {
         let old = PreTokenizer::new(GPT2_LEGACY_PATTERN).expect("builtin");
         let re_new = fancy_regex::Regex::new(GPT2_PATTERN).expect("valid");
         let re_old = fancy_regex::Regex::new(GPT2_LEGACY_PATTERN).expect("valid");
-        let mut rng = Rng(7);
+        let mut rng = XorShift::star(7);
         for _ in 0..20_000 {
             let text = random_text(&mut rng);
             assert_eq!(regex_pieces(&re_new, &text), regex_pieces(&re_old, &text), "{text:?}");

@@ -290,67 +290,7 @@ impl Corpus {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 pub(crate) mod tests {
     use super::*;
-    use std::collections::{BTreeMap, BTreeSet};
-
-    /// Obviously-correct BPE: recount every pair before every merge.
-    pub(crate) fn naive_merges(words: &WordCounts, num_merges: usize, min_frequency: u64) -> Vec<Pair> {
-        naive_reserved(words, num_merges, min_frequency, &[])
-    }
-
-    fn naive_reserved(
-        words: &WordCounts,
-        num_merges: usize,
-        min_frequency: u64,
-        reserved: &[&[u8]],
-    ) -> Vec<Pair> {
-        let mut ws: Vec<(Vec<u32>, u64)> =
-            words.iter().map(|(w, &c)| (w.iter().map(|&b| b as u32).collect(), c)).collect();
-        let mut vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-        let mut known: BTreeSet<Vec<u8>> = vocab.iter().cloned().collect();
-        known.extend(reserved.iter().map(|r| r.to_vec()));
-        let mut dropped: BTreeSet<Pair> = BTreeSet::new();
-        let mut merges = Vec::new();
-        while merges.len() < num_merges {
-            let mut counts: BTreeMap<Pair, u64> = BTreeMap::new();
-            for (w, c) in &ws {
-                for p in w.windows(2) {
-                    *counts.entry((p[0], p[1])).or_insert(0) += c;
-                }
-            }
-            let best = counts
-                .iter()
-                .filter(|(p, _)| !dropped.contains(p))
-                .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)));
-            let Some((&pair, &c)) = best else { break };
-            if c < min_frequency.max(1) {
-                break;
-            }
-            let bytes: Vec<u8> = [vocab[pair.0 as usize].clone(), vocab[pair.1 as usize].clone()].concat();
-            if known.contains(&bytes) {
-                dropped.insert(pair);
-                continue;
-            }
-            let id = 256 + merges.len() as u32;
-            known.insert(bytes.clone());
-            vocab.push(bytes);
-            merges.push(pair);
-            for (w, _) in ws.iter_mut() {
-                let mut out = Vec::with_capacity(w.len());
-                let mut i = 0;
-                while i < w.len() {
-                    if i + 1 < w.len() && (w[i], w[i + 1]) == pair {
-                        out.push(id);
-                        i += 2;
-                    } else {
-                        out.push(w[i]);
-                        i += 1;
-                    }
-                }
-                *w = out;
-            }
-        }
-        merges
-    }
+    use crate::testutil::{naive_train, XorShift};
 
     pub(crate) fn wc(items: &[(&[u8], u64)]) -> WordCounts {
         let mut m = WordCounts::default();
@@ -364,28 +304,15 @@ pub(crate) mod tests {
         train_merges(words.clone(), n, min, &mut |_| {})
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
-    fn random_words(rng: &mut Rng) -> WordCounts {
-        let alphabet = 1 + rng.below(5) as u8; // tiny alphabets: many ties, repeats, overlaps
-        let n_words = 1 + rng.below(30);
+    fn random_words(rng: &mut XorShift) -> WordCounts {
+        let alphabet = 1 + rng.below_u64(5) as u8; // tiny alphabets: many ties, repeats, overlaps
+        let n_words = 1 + rng.below_u64(30);
         let mut m = WordCounts::default();
         for _ in 0..n_words {
-            let len = 1 + rng.below(12) as usize;
-            let w: Vec<u8> = (0..len).map(|_| b'a' + rng.below(alphabet as u64) as u8).collect();
-            let hi = if rng.below(2) == 0 { 3 } else { 50 };
-            let c = 1 + rng.below(hi);
+            let len = 1 + rng.below_u64(12) as usize;
+            let w: Vec<u8> = (0..len).map(|_| b'a' + rng.below_u64(alphabet as u64) as u8).collect();
+            let hi = if rng.below_u64(2) == 0 { 3 } else { 50 };
+            let c = 1 + rng.below_u64(hi);
             *m.entry(w.into()).or_insert(0) += c;
         }
         m
@@ -393,12 +320,12 @@ pub(crate) mod tests {
 
     #[test]
     fn matches_naive_on_random_corpora() {
-        let mut rng = Rng(0x2545f4914f6cdd1d);
+        let mut rng = XorShift::new(0x2545f4914f6cdd1d);
         for round in 0..600 {
             let words = random_words(&mut rng);
-            let n = rng.below(40) as usize;
-            let min = 1 + rng.below(4);
-            assert_eq!(fast(&words, n, min), naive_merges(&words, n, min), "round {round}: {words:?}");
+            let n = rng.below_u64(40) as usize;
+            let min = 1 + rng.below_u64(4);
+            assert_eq!(fast(&words, n, min), naive_train(&words, n, min, &[]), "round {round}: {words:?}");
         }
     }
 
@@ -413,7 +340,7 @@ pub(crate) mod tests {
             let specials = crate::special::SpecialMatcher::new(&[]).unwrap();
             let words = crate::count::count_texts(&pretok, &specials, &[text, text, "the the the"]).unwrap();
             for min in [1, 2, 3] {
-                let want = naive_merges(&words, 400, min);
+                let want = naive_train(&words, 400, min, &[]);
                 assert_eq!(fast(&words, 400, min), want, "{name} min {min}");
                 if min == 1 {
                     assert!(want.len() > 100);
@@ -428,11 +355,11 @@ pub(crate) mod tests {
         let words = wc(&[(b"aaa", 1)]);
         let m = fast(&words, 10, 1);
         assert_eq!(m, vec![(97, 97), (256, 97)]);
-        assert_eq!(m, naive_merges(&words, 10, 1));
+        assert_eq!(m, naive_train(&words, 10, 1, &[]));
         let words = wc(&[(b"aaaa", 3), (b"aaaaa", 2)]);
-        assert_eq!(fast(&words, 10, 1), naive_merges(&words, 10, 1));
+        assert_eq!(fast(&words, 10, 1), naive_train(&words, 10, 1, &[]));
         let words = wc(&[(b"abab", 1), (b"ababab", 2)]);
-        assert_eq!(fast(&words, 10, 1), naive_merges(&words, 10, 1));
+        assert_eq!(fast(&words, 10, 1), naive_train(&words, 10, 1, &[]));
     }
 
     #[test]
@@ -460,7 +387,7 @@ pub(crate) mod tests {
         let words = wc(&[(b"ab", 10), (b"bc", 4), (b"abc", 3)]);
         let m = train_with_reserved(words.clone(), 10, 1, &[b"ab"], &mut |_| {});
         assert_eq!(m, vec![(98, 99), (97, 256)]);
-        assert_eq!(m, naive_reserved(&words, 10, 1, &[b"ab"]));
+        assert_eq!(m, naive_train(&words, 10, 1, &[b"ab"]));
         // Dropping the best pair does not stop training; min_frequency applies to what is left.
         let m = train_with_reserved(words.clone(), 10, 5, &[b"ab"], &mut |_| {});
         assert_eq!(m, vec![(98, 99)]); // (b,c) has 7; then (a,bc) has 3 < 5
@@ -469,20 +396,20 @@ pub(crate) mod tests {
         // A reserved token that a two-step merge would spell: (a,b) then (ab,c) -> "abc" is dropped.
         let m = train_with_reserved(words.clone(), 10, 1, &[b"abc"], &mut |_| {});
         assert_eq!(m, vec![(97, 98), (98, 99)]);
-        assert_eq!(m, naive_reserved(&words, 10, 1, &[b"abc"]));
+        assert_eq!(m, naive_train(&words, 10, 1, &[b"abc"]));
         // Randomised: the skip rule fires often and the results still equal the naive trainer's.
-        let mut rng = Rng(0xdeadbeef);
+        let mut rng = XorShift::new(0xdeadbeef);
         let mut fired = 0;
         for round in 0..300 {
             let words = random_words(&mut rng);
-            let reserved: Vec<Vec<u8>> = (0..1 + rng.below(6))
-                .map(|_| (0..2 + rng.below(3)).map(|_| b'a' + rng.below(3) as u8).collect())
+            let reserved: Vec<Vec<u8>> = (0..1 + rng.below_u64(6))
+                .map(|_| (0..2 + rng.below_u64(3)).map(|_| b'a' + rng.below_u64(3) as u8).collect())
                 .collect();
             let reserved: Vec<&[u8]> = reserved.iter().map(|r| r.as_slice()).collect();
-            let n = rng.below(30) as usize;
+            let n = rng.below_u64(30) as usize;
             let got = train_with_reserved(words.clone(), n, 1, &reserved, &mut |_| {});
-            assert_eq!(got, naive_reserved(&words, n, 1, &reserved), "round {round}");
-            if got != naive_merges(&words, n, 1) {
+            assert_eq!(got, naive_train(&words, n, 1, &reserved), "round {round}");
+            if got != naive_train(&words, n, 1, &[]) {
                 fired += 1;
             }
         }
@@ -491,7 +418,7 @@ pub(crate) mod tests {
 
     #[test]
     fn no_two_tokens_share_bytes() {
-        let mut rng = Rng(31337);
+        let mut rng = XorShift::new(31337);
         for _ in 0..100 {
             let words = random_words(&mut rng);
             let m = fast(&words, 60, 1);
@@ -506,11 +433,11 @@ pub(crate) mod tests {
 
     #[test]
     fn progress_is_reported() {
-        let mut rng = Rng(5);
+        let mut rng = XorShift::new(5);
         let mut words = WordCounts::default();
         for _ in 0..200 {
-            let w: Vec<u8> = (0..20).map(|_| rng.below(256) as u8).collect();
-            words.insert(w.into(), 1 + rng.below(9));
+            let w: Vec<u8> = (0..20).map(|_| rng.below_u64(256) as u8).collect();
+            words.insert(w.into(), 1 + rng.below_u64(9));
         }
         let mut seen = Vec::new();
         let m = train_merges(words, 150, 1, &mut |d| seen.push(d));
@@ -526,12 +453,12 @@ pub(crate) mod tests {
 
     #[test]
     fn same_merges_on_one_and_two_threads() {
-        let mut rng = Rng(77);
+        let mut rng = XorShift::new(77);
         let mut words = WordCounts::default();
         for _ in 0..20_000 {
-            let len = 1 + rng.below(10) as usize;
-            let w: Vec<u8> = (0..len).map(|_| b'a' + rng.below(8) as u8).collect();
-            *words.entry(w.into()).or_insert(0) += 1 + rng.below(100);
+            let len = 1 + rng.below_u64(10) as usize;
+            let w: Vec<u8> = (0..len).map(|_| b'a' + rng.below_u64(8) as u8).collect();
+            *words.entry(w.into()).or_insert(0) += 1 + rng.below_u64(100);
         }
         let run = |n: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();

@@ -410,12 +410,10 @@ mod tests {
         let t = tables();
         let pieces =
             ["a", "Zz", "é", "中", "\u{10400}", "1", " ", "@", "[", "`", "{", "\u{301}", "ß"];
-        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        let mut rng = crate::testutil::XorShift::new(0x1234_5678_9ABC_DEF1);
         for _ in 0..20_000 {
             let mut s = String::new();
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = rng.next_u64();
             let len = (state % 30) as usize;
             let mut r = state;
             for _ in 0..len {

@@ -5,24 +5,11 @@
 use std::collections::HashMap;
 
 use bpe::encode::{Bpe, PieceCache, SHORT_MAX};
-
-/// xorshift64*, deterministic.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+use bpe::testutil::XorShift;
 
 const ALPHABET: &[u8] = b"abcd ";
 
-fn random_piece(rng: &mut Rng, len: usize) -> Vec<u8> {
+fn random_piece(rng: &mut XorShift, len: usize) -> Vec<u8> {
     (0..len)
         .map(|_| {
             if rng.below(20) == 0 {
@@ -36,7 +23,7 @@ fn random_piece(rng: &mut Rng, len: usize) -> Vec<u8> {
 
 /// A random merge list over the alphabet: merges of random existing tokens (so several merges can
 /// produce the same bytes from different splits), plus the vocab it implies.
-fn random_merges(rng: &mut Rng, n: usize) -> (Vec<Option<Vec<u8>>>, Vec<(u32, u32)>) {
+fn random_merges(rng: &mut XorShift, n: usize) -> (Vec<Option<Vec<u8>>>, Vec<(u32, u32)>) {
     let mut vocab: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
     let mut index: HashMap<Vec<u8>, u32> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
     let mut merges = Vec::new();
@@ -68,7 +55,7 @@ fn random_merges(rng: &mut Rng, n: usize) -> (Vec<Option<Vec<u8>>>, Vec<(u32, u3
 /// A random rank vocabulary: the bytes at shuffled low ranks, then multi-byte tokens built from
 /// pairs of existing tokens, with rank gaps, some unreachable "junk" tokens, and ranks that do not
 /// follow creation order.
-fn random_ranks(rng: &mut Rng, n: usize) -> Vec<Option<Vec<u8>>> {
+fn random_ranks(rng: &mut XorShift, n: usize) -> Vec<Option<Vec<u8>>> {
     let mut toks: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
     // shuffle the byte ranks
     for i in (1..toks.len()).rev() {
@@ -193,7 +180,7 @@ fn both_paths(bpe: &Bpe, piece: &[u8]) -> (Vec<u32>, Vec<u32>) {
 
 #[test]
 fn encode_ranks_match_naive_tiktoken() {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = XorShift::star(0x9E37_79B9_7F4A_7C15);
     for round in 0..20 {
         let vocab = random_ranks(&mut rng, 40 + 20 * round);
         let bpe = Bpe::from_ranks(vocab.clone()).unwrap();
@@ -214,7 +201,7 @@ fn encode_ranks_match_naive_tiktoken() {
 
 #[test]
 fn encode_merges_match_naive_hf() {
-    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let mut rng = XorShift::star(0x1234_5678_9ABC_DEF1);
     for round in 0..20 {
         let (vocab, mut merges) = random_merges(&mut rng, 30 + 20 * round);
         if round % 3 == 0 && merges.len() > 4 {
@@ -267,7 +254,7 @@ fn encode_whole_piece_shortcut_semantics() {
 
 #[test]
 fn encode_short_and_long_paths_agree() {
-    let mut rng = Rng(42);
+    let mut rng = XorShift::star(42);
     for round in 0..10 {
         let vocab = random_ranks(&mut rng, 100 + 30 * round);
         let ranks = Bpe::from_ranks(vocab.clone()).unwrap();
@@ -317,7 +304,7 @@ fn encode_long_runs_do_not_hang() {
 
 #[test]
 fn encode_piece_cache_is_transparent() {
-    let mut rng = Rng(7);
+    let mut rng = XorShift::star(7);
     let vocab = random_ranks(&mut rng, 300);
     let ranks = Bpe::from_ranks(vocab).unwrap();
     let (mvocab, merges) = random_merges(&mut rng, 300);

@@ -5,12 +5,12 @@
 //! match a naive recount-everything trainer.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use bpe::count::{count_file, count_texts, WordCounts};
 use bpe::pretokenize::{GPT2_PATTERN, GPT4_PATTERN};
 use bpe::special::SpecialMatcher;
+use bpe::testutil::naive_train;
 use bpe::train::train_merges;
 use bpe::PreTokenizer;
 
@@ -67,49 +67,6 @@ fn count_file_equals_regex_on_imdb() {
     check_file_counts(IMDB);
 }
 
-/// Recounts every pair before every merge; same tie-break and skip rule as `train_merges`.
-fn naive_merges(words: &WordCounts, num_merges: usize) -> Vec<(u32, u32)> {
-    let mut ws: Vec<(Vec<u32>, u64)> =
-        words.iter().map(|(w, &c)| (w.iter().map(|&b| b as u32).collect(), c)).collect();
-    let mut vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
-    let mut known: BTreeSet<Vec<u8>> = vocab.iter().cloned().collect();
-    let mut dropped = BTreeSet::new();
-    let mut merges = Vec::new();
-    while merges.len() < num_merges {
-        let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
-        for (w, c) in &ws {
-            for p in w.windows(2) {
-                *counts.entry((p[0], p[1])).or_insert(0) += c;
-            }
-        }
-        let ordered: BTreeMap<_, _> = counts.into_iter().filter(|(p, _)| !dropped.contains(p)).collect();
-        let Some((&pair, _)) = ordered.iter().max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0))) else { break };
-        let bytes = [vocab[pair.0 as usize].clone(), vocab[pair.1 as usize].clone()].concat();
-        if !known.insert(bytes.clone()) {
-            dropped.insert(pair);
-            continue;
-        }
-        let id = vocab.len() as u32;
-        vocab.push(bytes);
-        merges.push(pair);
-        for (w, _) in ws.iter_mut() {
-            let mut out = Vec::with_capacity(w.len());
-            let mut i = 0;
-            while i < w.len() {
-                if i + 1 < w.len() && (w[i], w[i + 1]) == pair {
-                    out.push(id);
-                    i += 2;
-                } else {
-                    out.push(w[i]);
-                    i += 1;
-                }
-            }
-            *w = out;
-        }
-    }
-    merges
-}
-
 #[test]
 fn merges_match_naive_and_thread_count_on_shakespeare() {
     if !Path::new(SHAKESPEARE).exists() {
@@ -121,7 +78,7 @@ fn merges_match_naive_and_thread_count_on_shakespeare() {
     let mut counts = WordCounts::default();
     count_file(&pretok, &none, Path::new(SHAKESPEARE), &mut counts, &mut |_| {}).unwrap();
     let fast = train_merges(counts.clone(), 120, 1, &mut |_| {});
-    assert_eq!(fast, naive_merges(&counts, 120));
+    assert_eq!(fast, naive_train(&counts, 120, 1, &[]));
     let one = pool(1).install(|| train_merges(counts.clone(), 3000, 1, &mut |_| {}));
     let two = pool(2).install(|| train_merges(counts.clone(), 3000, 1, &mut |_| {}));
     assert_eq!(one.len(), 3000);
