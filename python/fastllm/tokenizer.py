@@ -195,8 +195,11 @@ class BPETokenizer:
         occurs `min_frequency` times. Ties between equally frequent pairs go to the smallest
         (left id, right id), so results are identical on any number of threads.
 
+        After merging "aa" (id 256), "aa"+"a" and "a"+"b" both occur 4 times; the tie goes to
+        the smaller pair, (97, 98):
+
         >>> BPETokenizer.train(["aaab"] * 4, 258, show_progress=False).merges
-        [(97, 97), (256, 97)]
+        [(97, 97), (97, 98)]
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be an iterable of str, not a single str; wrap it in a list")

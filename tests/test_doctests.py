@@ -1,0 +1,20 @@
+"""The `>>>` examples in the package's docstrings run and print what they say.
+
+Oracle: the docstrings themselves (doctest), run against the installed package.
+"""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import fastllm
+import fastllm.tokenizer
+
+
+@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{module.__name__} has no examples"
+    assert result.failed == 0
