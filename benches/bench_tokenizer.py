@@ -1,7 +1,8 @@
 """Tokenizer benchmarks: fastllm against its peers and a pure-Python baseline, in one run.
 
 Groups (rows in a group run on the same input, so their ratios are meaningful):
-  train-8192, train-32768  fastllm train_files vs HF tokenizers (GPT-4 split), whole imdb corpus
+  train-8192, train-32768  fastllm train_files vs HF tokenizers and bpeasy (GPT-4 split) and
+                           sentencepiece (BPE, its own pre-tokenization: time only), whole imdb corpus
   train-small              fastllm vs the pure-Python reference trainer, 200 KB, vocab 512
   encode-gpt2              one 4 MB text: fastllm vs tiktoken vs HF tokenizers (GPT-2 vocabulary)
   encode-gpt2-small        100 KB: fastllm vs the pure-Python reference encoder
@@ -29,12 +30,12 @@ def _peer(name: str):
 # ---- training -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("vocab_size", [8192, 32768])
-@pytest.mark.parametrize("impl", ["fastllm", "hf"])
+@pytest.mark.parametrize("impl", ["fastllm", "hf", "sentencepiece", "bpeasy"])
 def test_train(benchmark, run_task, train_file, impl, vocab_size):
     benchmark.group = f"train-{vocab_size}"
-    if impl == "hf":
-        _peer("tokenizers")
-    task = "train_fastllm" if impl == "fastllm" else "train_hf"
+    if impl != "fastllm":
+        _peer("tokenizers" if impl == "hf" else impl)
+    task = f"train_{impl}"
     run_task(impl, task, {"path": str(train_file), "vocab_size": vocab_size}, megabytes(train_file))
 
 

@@ -70,6 +70,36 @@ def make_train_hf(path: str, vocab_size: int):
     return run
 
 
+def make_train_sentencepiece(path: str, vocab_size: int):
+    """sentencepiece's BPE trainer on the whole file. Not comparable output: its own pre-tokenization
+    (NFKC, whitespace as U+2581, splits by script/number/whitespace, pieces of at most 16 characters,
+    byte fallback instead of byte-level BPE), so only the time and memory compare."""
+    import io
+
+    import sentencepiece as spm
+
+    def run():
+        model = io.BytesIO()  # the model proto, in memory rather than in model_prefix files
+        spm.SentencePieceTrainer.train(input=path, model_writer=model, vocab_size=vocab_size, model_type="bpe",
+                                       byte_fallback=True, character_coverage=1.0, num_threads=2,
+                                       input_sentence_size=0, max_sentence_length=1 << 20,  # every line, any length
+                                       minloglevel=2)
+        return model.getvalue()
+
+    return run
+
+
+def make_train_bpeasy(path: str, vocab_size: int):
+    """bpeasy: byte-level BPE on the GPT-4 split (its fancy-regex), the file's lines as the iterator."""
+    import bpeasy
+
+    def run():
+        with open(path, encoding="utf-8") as f:
+            return bpeasy.train_bpe(f, ref.GPT4_PATTERN, max_token_length=128, vocab_size=vocab_size)
+
+    return run
+
+
 def make_train_reference(path: str, vocab_size: int):
     text = Path(path).read_text(encoding="utf-8")
     return lambda: ref.train(ref.count_pieces([text], "gpt4"), vocab_size)
