@@ -10,10 +10,11 @@ import doctest
 import pytest
 
 import fastllm
+import fastllm.dedup
 import fastllm.tokenizer
 
 
-@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer, fastllm.dedup], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module.__name__} has no examples"

@@ -6,7 +6,7 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["__version__", "Tokenizer", "WordCounter", "set_num_threads", "get_num_threads"]
+__all__ = ["__version__", "Tokenizer", "WordCounter", "Deduper", "set_num_threads", "get_num_threads"]
 __version__: str
 
 def set_num_threads(num_threads: int | None = None) -> None: ...
@@ -59,3 +59,38 @@ class WordCounter:
         num_threads: int | None = None,
         progress: Callable[[int], object] | None = None,
     ) -> Tokenizer: ...
+
+@final
+class Deduper:
+    def __new__(
+        cls,
+        num_perm: int,
+        seed: int,
+        ngram: int,
+        char_ngrams: bool,
+        lowercase: bool,
+        strip_punctuation: bool,
+        threshold: float,
+        bands: int,
+        rows: int,
+        verify: str,
+    ) -> Deduper: ...
+    @staticmethod
+    def optimal_params(threshold: float, num_perm: int, fp_weight: float, fn_weight: float) -> tuple[int, int]: ...
+    def signatures(self, texts: Sequence[str], num_threads: int | None = None) -> npt.NDArray[np.uint64]: ...
+    def dedup(
+        self, texts: Sequence[str], num_threads: int | None = None
+    ) -> tuple[
+        npt.NDArray[np.bool_],
+        npt.NDArray[np.int64],
+        list[list[int]],
+        list[tuple[int, int, float]],
+        tuple[int, int, int],
+    ]: ...
+    def add(self, texts: Sequence[str], num_threads: int | None = None) -> list[int]: ...
+    def query(self, texts: Sequence[str], num_threads: int | None = None) -> list[list[int]]: ...
+    def __len__(self) -> int: ...
+    def save(self, path: str) -> None: ...
+    @staticmethod
+    def load(path: str) -> Deduper: ...
+    def config(self) -> list[tuple[str, str]]: ...

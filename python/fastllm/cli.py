@@ -1,8 +1,9 @@
-"""The `fastllm` command line (click): one group per stage of the pipeline.
+"""The `fastllm` command line (click): one command or group per stage of the pipeline.
 
 `fastllm tokenizer train` with no files trains on the embedded default corpus (the Python
 standard library), prints the tokenizer's statistics and a sample encoding, and writes a Hugging
-Face `tokenizer.json`. Errors in the user's input print one line and exit with status 1.
+Face `tokenizer.json`. `fastllm dedup` removes exact and near-duplicate documents from text, JSONL
+or Parquet inputs. Errors in the user's input print one line and exit with status 1.
 """
 
 from __future__ import annotations
@@ -116,6 +117,67 @@ def tokenizer_encode(files, tokenizer_path, fmt, allow_special):
             click.echo(_show_tokens(tok, ids))
         else:
             click.echo(json.dumps(ids) if fmt == "json" else " ".join(map(str, ids)))
+
+
+@main.command("dedup")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Kept documents, in the input's format (a folder for --format files).")
+@click.option("--format", "fmt", type=click.Choice(["lines", "files", "jsonl", "parquet"]), default=None, help="Input format (default: from the extension; .jsonl/.parquet, else lines).")
+@click.option("--text-field", default="text", show_default=True, help="JSONL key / Parquet column holding the text.")
+@click.option("--threshold", default=0.8, show_default=True, help="Jaccard similarity at or above which two documents are duplicates.")
+@click.option("--num-perm", default=128, show_default=True, help="MinHash permutations.")
+@click.option("--ngram", default=5, show_default=True, help="Shingle size (words, or characters with --char-ngrams).")
+@click.option("--char-ngrams", is_flag=True, help="Character n-grams instead of word n-grams.")
+@click.option("--verify", type=click.Choice(["exact", "estimate", "none"]), default="exact", show_default=True, help="How LSH candidates are confirmed.")
+@click.option("--clusters", "clusters_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write a JSONL report: one line per cluster with its members and pair Jaccards.")
+@click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
+@click.option("--skip-invalid", is_flag=True, help="Skip (and count) records with invalid UTF-8, bad JSON or no text, instead of stopping.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the MinHash permutations.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def dedup_command(inputs, output, fmt, text_field, threshold, num_perm, ngram, char_ngrams, verify, clusters_path, threads, skip_invalid, seed, quiet):
+    """Remove exact and near-duplicate documents from INPUTS (text lines, files, JSONL or Parquet)."""
+    from tqdm.auto import tqdm
+
+    from fastllm.dedup import MinHashDeduper
+    from fastllm.dedup_io import read_corpus, infer_format, write_atomic, write_kept
+
+    t0 = time.perf_counter()
+    paths = list(inputs)
+    fmt = fmt or infer_format(paths)
+    deduper = MinHashDeduper(threshold, num_perm=num_perm, ngram=ngram, char_ngrams=char_ngrams, verify=verify, seed=seed, num_threads=threads)
+    with tqdm(total=3, desc="dedup", unit="stage", disable=quiet, leave=False) as bar:
+        bar.set_postfix_str("reading")
+        corpus = read_corpus(paths, fmt, text_field=text_field, skip_invalid=skip_invalid)
+        bar.update()
+        bar.set_postfix_str(f"{len(corpus.texts):,} documents")
+        result = deduper.dedup(corpus.texts)
+        bar.update()
+        bar.set_postfix_str("writing")
+        write_kept(corpus, result.keep.tolist(), output)
+        if clusters_path is not None:
+            edges: dict[int, list] = {}
+            for i, j, s in result.pairs:
+                edges.setdefault(int(result.cluster_ids[i]), []).append([i, j, round(s, 4)])
+            lines = (
+                json.dumps({"cluster": c, "kept": members[0], "members": [{"doc": m, "source": corpus.where[m]} for m in members], "jaccard": edges.get(c, [])}).encode() + b"\n"
+                for c, members in enumerate(result.clusters)
+            )
+            write_atomic(clusters_path, lines)
+        bar.update()
+    seconds = time.perf_counter() - t0
+    st = result.stats
+    n_in = st["documents_in"] + len(corpus.invalid)
+    click.echo(
+        f"dedup: {n_in:,} documents in, {st['documents_out']:,} out; {st['clusters']:,} clusters "
+        f"({n_in - st['documents_out'] - len(corpus.invalid):,} removed, {st['exact_duplicates']:,} of them exact), "
+        f"{st['too_short']:,} shorter than the shingle size (kept), {len(corpus.invalid):,} invalid; "
+        f"{seconds:.2f} s, {n_in / max(seconds, 1e-9):,.0f} documents/s"
+    )
+    for line in corpus.invalid[:10]:
+        click.echo(f"  invalid: {line}", err=True)
+    if len(corpus.invalid) > 10:
+        click.echo(f"  ... and {len(corpus.invalid) - 10} more invalid records", err=True)
 
 
 if __name__ == "__main__":

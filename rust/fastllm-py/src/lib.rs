@@ -4,6 +4,7 @@
 mod errors;
 mod pool;
 mod py_bpe;
+mod py_minhash;
 
 use pyo3::prelude::*;
 
@@ -12,6 +13,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<py_bpe::CoreTokenizer>()?;
     m.add_class::<py_bpe::WordCounter>()?;
+    m.add_class::<py_minhash::Deduper>()?;
     m.add_function(wrap_pyfunction!(pool::set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(pool::get_num_threads, m)?)?;
     Ok(())

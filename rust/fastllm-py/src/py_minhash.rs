@@ -1,0 +1,239 @@
+//! Bindings for near-duplicate detection: `_core.Deduper` (signatures, batch dedup, and the
+//! incremental on-disk index). The Python facade (`fastllm/dedup.py`) validates arguments and
+//! owns the user-facing API; these signatures are private.
+//!
+//! Texts are featurized (normalize -> shingle -> sign, one pass per text) on the pool with the
+//! GIL released; results come back as numpy arrays where they are per-document.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use minhash::dedup::{dedup, Params, Verify};
+use minhash::features::{featurize, Features};
+use minhash::index::Index;
+use minhash::lsh::optimal_params;
+use minhash::normalize::NormalizeOptions;
+use minhash::shingle::Shingling;
+use minhash::signature::MinHasher;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+
+use crate::errors::IntoPy;
+use crate::pool;
+
+/// Everything needed to featurize text the same way later (stored in the index file).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Settings {
+    num_perm: usize,
+    seed: u64,
+    ngram: usize,
+    char_ngrams: bool,
+    lowercase: bool,
+    strip_punctuation: bool,
+}
+
+impl Settings {
+    fn encode(&self) -> Vec<u8> {
+        format!(
+            "num_perm={};seed={};ngram={};char_ngrams={};lowercase={};strip_punctuation={}",
+            self.num_perm, self.seed, self.ngram, self.char_ngrams, self.lowercase, self.strip_punctuation
+        )
+        .into_bytes()
+    }
+
+    fn decode(bytes: &[u8], path: &str) -> PyResult<Self> {
+        let bad = || PyValueError::new_err(format!("{path}: unreadable settings in the index file"));
+        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
+        let mut s = Settings { num_perm: 0, seed: 0, ngram: 0, char_ngrams: false, lowercase: true, strip_punctuation: false };
+        for kv in text.split(';') {
+            let (k, v) = kv.split_once('=').ok_or_else(bad)?;
+            match k {
+                "num_perm" => s.num_perm = v.parse().map_err(|_| bad())?,
+                "seed" => s.seed = v.parse().map_err(|_| bad())?,
+                "ngram" => s.ngram = v.parse().map_err(|_| bad())?,
+                "char_ngrams" => s.char_ngrams = v.parse().map_err(|_| bad())?,
+                "lowercase" => s.lowercase = v.parse().map_err(|_| bad())?,
+                "strip_punctuation" => s.strip_punctuation = v.parse().map_err(|_| bad())?,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(s)
+    }
+
+    fn normalize(&self) -> NormalizeOptions {
+        NormalizeOptions { lowercase: self.lowercase, strip_punctuation: self.strip_punctuation, ..NormalizeOptions::default() }
+    }
+
+    fn shingling(&self) -> Shingling {
+        if self.char_ngrams {
+            Shingling::Chars(self.ngram)
+        } else {
+            Shingling::Words(self.ngram)
+        }
+    }
+}
+
+fn parse_verify(verify: &str) -> PyResult<Verify> {
+    match verify {
+        "exact" => Ok(Verify::Exact),
+        "estimate" => Ok(Verify::Estimate),
+        "none" => Ok(Verify::None),
+        other => Err(PyValueError::new_err(format!("verify={other:?} is invalid: use \"exact\", \"estimate\" or \"none\""))),
+    }
+}
+
+fn verify_name(v: Verify) -> &'static str {
+    match v {
+        Verify::Exact => "exact",
+        Verify::Estimate => "estimate",
+        Verify::None => "none",
+    }
+}
+
+#[pyclass(module = "fastllm._core", frozen)]
+pub struct Deduper {
+    settings: Settings,
+    hasher: MinHasher,
+    params: Params,
+    index: Mutex<Index>,
+}
+
+impl Deduper {
+    fn features(&self, py: Python<'_>, texts: &[PyBackedStr], num_threads: Option<usize>, keep_shingles: bool) -> PyResult<Features> {
+        let pool = pool::pool(num_threads)?;
+        let (opts, kind) = (self.settings.normalize(), self.settings.shingling());
+        Ok(py.detach(|| {
+            let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
+            pool.install(|| featurize(&refs, &opts, kind, &self.hasher, keep_shingles))
+        }))
+    }
+
+    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Index>> {
+        self.index.lock().map_err(|_| PyRuntimeError::new_err("index lock poisoned by an earlier panic"))
+    }
+}
+
+#[pymethods]
+impl Deduper {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        num_perm: usize,
+        seed: u64,
+        ngram: usize,
+        char_ngrams: bool,
+        lowercase: bool,
+        strip_punctuation: bool,
+        threshold: f64,
+        bands: usize,
+        rows: usize,
+        verify: &str,
+    ) -> PyResult<Self> {
+        let settings = Settings { num_perm, seed, ngram, char_ngrams, lowercase, strip_punctuation };
+        let params = Params { threshold, bands, rows, verify: parse_verify(verify)? };
+        let hasher = MinHasher::new(num_perm, seed).py_err()?;
+        let index = Index::new(num_perm, params.clone(), settings.encode()).py_err()?;
+        Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
+    }
+
+    /// (bands, rows) minimising the weighted false-positive and false-negative probabilities.
+    #[staticmethod]
+    fn optimal_params(threshold: f64, num_perm: usize, fp_weight: f64, fn_weight: f64) -> PyResult<(usize, usize)> {
+        optimal_params(threshold, num_perm, fp_weight, fn_weight).py_err()
+    }
+
+    #[pyo3(signature = (texts, num_threads=None))]
+    fn signatures<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyArray2<u64>>> {
+        let f = self.features(py, &texts, num_threads, false)?;
+        f.signatures.into_pyarray(py).reshape([texts.len(), self.settings.num_perm])
+    }
+
+    /// (keep, cluster_ids, clusters, edges, (exact_duplicates, too_short, candidates)).
+    #[pyo3(signature = (texts, num_threads=None))]
+    #[allow(clippy::type_complexity)]
+    fn dedup<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        num_threads: Option<usize>,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<bool>>,
+        Bound<'py, PyArray1<i64>>,
+        Vec<Vec<u32>>,
+        Vec<(u32, u32, f32)>,
+        (usize, usize, usize),
+    )> {
+        let keep_shingles = self.params.verify == Verify::Exact;
+        let f = self.features(py, &texts, num_threads, keep_shingles)?;
+        let pool = pool::pool(num_threads)?;
+        let out = py
+            .detach(|| pool.install(|| dedup(&f.signatures, f.num_perm, &f.shingles, &f.exact, &self.params)))
+            .py_err()?;
+        Ok((
+            out.keep.into_pyarray(py),
+            out.cluster_ids.into_pyarray(py),
+            out.clusters,
+            out.edges,
+            (out.exact_duplicates, out.too_short, out.candidates),
+        ))
+    }
+
+    /// Adds texts to the index; returns their ids.
+    #[pyo3(signature = (texts, num_threads=None))]
+    fn add(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: Option<usize>) -> PyResult<Vec<u32>> {
+        let f = self.features(py, &texts, num_threads, self.params.verify == Verify::Exact)?;
+        py.detach(|| self.lock()?.add(&f.signatures, f.shingles, &f.exact).py_err())
+    }
+
+    /// For each text, the ids of indexed texts it is a near-duplicate of.
+    #[pyo3(signature = (texts, num_threads=None))]
+    fn query(&self, py: Python<'_>, texts: Vec<PyBackedStr>, num_threads: Option<usize>) -> PyResult<Vec<Vec<u32>>> {
+        let f = self.features(py, &texts, num_threads, self.params.verify == Verify::Exact)?;
+        let pool = pool::pool(num_threads)?;
+        py.detach(|| {
+            let index = self.lock()?;
+            pool.install(|| index.query(&f.signatures, &f.shingles, &f.exact)).py_err()
+        })
+    }
+
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.lock()?.len())
+    }
+
+    fn save(&self, py: Python<'_>, path: &str) -> PyResult<()> {
+        py.detach(|| self.lock()?.save(Path::new(path)).py_err())
+    }
+
+    #[staticmethod]
+    fn load(py: Python<'_>, path: &str) -> PyResult<Self> {
+        let index = py.detach(|| Index::load(Path::new(path))).py_err()?;
+        let settings = Settings::decode(index.settings(), path)?;
+        let params = index.params().clone();
+        let hasher = MinHasher::new(settings.num_perm, settings.seed).py_err()?;
+        Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
+    }
+
+    /// The settings as a dict-friendly list of pairs (for the facade's repr and `load`).
+    fn config(&self) -> Vec<(&'static str, String)> {
+        let s = &self.settings;
+        vec![
+            ("threshold", self.params.threshold.to_string()),
+            ("num_perm", s.num_perm.to_string()),
+            ("ngram", s.ngram.to_string()),
+            ("char_ngrams", s.char_ngrams.to_string()),
+            ("verify", verify_name(self.params.verify).to_string()),
+            ("seed", s.seed.to_string()),
+            ("bands", self.params.bands.to_string()),
+            ("rows", self.params.rows.to_string()),
+            ("lowercase", s.lowercase.to_string()),
+            ("strip_punctuation", s.strip_punctuation.to_string()),
+        ]
+    }
+}
