@@ -132,6 +132,7 @@ impl Deduper {
         verify: &str,
     ) -> PyResult<Self> {
         let settings = Settings { num_perm, seed, ngram, char_ngrams, lowercase, strip_punctuation };
+        settings.shingling().validate().py_err()?;
         let params = Params { threshold, bands, rows, verify: parse_verify(verify)? };
         let hasher = MinHasher::new(num_perm, seed).py_err()?;
         let index = Index::new(num_perm, params.clone(), settings.encode()).py_err()?;

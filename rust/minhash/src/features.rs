@@ -9,8 +9,11 @@
 //! features depend only on its text, and results are written by index, so the output is identical
 //! on 1 or N threads.
 //!
-//! Performance notes (examples/features_bench.rs, 50,000 docs of 100-200 words, Words(5), 128
-//! perms, 2-core machine): see the numbers recorded at the top of that example.
+//! Performance notes (`examples/features_bench.rs`: 50,000 IMDB-word docs of 100-200 words,
+//! 42 MB, Words(5), 128 perms, baseline x86-64 build, 2-core Xeon): 1 thread 0.72 s, 2 threads
+//! 0.36 s (2.0x; 140k docs/s). Per stage on 1 thread: normalize 0.06 s, shingle + sort 0.17 s,
+//! sign 0.45 s (64%, bound by the scalar 64-bit multiplier: see `signature`), exact hash 0.01 s.
+//! Keeping the shingle sets costs ~3%.
 
 use crate::normalize::{normalize_into, NormalizeOptions};
 use crate::shingle::{exact_hash, shingle_set, Shingling};

@@ -8,12 +8,14 @@
 //! perm_i(x) = a_i * fmix64(x) + b_i   (mod 2^64),   a_i odd
 //! ```
 //!
-//! `fmix64` is MurmurHash3's 64-bit finalizer, a bijection computed once per shingle; it makes the
-//! family behave on structured inputs (consecutive integers) as on hashes. Multiplying by an odd
-//! number and adding are bijections of u64, so `perm_i` is a permutation, and equal minima mean
-//! the same shingle: there are no false agreements beyond 64-bit hash collisions. The per-perm
-//! work is one multiply, one add and one min, laid out as structure-of-arrays (`a[]`, `b[]`,
-//! `sig[]`) so the compiler can keep it branch-free. `a_i` and `b_i` are consecutive outputs of
+//! `fmix64` is MurmurHash3's 64-bit finalizer, a bijection computed once per shingle (O(|set|), not
+//! O(|set| * num_perm)). Without it, a*x+b on structured inputs is biased: on sets of consecutive
+//! integers with Jaccard 0.2 the mean estimate over 200 seeds was 0.237, ~15 standard errors off
+//! (`tests/features_signature.rs`); with it the estimates are unbiased there as on hashes.
+//! Multiplying by an odd number and adding are bijections of u64, so `perm_i` is a permutation,
+//! and equal minima mean the same shingle: there are no false agreements beyond 64-bit hash
+//! collisions. The per-perm work is one multiply, one add and one min, on structure-of-arrays
+//! parameters (`a[]`, `b[]`), branch-free. `a_i` and `b_i` are consecutive outputs of
 //! splitmix64 (Steele et al. 2014) started from `seed`: a_0 = next() | 1, b_0 = next(),
 //! a_1 = next() | 1, ...
 //!
@@ -23,7 +25,8 @@
 //! (~1 cycle per evaluation, 0.44 ns here). Measured per evaluation (146 shingles, 128 perms):
 //! perms inner, 4 shingles per pass 0.51 ns; perms inner, 8 shingles 0.67 ns (spills);
 //! shingles inner with 4 perms' a, b and minima in registers (this loop) 0.44 ns; 8 perms 0.45 ns.
-//! Built for AVX-512 (`-C target-cpu=native` here) the whole sign stage took half the time.
+//! Built for AVX-512 (`-C target-cpu=native` here) the loop vectorizes and the sign stage of the
+//! 50k-document benchmark drops from 0.45 s to 0.19 s; AVX2 alone gains nothing.
 
 use crate::error::{MinHashError, Result};
 
@@ -68,7 +71,6 @@ impl MinHasher {
     /// gives all `u64::MAX`. `out` should have length `num_perm`; only the first
     /// min(out.len(), num_perm) slots are written.
     pub fn sign(&self, shingles: &[u64], out: &mut [u64]) {
-        debug_assert_eq!(out.len(), self.num_perm());
         let k = out.len().min(self.a.len());
         let (out, (a, b)) = (&mut out[..k], (&self.a[..k], &self.b[..k]));
         out.fill(u64::MAX);
@@ -81,7 +83,9 @@ impl MinHasher {
                 *m = fmix64(x);
             }
             let xs = &*xs;
-            for ((o, a), b) in out_lanes.chunks_exact_mut(LANES).zip(a.chunks_exact(LANES)).zip(b.chunks_exact(LANES)) {
+            for ((o, a), b) in
+                out_lanes.chunks_exact_mut(LANES).zip(a.chunks_exact(LANES)).zip(b.chunks_exact(LANES))
+            {
                 let a: [u64; LANES] = std::array::from_fn(|j| a[j]);
                 let b: [u64; LANES] = std::array::from_fn(|j| b[j]);
                 let mut m: [u64; LANES] = std::array::from_fn(|j| o[j]);

@@ -1,18 +1,26 @@
 //! `featurize`: equal to the per-document sequential pipeline, identical on 1 and 2 threads,
 //! and honest about too-short documents and `keep_shingles = false`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use minhash::features::{featurize, Features};
 use minhash::normalize::{normalize, NormalizeOptions};
 use minhash::shingle::{exact_hash, jaccard, shingle_set, Shingling};
 use minhash::signature::{estimate_jaccard, splitmix64, MinHasher};
 
 fn corpus() -> Vec<String> {
-    let vocab = ["The", "movie", "was", "GREAT", "bad", "film", "acting", "plot", "é", "Café", "e\u{301}", "!", "and", "but"];
+    let vocab = [
+        "The", "movie", "was", "GREAT", "bad", "film", "acting", "plot", "é", "Café", "e\u{301}", "!", "and",
+        "but",
+    ];
     let mut state = 99;
     let mut docs: Vec<String> = (0..300)
         .map(|_| {
             let len = splitmix64(&mut state) % 60;
-            (0..len).map(|_| vocab[(splitmix64(&mut state) % vocab.len() as u64) as usize]).collect::<Vec<_>>().join(" ")
+            (0..len)
+                .map(|_| vocab[(splitmix64(&mut state) % vocab.len() as u64) as usize])
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect();
     docs.push(String::new());
@@ -23,7 +31,7 @@ fn corpus() -> Vec<String> {
 }
 
 fn pool(threads: usize) -> rayon::ThreadPool {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap_or_else(|e| panic!("{e}"))
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
 }
 
 fn sequential(texts: &[&str], opts: &NormalizeOptions, kind: Shingling, h: &MinHasher) -> Features {
@@ -46,7 +54,7 @@ fn sequential(texts: &[&str], opts: &NormalizeOptions, kind: Shingling, h: &MinH
 fn featurize_equals_sequential_pipeline_on_one_and_two_threads() {
     let docs = corpus();
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
-    let h = MinHasher::new(64, 3).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(64, 3).unwrap();
     for (opts, kind) in [
         (NormalizeOptions::default(), Shingling::Words(3)),
         (NormalizeOptions { strip_punctuation: true, ..Default::default() }, Shingling::Chars(5)),
@@ -63,7 +71,7 @@ fn featurize_equals_sequential_pipeline_on_one_and_two_threads() {
 #[test]
 fn too_short_documents_are_reported_and_sign_to_max() {
     let texts = ["", "two words", "one two three four five", "   "];
-    let h = MinHasher::new(16, 0).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(16, 0).unwrap();
     let f = featurize(&texts, &NormalizeOptions::default(), Shingling::Words(5), &h, true);
     assert_eq!(f.set_sizes, vec![0, 0, 1, 0]);
     assert!(f.is_too_short(0) && f.is_too_short(1) && !f.is_too_short(2) && f.is_too_short(3));
@@ -78,7 +86,7 @@ fn too_short_documents_are_reported_and_sign_to_max() {
 fn dropping_shingles_keeps_everything_else() {
     let docs = corpus();
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
-    let h = MinHasher::new(32, 8).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(32, 8).unwrap();
     let opts = NormalizeOptions::default();
     let kept = featurize(&texts, &opts, Shingling::Words(2), &h, true);
     let dropped = featurize(&texts, &opts, Shingling::Words(2), &h, false);
@@ -94,7 +102,7 @@ fn normalization_variants_are_exact_duplicates_and_estimates_track_jaccard() {
     let docs = corpus();
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
     let n = texts.len();
-    let h = MinHasher::new(128, 1).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(128, 1).unwrap();
     let f = featurize(&texts, &NormalizeOptions::default(), Shingling::Words(2), &h, true);
     assert_eq!(f.exact[n - 1], f.exact[n - 2]);
     assert_eq!(f.signature(n - 1), f.signature(n - 2));
@@ -114,7 +122,7 @@ fn normalization_variants_are_exact_duplicates_and_estimates_track_jaccard() {
 
 #[test]
 fn empty_input_gives_empty_features() {
-    let h = MinHasher::new(4, 0).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(4, 0).unwrap();
     let f = featurize(&[], &NormalizeOptions::default(), Shingling::Words(5), &h, true);
     assert!(f.is_empty());
     assert!(f.signatures.is_empty());

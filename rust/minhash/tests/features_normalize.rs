@@ -2,6 +2,8 @@
 //! runs, per-character path for the rest) against a plain multi-pass oracle on random ASCII,
 //! random Unicode, and ASCII runs interleaved with non-ASCII characters.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use minhash::normalize::{is_punctuation, normalize, normalize_into, NormalizeOptions, PUNCTUATION};
 use minhash::signature::splitmix64;
 use unicode_normalization::UnicodeNormalization;
@@ -73,7 +75,8 @@ fn punctuation_table_is_sorted_disjoint_and_right_on_samples() {
     for c in "!\"#%&'()*,-./:;?@[\\]_{}¡§«¶·»¿;·՚־׀׃׆׳،؛؟٪۔܀।॥෴๏‐‑‒–—―‖‗‘’‚‛“”„‟†‡•‣․‥…‧‰‱′″‴‵‶‷‸‹›※‼‽‾⁁⁂⁃⁅⁆、。〃〈〉《》「」『』【】〔〕〖〗〘〙〚〛〜〝〞〟〰〽゠・﹐﹑﹒！＂＃％＆＇（）＊，－．／：；？＠［＼］＿｛｝｡｢｣､･".chars() {
         assert!(is_punctuation(c), "{c:?} U+{:04X} should be punctuation", u32::from(c));
     }
-    for c in "$+<=>^`|~aZ09 \t€£¥©®°±×÷¬¦¨¯´¸ˆ˜←→∀∑≠⊂⌘☺✓�\u{301}\u{200B}\u{FEFF}日本éß".chars() {
+    for c in "$+<=>^`|~aZ09 \t€£¥©®°±×÷¬¦¨¯´¸ˆ˜←→∀∑≠⊂⌘☺✓�\u{301}\u{200B}\u{FEFF}日本éß".chars()
+    {
         assert!(!is_punctuation(c), "{c:?} U+{:04X} should not be punctuation", u32::from(c));
     }
     assert_eq!(PUNCTUATION.iter().map(|(lo, hi)| hi - lo + 1).sum::<u32>(), 860);
@@ -82,7 +85,8 @@ fn punctuation_table_is_sorted_disjoint_and_right_on_samples() {
 #[test]
 fn whitespace_runs_collapse_to_one_space_and_are_trimmed() {
     let o = NormalizeOptions::default();
-    let text = "  a\t\tb\n\nc\u{A0}d\u{3000}e\u{2028}f\u{0B}g\u{85}h\r\n\u{2003}i\u{1680}j\u{202F}k\u{205F}l \u{0C}";
+    let text =
+        "  a\t\tb\n\nc\u{A0}d\u{3000}e\u{2028}f\u{0B}g\u{85}h\r\n\u{2003}i\u{1680}j\u{202F}k\u{205F}l \u{0C}";
     assert_eq!(normalize(text, &o), "a b c d e f g h i j k l");
     // Not White_Space: zero-width space, byte-order mark, the ASCII information separators.
     assert_eq!(normalize("a\u{200B}b\u{FEFF}c\u{1C}d", &o), "a\u{200B}b\u{FEFF}c\u{1C}d");

@@ -3,6 +3,8 @@
 //! errors, variance close to J(1-J)/num_perm), with a known-bad family as a check that the
 //! statistical test itself can fail.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use minhash::error::MinHashError;
 use minhash::shingle::jaccard;
 use minhash::signature::{estimate_jaccard, splitmix64, MinHasher};
@@ -23,7 +25,7 @@ fn sign(h: &MinHasher, set: &[u64]) -> Vec<u64> {
 fn sign_matches_naive_reference() {
     let mut state = 5;
     for num_perm in [1, 2, 3, 7, 64, 128, 130] {
-        let h = MinHasher::new(num_perm, num_perm as u64 * 31).unwrap_or_else(|e| panic!("{e}"));
+        let h = MinHasher::new(num_perm, num_perm as u64 * 31).unwrap();
         for len in (0..=13).chain([100, 257]) {
             let set: Vec<u64> = (0..len).map(|_| splitmix64(&mut state)).collect();
             assert_eq!(sign(&h, &set), naive_sign(&h, &set), "num_perm={num_perm} len={len}");
@@ -33,9 +35,9 @@ fn sign_matches_naive_reference() {
 
 #[test]
 fn empty_set_signs_to_all_max_and_num_perm_one_works() {
-    let h = MinHasher::new(128, 0).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(128, 0).unwrap();
     assert_eq!(sign(&h, &[]), vec![u64::MAX; 128]);
-    let one = MinHasher::new(1, 9).unwrap_or_else(|e| panic!("{e}"));
+    let one = MinHasher::new(1, 9).unwrap();
     assert_eq!(one.num_perm(), 1);
     let s = sign(&one, &[1, 2, 3]);
     assert_eq!(s.len(), 1);
@@ -57,14 +59,14 @@ fn num_perm_zero_is_an_invalid_argument() {
 #[test]
 fn parameters_are_a_function_of_the_seed() {
     let set: Vec<u64> = (0..50).collect();
-    let a = MinHasher::new(64, 1).unwrap_or_else(|e| panic!("{e}"));
-    let b = MinHasher::new(64, 1).unwrap_or_else(|e| panic!("{e}"));
-    let c = MinHasher::new(64, 2).unwrap_or_else(|e| panic!("{e}"));
+    let a = MinHasher::new(64, 1).unwrap();
+    let b = MinHasher::new(64, 1).unwrap();
+    let c = MinHasher::new(64, 2).unwrap();
     assert_eq!(a, b);
     assert_eq!(sign(&a, &set), sign(&b, &set));
     assert_ne!(sign(&a, &set), sign(&c, &set));
     // A prefix of a longer family is the shorter family (parameters drawn in order).
-    let long = MinHasher::new(128, 1).unwrap_or_else(|e| panic!("{e}"));
+    let long = MinHasher::new(128, 1).unwrap();
     assert_eq!(sign(&long, &set)[..64], sign(&a, &set)[..]);
     // Order and multiplicity of the input do not matter.
     let mut shuffled: Vec<u64> = set.iter().rev().copied().chain(set.iter().copied()).collect();
@@ -130,7 +132,11 @@ fn estimate_stats(
 /// Asserts the estimator is unbiased (mean within 4 standard errors) and has the variance of
 /// independent permutations, J(1-J)/num_perm, within a factor that 200 trials resolve (the
 /// sample variance's relative standard deviation is about sqrt(2/199) = 0.1).
-fn check_quality(name: &str, signer: impl Fn(u64, &[u64]) -> Vec<u64> + Copy, structured: bool) -> Result<(), String> {
+fn check_quality(
+    name: &str,
+    signer: impl Fn(u64, &[u64]) -> Vec<u64> + Copy,
+    structured: bool,
+) -> Result<(), String> {
     const TRIALS: u64 = 200;
     const NUM_PERM: usize = 128;
     const UNION: usize = 200;
@@ -152,7 +158,10 @@ fn check_quality(name: &str, signer: impl Fn(u64, &[u64]) -> Vec<u64> + Copy, st
         let per_trial_var = truth * (1.0 - truth) / NUM_PERM as f64;
         let se = (per_trial_var / TRIALS as f64).sqrt();
         if (mean - truth).abs() > 4.0 * se {
-            return Err(format!("{name}: J={truth}: mean {mean:.4} is {:.1} se off", (mean - truth).abs() / se));
+            return Err(format!(
+                "{name}: J={truth}: mean {mean:.4} is {:.1} se off",
+                (mean - truth).abs() / se
+            ));
         }
         let ratio = var / per_trial_var;
         if !(0.65..=1.45).contains(&ratio) {
@@ -163,18 +172,18 @@ fn check_quality(name: &str, signer: impl Fn(u64, &[u64]) -> Vec<u64> + Copy, st
 }
 
 fn minhash_signer(seed: u64, set: &[u64]) -> Vec<u64> {
-    let h = MinHasher::new(128, seed.wrapping_mul(0x9E37_79B9) ^ 0xABCD).unwrap_or_else(|e| panic!("{e}"));
+    let h = MinHasher::new(128, seed.wrapping_mul(0x9E37_79B9) ^ 0xABCD).unwrap();
     sign(&h, set)
 }
 
 #[test]
 fn estimates_are_unbiased_with_independent_permutation_variance_on_hashed_sets() {
-    check_quality("minhash/random", minhash_signer, false).unwrap_or_else(|e| panic!("{e}"));
+    check_quality("minhash/random", minhash_signer, false).unwrap();
 }
 
 #[test]
 fn estimates_are_unbiased_on_structured_sets() {
-    check_quality("minhash/consecutive", minhash_signer, true).unwrap_or_else(|e| panic!("{e}"));
+    check_quality("minhash/consecutive", minhash_signer, true).unwrap();
 }
 
 #[test]
@@ -184,11 +193,15 @@ fn quality_check_rejects_the_family_without_the_premix() {
     // errors off). This is why `MinHasher` applies fmix64 first; it also shows the check can fail.
     let affine_signer = |seed: u64, set: &[u64]| -> Vec<u64> {
         let mut s = seed.wrapping_mul(0x9E37_79B9) ^ 0xABCD;
-        let params: Vec<(u64, u64)> = (0..128).map(|_| (splitmix64(&mut s) | 1, splitmix64(&mut s))).collect();
-        params.iter().map(|&(a, b)| set.iter().map(|&x| a.wrapping_mul(x).wrapping_add(b)).min().unwrap_or(u64::MAX)).collect()
+        let params: Vec<(u64, u64)> =
+            (0..128).map(|_| (splitmix64(&mut s) | 1, splitmix64(&mut s))).collect();
+        params
+            .iter()
+            .map(|&(a, b)| set.iter().map(|&x| a.wrapping_mul(x).wrapping_add(b)).min().unwrap_or(u64::MAX))
+            .collect()
     };
     let err = check_quality("affine/consecutive", affine_signer, true).err();
     assert!(err.as_deref().is_some_and(|e| e.contains("se off")), "{err:?}");
     // The same family is fine on hashed (random-looking) elements.
-    check_quality("affine/random", affine_signer, false).unwrap_or_else(|e| panic!("{e}"));
+    check_quality("affine/random", affine_signer, false).unwrap();
 }
