@@ -122,6 +122,8 @@ class MinHashDeduper:
         _check_int(num_perm, "num_perm", 1)
         _check_int(ngram, "ngram", 1)
         _check_int(seed, "seed", 0)
+        if seed >= 2**64:
+            raise ValueError(f"seed={seed} is invalid: it must be below 2**64")
         if verify not in VERIFY:
             raise ValueError(f"verify={verify!r} is invalid: use one of {VERIFY}")
         if num_threads is not None:
@@ -210,6 +212,8 @@ class MinHashDeduper:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"dedup index not found: {str(p)!r}")
+        if num_threads is not None:
+            _check_int(num_threads, "num_threads", 1)
         self = cls.__new__(cls)
         self._core = _core.Deduper.load(os.fspath(p))
         self._threads = num_threads

@@ -168,7 +168,7 @@ impl Deduper {
         Bound<'py, PyArray1<bool>>,
         Bound<'py, PyArray1<i64>>,
         Vec<Vec<u32>>,
-        Vec<(u32, u32, f32)>,
+        Vec<(u32, u32, f64)>,
         (usize, usize, usize),
     )> {
         let keep_shingles = self.params.verify == Verify::Exact;

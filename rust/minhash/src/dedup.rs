@@ -90,7 +90,7 @@ pub struct Outcome {
     pub clusters: Vec<Vec<u32>>,
     /// Verified pairs `(i, j)`, `i < j`, ascending, with their Jaccard: exact or estimated per
     /// `Verify` (the estimate for `Verify::None`), 1.0 for exact-text duplicates.
-    pub edges: Vec<(u32, u32, f32)>,
+    pub edges: Vec<(u32, u32, f64)>,
     /// Documents removed by the exact pass.
     pub exact_duplicates: usize,
     /// Documents with an empty shingle set that the exact pass did not remove (all are kept).
@@ -176,7 +176,7 @@ pub fn dedup(
     // 1. Exact pass.
     let mut first_of: FxHashMap<u128, u32> = FxHashMap::default();
     first_of.reserve(n);
-    let mut edges: Vec<(u32, u32, f32)> = Vec::new();
+    let mut edges: Vec<(u32, u32, f64)> = Vec::new();
     let mut skip = too_short_mask(signatures, num_perm, shingles, n);
     let mut too_short = 0;
     for (i, &h) in exact.iter().enumerate() {
@@ -204,11 +204,11 @@ pub fn dedup(
     let pairs = candidate_pairs_packed(&keys, params.bands, &skip);
     let row = |i: u32| &signatures[i as usize * num_perm..(i as usize + 1) * num_perm];
     let set = |i: u32| shingles.get(i as usize).map(Vec::as_slice);
-    let lsh_edges: Vec<(u32, u32, f32)> = pairs
+    let lsh_edges: Vec<(u32, u32, f64)> = pairs
         .par_iter()
         .filter_map(|&p| {
             let (a, b) = unpack_pair(p);
-            verified(params, row(a), row(b), set(a), set(b)).map(|s| (a, b, s as f32))
+            verified(params, row(a), row(b), set(a), set(b)).map(|s| (a, b, s))
         })
         .collect();
     edges.extend(lsh_edges);

@@ -14,7 +14,7 @@ use util::*;
 /// What `dedup` must return, computed the slow way.
 fn oracle(c: &Corpus, p: &Params) -> Outcome {
     let n = c.len();
-    let mut edges: Vec<(u32, u32, f32)> = Vec::new();
+    let mut edges: Vec<(u32, u32, f64)> = Vec::new();
     // Too-short documents (empty sets) are always kept: they skip the exact pass as well.
     let short: Vec<bool> = c.sets.iter().map(|s| s.is_empty()).collect();
     let mut dup = vec![false; n];
@@ -42,7 +42,7 @@ fn oracle(c: &Corpus, p: &Params) -> Outcome {
                 Verify::None => Some(est),
             };
             if let Some(s) = sim {
-                edges.push((i as u32, j as u32, s as f32));
+                edges.push((i as u32, j as u32, s));
             }
         }
     }
@@ -107,7 +107,7 @@ fn verify_modes_differ_where_they_should() {
         let (x, y) = (&c.sets[a as usize], &c.sets[b as usize]);
         // Exact-text duplicates (here: equal sets, even empty ones) have Jaccard 1 by definition.
         let j = if x == y { 1.0 } else { naive_jaccard(x, y) };
-        assert!(j >= 0.8 && (j as f32 - s).abs() < 1e-6, "edge ({a},{b}) {s} vs {j}");
+        assert!(j >= 0.8 && (j - s).abs() < 1e-12, "edge ({a},{b}) {s} vs {j}");
     }
 }
 
