@@ -6,7 +6,17 @@ from typing import final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["__version__", "Tokenizer", "WordCounter", "Deduper", "set_num_threads", "get_num_threads"]
+__all__ = [
+    "__version__",
+    "Tokenizer",
+    "WordCounter",
+    "Deduper",
+    "band_keys",
+    "lsh_candidates",
+    "cluster_pairs",
+    "set_num_threads",
+    "get_num_threads",
+]
 __version__: str
 
 def set_num_threads(num_threads: int | None = None) -> None: ...
@@ -94,3 +104,9 @@ class Deduper:
     @staticmethod
     def load(path: str) -> Deduper: ...
     def config(self) -> list[tuple[str, str]]: ...
+
+def band_keys(signatures: npt.NDArray[np.uint64], bands: int, rows: int) -> npt.NDArray[np.uint64]: ...
+def lsh_candidates(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]: ...
+def cluster_pairs(
+    n: int, pairs: npt.NDArray[np.uint32]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], list[list[int]]]: ...

@@ -9,9 +9,17 @@ Jaccard similarity of the two shingle sets, so every reported pair really is at 
 threshold. Texts equal after normalization are caught first by an exact hash. Clusters come from
 union-find; the first-seen member of each cluster is kept.
 
-The stages are separate calls (`signatures`, then `dedup` or the incremental `add`/`query` index
-with `save`/`load`), so a corpus can be deduplicated in shards across runs, or the signature stage
-mapped over partitions by a distributed engine (Ray, Spark) and the index fed with the results.
+The stages are separate calls, so a corpus can be deduplicated in pieces across runs (the
+incremental `add`/`query` index with `save`/`load`) or spread over a distributed engine (Ray,
+Spark) without rewriting anything:
+
+1. map over shards: `MinHashDeduper(...).signatures(texts)` -> (n, num_perm) uint64 (pure function
+   of the text and the settings: shards need no coordination);
+2. map: `band_keys(signatures, d.bands, d.rows)` -> (n, bands) uint64;
+3. shuffle: group documents by (band, key) -- the engine's groupby -- or, on one machine, gather the
+   key matrix and call `candidate_pairs(keys)` -> (m, 2) pairs of global row indices;
+4. map over pairs: verify (e.g. the signatures' agreement, or exact Jaccard where the texts are);
+5. reduce: `cluster(n, verified_pairs)` -> keep mask, cluster ids and members (union-find).
 
 >>> d = MinHashDeduper(threshold=0.8, ngram=3)
 >>> base = "the quick brown fox jumps over the lazy dog near the river bank today"
@@ -33,7 +41,7 @@ import numpy as np
 
 from fastllm import _core
 
-__all__ = ["DedupResult", "MinHashDeduper"]
+__all__ = ["DedupResult", "MinHashDeduper", "band_keys", "candidate_pairs", "cluster"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 VERIFY = ("exact", "estimate", "none")
@@ -218,3 +226,50 @@ class MinHashDeduper:
         self._core = _core.Deduper.load(os.fspath(p))
         self._threads = num_threads
         return self
+
+
+# ---- the stages, for sharded and distributed runs (see the module docstring) --------------------
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """LSH band keys, (n, bands) uint64, of a signature matrix: key j hashes values
+    [j*rows, (j+1)*rows) of a row with xxh3-64 seeded by j. Rows sharing a key are candidates.
+
+    >>> d = MinHashDeduper(ngram=2)
+    >>> keys = band_keys(d.signatures(["a b c d", "a b c d", "x y z w"]), d.bands, d.rows)
+    >>> keys.shape == (3, d.bands), bool((keys[0] == keys[1]).all()), bool((keys[0] == keys[2]).any())
+    (True, True, False)
+    """
+    sig = np.ascontiguousarray(signatures, dtype=np.uint64)
+    if sig.ndim != 2:
+        raise ValueError(f"signatures must be a 2-d (n, num_perm) array, not shape {sig.shape}")
+    _check_int(bands, "bands", 1)
+    _check_int(rows, "rows", 1)
+    return _core.band_keys(sig, bands, rows)
+
+
+def candidate_pairs(keys: np.ndarray) -> np.ndarray:
+    """Candidate pairs (m, 2) uint32, i < j, sorted: rows of a band-key matrix sharing any key.
+
+    >>> candidate_pairs(np.array([[1, 2], [3, 2], [5, 6]], dtype=np.uint64)).tolist()
+    [[0, 1]]
+    """
+    k = np.ascontiguousarray(keys, dtype=np.uint64)
+    if k.ndim != 2:
+        raise ValueError(f"keys must be a 2-d (n, bands) array, not shape {k.shape}")
+    return _core.lsh_candidates(k)
+
+
+def cluster(n: int, pairs: np.ndarray | Sequence[tuple[int, int]]) -> DedupResult:
+    """Clusters of `n` documents joined by (verified) `pairs`; the first member of each is kept.
+
+    >>> r = cluster(5, [(0, 3), (3, 4)])
+    >>> r.keep.tolist(), r.cluster_ids.tolist(), r.clusters
+    ([True, True, True, False, False], [0, -1, -1, 0, 0], [[0, 3, 4]])
+    """
+    _check_int(n, "n", 0)
+    p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if p.size and (p.min() < 0 or p.max() >= n):
+        raise ValueError(f"pairs name documents outside 0..{n - 1}")
+    keep, cluster_ids, groups = _core.cluster_pairs(n, np.ascontiguousarray(p, dtype=np.uint32))
+    return DedupResult(keep, cluster_ids, groups, [(int(a), int(b), float("nan")) for a, b in p], {"clusters": len(groups)})

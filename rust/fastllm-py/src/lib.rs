@@ -14,6 +14,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_bpe::CoreTokenizer>()?;
     m.add_class::<py_bpe::WordCounter>()?;
     m.add_class::<py_minhash::Deduper>()?;
+    m.add_function(wrap_pyfunction!(py_minhash::band_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(py_minhash::lsh_candidates, m)?)?;
+    m.add_function(wrap_pyfunction!(py_minhash::cluster_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(pool::set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(pool::get_num_threads, m)?)?;
     Ok(())

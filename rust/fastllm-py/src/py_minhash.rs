@@ -8,14 +8,14 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use minhash::dedup::{dedup, Params, Verify};
+use minhash::dedup::{clusters, dedup, Params, Verify};
 use minhash::features::{featurize, Features};
 use minhash::index::Index;
-use minhash::lsh::optimal_params;
+use minhash::lsh::{band_key_matrix_checked, candidate_pairs, optimal_params};
 use minhash::normalize::NormalizeOptions;
 use minhash::shingle::Shingling;
 use minhash::signature::MinHasher;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
@@ -237,4 +237,49 @@ impl Deduper {
             ("strip_punctuation", s.strip_punctuation.to_string()),
         ]
     }
+}
+
+// ---- the stages as functions, for sharded and distributed runs --------------------------------
+
+/// Band keys (n, bands) of a signature matrix (n, num_perm).
+#[pyfunction]
+pub fn band_keys<'py>(
+    py: Python<'py>,
+    signatures: PyReadonlyArray2<'py, u64>,
+    bands: usize,
+    rows: usize,
+) -> PyResult<Bound<'py, PyArray2<u64>>> {
+    let n = signatures.shape()[0];
+    let num_perm = signatures.shape()[1];
+    let sig = signatures.as_slice().map_err(|_| PyValueError::new_err("signatures must be a C-contiguous array"))?;
+    let keys = py.detach(|| band_key_matrix_checked(sig, num_perm, bands, rows)).py_err()?;
+    keys.into_pyarray(py).reshape([n, bands])
+}
+
+/// Candidate pairs (m, 2), i < j, sorted: rows of a band-key matrix (n, bands) sharing a key.
+#[pyfunction]
+pub fn lsh_candidates<'py>(py: Python<'py>, keys: PyReadonlyArray2<'py, u64>) -> PyResult<Bound<'py, PyArray2<u32>>> {
+    let (n, bands) = (keys.shape()[0], keys.shape()[1]);
+    let flat = keys.as_slice().map_err(|_| PyValueError::new_err("keys must be a C-contiguous array"))?;
+    let pairs = py.detach(|| candidate_pairs(flat, n, bands, &vec![false; n])).py_err()?;
+    let m = pairs.len();
+    let flat: Vec<u32> = pairs.into_iter().flat_map(|(a, b)| [a, b]).collect();
+    flat.into_pyarray(py).reshape([m, 2])
+}
+
+/// (keep, cluster_ids, clusters) of n documents joined by pairs (m, 2).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn cluster_pairs<'py>(
+    py: Python<'py>,
+    n: usize,
+    pairs: PyReadonlyArray2<'py, u32>,
+) -> PyResult<(Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>)> {
+    if pairs.shape()[1] != 2 {
+        return Err(PyValueError::new_err(format!("pairs must have shape (m, 2), not {:?}", pairs.shape())));
+    }
+    let flat = pairs.as_slice().map_err(|_| PyValueError::new_err("pairs must be a C-contiguous array"))?;
+    let edges: Vec<(u32, u32)> = flat.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+    let (keep, ids, groups) = py.detach(|| clusters(n, &edges)).py_err()?;
+    Ok((keep.into_pyarray(py), ids.into_pyarray(py), groups))
 }

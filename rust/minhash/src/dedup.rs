@@ -215,8 +215,28 @@ pub fn dedup(
     edges.sort_unstable_by_key(|&(a, b, _)| (a, b));
 
     // 4. Clusters.
+    let (keep, cluster_ids, clusters) = cluster_edges(n, edges.iter().map(|&(a, b, _)| (a, b)));
+    Ok(Outcome { keep, cluster_ids, clusters, edges, exact_duplicates, too_short, candidates: pairs.len() })
+}
+
+/// Clusters of `n` documents joined by `pairs` (union-find): `(keep, cluster_ids, clusters)` as in
+/// [`Outcome`]. The last stage of a sharded run: feed it the verified pairs from every shard.
+/// Errors if a pair names a document `>= n`.
+pub fn clusters(n: usize, pairs: &[(u32, u32)]) -> Result<(Vec<bool>, Vec<i64>, Vec<Vec<u32>>)> {
+    if u32::try_from(n).is_err() {
+        return Err(MinHashError::arg("n", n, "at most u32::MAX documents"));
+    }
+    if let Some(&(a, b)) = pairs.iter().find(|&&(a, b)| a as usize >= n || b as usize >= n) {
+        return Err(MinHashError::arg("pairs", format!("({a}, {b})"), format!("names a document >= n={n}")));
+    }
+    Ok(cluster_edges(n, pairs.iter().copied()))
+}
+
+/// Union-find over the edges; each cluster's root is its smallest (first-seen) member, the one
+/// kept. Callers have checked that every index is below `n`.
+fn cluster_edges(n: usize, edges: impl Iterator<Item = (u32, u32)>) -> (Vec<bool>, Vec<i64>, Vec<Vec<u32>>) {
     let mut uf = UnionFind::new(n);
-    for &(a, b, _) in &edges {
+    for (a, b) in edges {
         uf.union(a, b);
     }
     let roots = uf.roots();
@@ -241,5 +261,5 @@ pub fn dedup(
         cluster_ids[i] = id;
         clusters[id as usize].push(i as u32);
     }
-    Ok(Outcome { keep, cluster_ids, clusters, edges, exact_duplicates, too_short, candidates: pairs.len() })
+    (keep, cluster_ids, clusters)
 }

@@ -148,6 +148,16 @@ pub(crate) fn band_keys_into(sig: &[u64], rows: usize, out: &mut [u64]) {
     }
 }
 
+/// [`band_key_matrix`] with its shapes checked: `signatures` must hold whole rows of `num_perm`
+/// values and `bands * rows <= num_perm`. The stage a distributed job maps over shards.
+pub fn band_key_matrix_checked(signatures: &[u64], num_perm: usize, bands: usize, rows: usize) -> Result<Vec<u64>> {
+    check_bands(num_perm, bands, rows)?;
+    if signatures.len() % num_perm != 0 {
+        return Err(MinHashError::arg("signatures", signatures.len(), format!("not whole rows of num_perm={num_perm}")));
+    }
+    Ok(band_key_matrix(signatures, num_perm, bands, rows))
+}
+
 /// Band keys of every row of a row-major `n x num_perm` signature matrix: a row-major
 /// `n x bands` key matrix, computed in parallel. Callers validate shapes.
 pub(crate) fn band_key_matrix(signatures: &[u64], num_perm: usize, bands: usize, rows: usize) -> Vec<u64> {
