@@ -20,14 +20,12 @@ count of both corpora (quick runs).
 from __future__ import annotations
 
 import functools
-import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import rss
 
 import dedup_tasks
 from dedup_tasks import read_docs, score, shingle_sets, similar_pairs, write_corpus
@@ -74,12 +72,7 @@ def corpus_5k(imdb, tmp_path_factory) -> Corpus:
 
 
 def child_peak_rss(task: str, params: dict) -> float | None:
-    """Run one job once in a fresh interpreter and return its peak RSS in MB (None if disabled)."""
-    if os.environ.get("FASTLLM_BENCH_RSS", "1") == "0":
-        return None
-    out = subprocess.run([sys.executable, str(TASKS), task, json.dumps(params)], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return rss.child_peak_rss(TASKS, task, params)
 
 
 @functools.cache

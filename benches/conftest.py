@@ -11,13 +11,12 @@ Environment knobs:
 from __future__ import annotations
 
 import functools
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import rss
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
@@ -83,12 +82,7 @@ def small_encode_bytes() -> int:
 
 
 def child_peak_rss(task: str, params: dict) -> float | None:
-    """Run one job once in a fresh interpreter and return its peak RSS in MB (None if disabled)."""
-    if os.environ.get("FASTLLM_BENCH_RSS", "1") == "0":
-        return None
-    out = subprocess.run([sys.executable, str(TASKS), task, json.dumps(params)], capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+    return rss.child_peak_rss(TASKS, task, params)
 
 
 @functools.cache
