@@ -102,7 +102,7 @@ def test_files_format_writes_a_folder(tmp_path):
 
 
 def test_parquet_round_trip(tmp_path):
-    pa = pytest.importorskip("pyarrow", reason="pyarrow (the `test` extra) reads and writes Parquet")
+    import pyarrow as pa  # the `test` extra
     import pyarrow.parquet as pq
 
     docs = _docs(seed=3)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fastllm import BPETokenizer
 from shared_data import shared_file
-from strategies import CHARS, SPECIALS, any_text, source_corpus, text_with_specials, wordy_text
+from strategies import SPECIALS, any_text, source_corpus, text_with_specials, wordy_text
 
 CL100K_SPECIALS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
                    "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
