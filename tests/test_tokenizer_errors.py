@@ -230,3 +230,18 @@ def test_pathological_inputs_finish(tok):
     """A quadratic piece encoder would take minutes here; speed itself is measured in benches/."""
     for text in (" " * 1_000_000, "a" * 200_000, "ab" * 100_000, "\n" * 200_000, "1" * 200_000):
         assert tok.decode(tok.encode(text)) == text
+
+
+def _byte_ranks(tmp_path):
+    path = tmp_path / "bytes.tiktoken"
+    path.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)))
+    return path
+
+
+def test_special_ids_far_above_the_vocabulary(tmp_path):
+    path = _byte_ranks(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(str(2**40))):
+        BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={SPECIAL: 2**40})
+    tok = BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={SPECIAL: 2**30})
+    ids = tok.encode("hi" + SPECIAL, allowed_special="all")
+    assert ids == [104, 105, 2**30] and tok.decode(ids) == "hi" + SPECIAL

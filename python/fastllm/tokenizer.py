@@ -316,8 +316,8 @@ class BPETokenizer:
         _check_str(pattern, "pattern")
         specials = dict(special_tokens or {})
         for name, id_ in specials.items():
-            if not isinstance(name, str) or not name or isinstance(id_, bool) or not isinstance(id_, int) or id_ < 0:
-                raise ValueError(f"special token {name!r}: {id_!r} must map a non-empty str to an id >= 0")
+            if not isinstance(name, str) or not name or isinstance(id_, bool) or not isinstance(id_, int) or not 0 <= id_ < 2**31:
+                raise ValueError(f"special token {name!r}: {id_!r} must map a non-empty str to an id in [0, 2**31)")
         return cls(_core.Tokenizer.from_tiktoken(os.fspath(path), pattern, list(specials.items())))
 
     @classmethod

@@ -25,6 +25,8 @@ use crate::pool;
 
 /// Pieces of at most this many bytes are cached; the cache is cleared when it holds this many.
 const CACHE_CAPACITY: usize = 1 << 15;
+/// Ids below this get a cached Python int (1M ids: ~32 MB, more than any real vocabulary).
+const INT_CACHE_MAX: usize = 1 << 20;
 /// Below this many bytes an encode keeps the GIL: releasing it costs more than the work.
 const DETACH_BYTES: usize = 1 << 12;
 
@@ -51,7 +53,9 @@ impl CoreTokenizer {
     /// `ids` as a Python list, reusing the cached int objects.
     fn to_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> PyResult<Bound<'py, PyList>> {
         let ints = self.ints.get_or_init(|| {
-            (0..self.inner.vocab_size() as u32).map(|i| PyInt::new(py, i).unbind()).collect()
+            // Capped: a special token may carry a huge id (the rest are made on demand below).
+            let n = self.inner.vocab_size().min(INT_CACHE_MAX) as u32;
+            (0..n).map(|i| PyInt::new(py, i).unbind()).collect()
         });
         PyList::new(
             py,
