@@ -9,4 +9,13 @@
 from fastllm._core import __version__, get_num_threads, set_num_threads
 from fastllm.tokenizer import BPETokenizer, StreamDecoder
 
-__all__ = ["BPETokenizer", "StreamDecoder", "__version__", "get_num_threads", "set_num_threads"]
+__all__ = ["BPETokenizer", "StreamDecoder", "TokenDataset", "__version__", "get_num_threads", "set_num_threads"]
+
+
+def __getattr__(name: str):
+    # Imported on first use so that `import fastllm` (and the CLI) does not import torch.
+    if name == "TokenDataset":
+        from fastllm.dataset import TokenDataset
+
+        return TokenDataset
+    raise AttributeError(f"module 'fastllm' has no attribute {name!r}")

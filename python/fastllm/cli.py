@@ -3,7 +3,9 @@
 `fastllm tokenizer train` with no files trains on the embedded default corpus (the Python
 standard library), prints the tokenizer's statistics and a sample encoding, and writes a Hugging
 Face `tokenizer.json`. `fastllm dedup` removes exact and near-duplicate documents from text, JSONL
-or Parquet inputs. Errors in the user's input print one line and exit with status 1.
+or Parquet inputs. `fastllm tokenize` encodes a corpus into train/val token shards
+(`fastllm.shards`) for `fastllm.dataset.TokenDataset`. Errors in the user's input print one line
+and exit with status 1.
 """
 
 from __future__ import annotations
@@ -178,6 +180,51 @@ def dedup_command(inputs, output, fmt, text_field, threshold, num_perm, ngram, c
         click.echo(f"  invalid: {line}", err=True)
     if len(corpus.invalid) > 10:
         click.echo(f"  ... and {len(corpus.invalid) - 10} more invalid records", err=True)
+
+
+@main.command("tokenize")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the shards (created): train_00000.bin/.json, val_00000.bin/.json, ...")
+@click.option("-t", "--tokenizer", "tokenizer_path", required=True, type=click.Path(dir_okay=False, path_type=Path), help="A tokenizer.json (from `fastllm tokenizer train`).")
+@click.option("--format", "fmt", type=click.Choice(["lines", "files", "jsonl", "parquet"]), default=None, help="Input format (default: from the extension; .jsonl/.parquet, else lines).")
+@click.option("--text-field", default="text", show_default=True, help="JSONL key / Parquet column holding the text.")
+@click.option("--val-fraction", default=0.005, show_default=True, help="Fraction of documents sent to the val split (at least one when > 0 and there are 2+ documents).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the train/val split.")
+@click.option("--shard-tokens", default=100_000_000, show_default=True, help="Tokens per shard before starting a new one.")
+@click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
+@click.option("--skip-invalid", is_flag=True, help="Skip (and count) records with invalid UTF-8, bad JSON or no text, instead of stopping.")
+@click.option("--eot", default="<|endoftext|>", show_default=True, help="Special token appended after every document.")
+@click.option("--overwrite", is_flag=True, help="Replace shards already in the output folder.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_user_errors
+def tokenize_command(inputs, output, tokenizer_path, fmt, text_field, val_fraction, seed, shard_tokens, threads, skip_invalid, eot, overwrite, quiet):
+    """Encode INPUTS (text lines, files, JSONL or Parquet) into train/val token shards for training."""
+    from tqdm.auto import tqdm
+
+    from fastllm.dedup_io import infer_format
+    from fastllm.tokenize_corpus import input_size, tokenize_to_shards
+
+    paths = list(inputs)
+    fmt = fmt or infer_format(paths)
+    with tqdm(total=input_size(paths, fmt), desc="tokenize", unit="B", unit_scale=True, disable=quiet, leave=False) as bar:
+        stats = tokenize_to_shards(
+            paths, output, tokenizer=tokenizer_path, fmt=fmt, text_field=text_field, val_fraction=val_fraction,
+            seed=seed, shard_tokens=shard_tokens, num_threads=threads, skip_invalid=skip_invalid, eot=eot,
+            overwrite=overwrite, progress=bar.update,
+        )
+    tokens = sum(stats.tokens.values())
+    per_split = ", ".join(
+        f"{s} {stats.docs[s]:,} documents / {stats.tokens[s]:,} tokens in {len(stats.shards[s])} shard(s)" for s in stats.tokens
+    )
+    click.echo(
+        f"tokenize: {stats.documents:,} documents ({len(stats.invalid):,} invalid) -> {per_split}; "
+        f"{stats.text_bytes / max(tokens, 1):.2f} bytes per token; "
+        f"{stats.seconds:.2f} s, {stats.text_bytes / 1e6 / max(stats.seconds, 1e-9):.1f} MB/s; wrote {output}"
+    )
+    for line in stats.invalid[:10]:
+        click.echo(f"  invalid: {line}", err=True)
+    if len(stats.invalid) > 10:
+        click.echo(f"  ... and {len(stats.invalid) - 10} more invalid records", err=True)
 
 
 if __name__ == "__main__":

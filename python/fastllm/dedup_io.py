@@ -1,11 +1,12 @@
-"""Reading documents for `fastllm dedup` and writing back the kept ones, in the input's format.
+"""Reading documents for `fastllm dedup` / `fastllm tokenize` and writing back the kept ones.
 
 Formats: `lines` (one document per line of a text file), `files` (one document per file), `jsonl`
 (one JSON object per line, text under `--text-field`) and `parquet` (a text column; needs pyarrow).
 Each document remembers where it came from (file and line or row) so a report can name it, and the
 raw record, so the output is the input minus the removed documents, byte for byte. Outputs are
 written to a temporary file beside the target and renamed into place: an interrupted run never
-leaves a half-written file.
+leaves a half-written file. `iter_documents` streams the documents (tokenize reads corpora larger
+than memory); `read_corpus` collects them for dedup, which needs them all at once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 FORMATS = ("lines", "files", "jsonl", "parquet")
 
@@ -54,38 +56,60 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield number, line
 
 
-def _invalid(corpus: Corpus, skip_invalid: bool, where: str, reason: str) -> None:
+class Document(NamedTuple):
+    """One document read from the inputs: where it came from, its text, and its raw record."""
+
+    where: str  # "file:line" / "file" / "file:row N"
+    text: str
+    raw: object  # the record to write back: bytes line, path, or (table index, row)
+
+
+def _invalid(invalid: list[str], skip_invalid: bool, where: str, reason: str) -> None:
     if not skip_invalid:
         raise InvalidRecord(f"{where}: {reason} (pass --skip-invalid to skip and count such records)")
-    corpus.invalid.append(f"{where}: {reason}")
+    invalid.append(f"{where}: {reason}")
 
 
-def read_corpus(paths: list[Path], fmt: str, *, text_field: str = "text", skip_invalid: bool = False) -> Corpus:
-    """Reads every document of `paths` in `fmt`; bad records raise unless `skip_invalid`."""
+def iter_documents(
+    paths: list[Path],
+    fmt: str,
+    *,
+    text_field: str = "text",
+    skip_invalid: bool = False,
+    invalid: list[str] | None = None,
+    tables: list[object] | None = None,
+) -> Iterator[Document]:
+    """Yields the documents of `paths` in `fmt`, in order, one at a time (streaming).
+
+    Bad records raise `InvalidRecord` naming file and line, or with `skip_invalid` are appended to
+    `invalid` as "file:line: reason". Parquet inputs are read one table at a time; each table is
+    appended to `tables` (when given) so that `Document.raw` = (table index, row) can find it.
+    Every path is checked to exist before the first document is yielded.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"input not found: {str(p)!r}")
-    corpus = Corpus(fmt)
+    invalid = [] if invalid is None else invalid
+    tables = [] if tables is None else tables
     for path in paths:
         if fmt == "files":
             try:
-                corpus.texts.append(path.read_bytes().decode("utf-8"))
+                text = path.read_bytes().decode("utf-8")
             except UnicodeDecodeError as e:
-                _invalid(corpus, skip_invalid, str(path), f"invalid UTF-8 at byte {e.start}")
+                _invalid(invalid, skip_invalid, str(path), f"invalid UTF-8 at byte {e.start}")
                 continue
-            corpus.where.append(str(path))
-            corpus.raw.append(path)
+            yield Document(str(path), text, path)
         elif fmt == "lines":
             for number, line in _lines(path):
                 where = f"{path}:{number}"
                 try:
                     text = line.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    _invalid(corpus, skip_invalid, where, f"invalid UTF-8 at byte {e.start} of the line")
+                    _invalid(invalid, skip_invalid, where, f"invalid UTF-8 at byte {e.start} of the line")
                     continue
-                corpus.texts.append(text.rstrip("\r\n"))
-                corpus.where.append(where)
-                corpus.raw.append(line)
+                yield Document(where, text.rstrip("\r\n"), line)
         elif fmt == "jsonl":
             for number, line in _lines(path):
                 where = f"{path}:{number}"
@@ -94,19 +118,17 @@ def read_corpus(paths: list[Path], fmt: str, *, text_field: str = "text", skip_i
                 try:
                     record = json.loads(line)
                 except UnicodeDecodeError as e:
-                    _invalid(corpus, skip_invalid, where, f"invalid UTF-8 at byte {e.start} of the line")
+                    _invalid(invalid, skip_invalid, where, f"invalid UTF-8 at byte {e.start} of the line")
                     continue
                 except json.JSONDecodeError as e:
-                    _invalid(corpus, skip_invalid, where, f"invalid JSON ({e.msg})")
+                    _invalid(invalid, skip_invalid, where, f"invalid JSON ({e.msg})")
                     continue
                 text = record.get(text_field) if isinstance(record, dict) else None
                 if not isinstance(text, str):
-                    _invalid(corpus, skip_invalid, where, f"no string field {text_field!r}")
+                    _invalid(invalid, skip_invalid, where, f"no string field {text_field!r}")
                     continue
-                corpus.texts.append(text)
-                corpus.where.append(where)
-                corpus.raw.append(line if line.endswith(b"\n") else line + b"\n")
-        elif fmt == "parquet":
+                yield Document(where, text, line if line.endswith(b"\n") else line + b"\n")
+        else:  # parquet
             try:
                 import pyarrow.parquet as pq
             except ImportError:
@@ -114,18 +136,23 @@ def read_corpus(paths: list[Path], fmt: str, *, text_field: str = "text", skip_i
             table = pq.read_table(path)
             if text_field not in table.column_names:
                 raise ValueError(f"{path}: no column {text_field!r} (columns: {table.column_names})")
-            table_index = len(corpus.tables)
-            corpus.tables.append(table)
+            table_index = len(tables)
+            tables.append(table)
             for row, text in enumerate(table.column(text_field).to_pylist()):
                 where = f"{path}:row {row}"
                 if not isinstance(text, str):
-                    _invalid(corpus, skip_invalid, where, f"{text_field!r} is not a string")
+                    _invalid(invalid, skip_invalid, where, f"{text_field!r} is not a string")
                     continue
-                corpus.texts.append(text)
-                corpus.where.append(where)
-                corpus.raw.append((table_index, row))
-        else:
-            raise ValueError(f"format {fmt!r} is not one of {FORMATS}")
+                yield Document(where, text, (table_index, row))
+
+
+def read_corpus(paths: list[Path], fmt: str, *, text_field: str = "text", skip_invalid: bool = False) -> Corpus:
+    """Reads every document of `paths` in `fmt`; bad records raise unless `skip_invalid`."""
+    corpus = Corpus(fmt)
+    for doc in iter_documents(paths, fmt, text_field=text_field, skip_invalid=skip_invalid, invalid=corpus.invalid, tables=corpus.tables):
+        corpus.texts.append(doc.text)
+        corpus.where.append(doc.where)
+        corpus.raw.append(doc.raw)
     return corpus
 
 
