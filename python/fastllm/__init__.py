@@ -9,13 +9,30 @@
 from fastllm._core import __version__, get_num_threads, set_num_threads
 from fastllm.tokenizer import BPETokenizer, StreamDecoder
 
-__all__ = ["BPETokenizer", "StreamDecoder", "TokenDataset", "__version__", "get_num_threads", "set_num_threads"]
+__all__ = [
+    "BPETokenizer",
+    "MiniGPT",
+    "MiniGPTConfig",
+    "StreamDecoder",
+    "TokenDataset",
+    "__version__",
+    "attention",
+    "get_num_threads",
+    "set_num_threads",
+]
+
+# Imported on first use so that `import fastllm` (and the CLI) does not import torch.
+_LAZY = {
+    "TokenDataset": "fastllm.dataset",
+    "MiniGPT": "fastllm.model",
+    "MiniGPTConfig": "fastllm.model",
+    "attention": "fastllm.attention",
+}
 
 
 def __getattr__(name: str):
-    # Imported on first use so that `import fastllm` (and the CLI) does not import torch.
-    if name == "TokenDataset":
-        from fastllm.dataset import TokenDataset
+    if name in _LAZY:
+        import importlib
 
-        return TokenDataset
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fastllm' has no attribute {name!r}")

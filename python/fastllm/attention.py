@@ -1,0 +1,91 @@
+"""Scaled dot-product attention: the single dispatch point every MiniGPT layer calls.
+
+Why a module of its own: all attention in fastllm goes through `attention()`, so that a faster
+kernel (the Triton kernels planned for `fastllm.kernels` on CUDA) can be plugged in here, in one
+place, without touching the model. Today it dispatches to PyTorch's
+`torch.nn.functional.scaled_dot_product_attention` (SDPA), which already picks FlashAttention /
+memory-efficient / math backends by itself.
+
+Grouped-query attention (Ainslie et al. 2023, "GQA"; as in Llama 2/3): k and v may carry fewer
+heads than q. Key/value head j serves the query heads j*g .. (j+1)*g - 1 with g = n_head // n_kv_head,
+which is what Hugging Face's `repeat_kv` and SDPA's `enable_gqa` both do (repeat_interleave on
+the head axis).
+
+>>> import torch
+>>> q = torch.randn(1, 4, 3, 8); kv = torch.randn(1, 2, 3, 8)  # 4 query heads, 2 kv heads
+>>> attention(q, kv, kv).shape
+torch.Size([1, 4, 3, 8])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["attention"]
+
+# SDPA grew `enable_gqa` in torch 2.5; on older torch we repeat the kv heads ourselves.
+# (SDPA is a builtin without an inspectable signature, so go by version.)
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = True,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim) [+ causal mask]) v, per head.
+
+    q: (B, n_head, T_q, head_dim); k, v: (B, n_kv_head, T_k, head_dim) with n_kv_head dividing
+    n_head. Returns (B, n_head, T_q, head_dim).
+
+    With `causal=True` and T_q < T_k (queries are the last T_q positions, as when decoding with a
+    KV cache) the mask is aligned bottom-right: query i sees keys 0 .. T_k - T_q + i.
+    `dropout_p` is the attention-probability dropout (pass 0.0 at eval time).
+
+    >>> import torch
+    >>> x = torch.ones(1, 1, 2, 4)
+    >>> attention(x, x, x).tolist() == x.tolist()
+    True
+    """
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(
+            f"attention expects 4-d (B, n_head, T, head_dim) tensors, got q{tuple(q.shape)}, "
+            f"k{tuple(k.shape)}, v{tuple(v.shape)}"
+        )
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape, got k{tuple(k.shape)} and v{tuple(v.shape)}")
+    B, n_head, T_q, head_dim = q.shape
+    _, n_kv_head, T_k, _ = k.shape
+    if k.shape[0] != B or k.shape[3] != head_dim:
+        raise ValueError(
+            f"q{tuple(q.shape)} and k{tuple(k.shape)} disagree on batch size or head_dim"
+        )
+    if n_kv_head == 0 or n_head % n_kv_head != 0:
+        raise ValueError(f"n_kv_head={n_kv_head} (from k) must divide n_head={n_head} (from q)")
+    if causal and T_q > T_k:
+        raise ValueError(f"causal attention needs T_q <= T_k, got T_q={T_q} and T_k={T_k}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+
+    # Explicit bottom-right mask only when the shapes differ: SDPA's is_causal aligns top-left.
+    mask = None
+    is_causal = causal
+    if causal and T_q != T_k:
+        mask = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T_q)  # (T_q, T_k)
+        is_causal = False
+
+    if n_kv_head != n_head:
+        if _SDPA_HAS_GQA:
+            return F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=True
+            )  # (B, n_head, T_q, head_dim)
+        g = n_head // n_kv_head
+        k = k.repeat_interleave(g, dim=1)  # (B, n_head, T_k, head_dim)
+        v = v.repeat_interleave(g, dim=1)  # (B, n_head, T_k, head_dim)
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+    )  # (B, n_head, T_q, head_dim)
