@@ -64,63 +64,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use std::collections::VecDeque;
 
-    /// Naive components: BFS over an adjacency list; each component labelled by its minimum.
-    fn bfs_components(n: usize, edges: &[(u32, u32)]) -> Vec<u32> {
-        let mut adj = vec![Vec::new(); n];
-        for &(a, b) in edges {
-            adj[a as usize].push(b as usize);
-            adj[b as usize].push(a as usize);
-        }
-        let mut label = vec![u32::MAX; n];
-        for start in 0..n {
-            if label[start] != u32::MAX {
-                continue;
-            }
-            // Visiting in index order, `start` is the smallest member of its component.
-            let mut queue = VecDeque::from([start]);
-            label[start] = start as u32;
-            while let Some(v) = queue.pop_front() {
-                for &w in &adj[v] {
-                    if label[w] == u32::MAX {
-                        label[w] = start as u32;
-                        queue.push_back(w);
-                    }
-                }
-            }
-        }
-        label
-    }
-
-    #[test]
-    fn matches_bfs_components_in_any_union_order() {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
-        for _ in 0..300 {
-            let n = 1 + (next() % 60) as usize;
-            let m = (next() % (2 * n as u64)) as usize;
-            let mut edges: Vec<(u32, u32)> =
-                (0..m).map(|_| ((next() % n as u64) as u32, (next() % n as u64) as u32)).collect();
-            let want = bfs_components(n, &edges);
-            let mut uf = UnionFind::new(n);
-            for &(a, b) in &edges {
-                uf.union(a, b);
-            }
-            assert_eq!(uf.roots(), want);
-            edges.reverse();
-            let mut uf2 = UnionFind::new(n);
-            for &(a, b) in &edges {
-                uf2.union(b, a);
-            }
-            assert_eq!(uf2.roots(), want);
-        }
-    }
+    // Union-find against BFS components: tests/cluster_unionfind.rs (beside the shared oracle).
 
     #[test]
     fn union_reports_merges() {
