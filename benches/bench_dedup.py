@@ -19,7 +19,6 @@ count of both corpora (quick runs).
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +74,6 @@ def child_peak_rss(task: str, params: dict) -> float | None:
     return rss.child_peak_rss(TASKS, task, params)
 
 
-@functools.cache
-def _interpreter_rss() -> float | None:
-    return child_peak_rss("noop", {})
-
-
 @pytest.fixture
 def run_dedup(benchmark):
     """`run_dedup(impl, task, params, corpus, rounds=ROUNDS, **extra)`: time
@@ -90,7 +84,7 @@ def run_dedup(benchmark):
         fn = getattr(dedup_tasks, f"make_{task}")(**params)
         result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
         benchmark.extra_info.update(impl=impl, MB=corpus.mb, docs=corpus.n, peak_rss_mb=child_peak_rss(task, params),
-                                    interpreter_rss_mb=_interpreter_rss(), **extra)
+                                    interpreter_rss_mb=rss.interpreter_rss(TASKS), **extra)
         if task.startswith("dedup_"):
             benchmark.extra_info.update(score(result, corpus.n, corpus.truth, corpus.sets, THRESHOLD))
         return result

@@ -10,7 +10,6 @@ Environment knobs:
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -85,11 +84,6 @@ def child_peak_rss(task: str, params: dict) -> float | None:
     return rss.child_peak_rss(TASKS, task, params)
 
 
-@functools.cache
-def _interpreter_rss() -> float | None:
-    return child_peak_rss("noop", {})
-
-
 @pytest.fixture
 def run_task(benchmark):
     """`run_task(impl, task, params, mb, rounds=ROUNDS)`: time tasks.make_<task>(**params)() and
@@ -100,7 +94,7 @@ def run_task(benchmark):
         fn = getattr(tasks, f"make_{task}")(**params)
         result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
         benchmark.extra_info.update(impl=impl, MB=mb, peak_rss_mb=child_peak_rss(task, params),
-                                    interpreter_rss_mb=_interpreter_rss(), **extra)
+                                    interpreter_rss_mb=rss.interpreter_rss(TASKS), **extra)
         return result
 
     return run

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -20,3 +21,9 @@ def child_peak_rss(script: Path, task: str, params: dict) -> float | None:
     out = subprocess.run([sys.executable, str(script), task, json.dumps(params)], capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+@functools.cache
+def interpreter_rss(script: Path) -> float | None:
+    """Peak RSS of the interpreter with `script` imported and no job run (the baseline to subtract)."""
+    return child_peak_rss(script, "noop", {})
