@@ -131,7 +131,7 @@ def test_gpt2_logits_match_transformers(tmp_path):
     ref = _gpt2(tmp_path)
     model = MiniGPT.from_pretrained(tmp_path)
     c = model.config
-    assert (c.positions, c.norm, c.mlp, c.tied_embeddings, c.bias) == ("learned", "layernorm", "gelu", True, True)
+    assert (c.positions, c.norm, c.mlp, c.tied_embeddings, c.bias) == ("learned", "layernorm", "gelu_tanh", True, True)
     assert model.lm_head.weight is model.tok_emb.weight
     assert model.num_params() == ref.num_parameters()
     _assert_same_logits(ref, model)

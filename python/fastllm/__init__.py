@@ -15,6 +15,8 @@ __all__ = [
     "MiniGPTConfig",
     "StreamDecoder",
     "TokenDataset",
+    "TrainConfig",
+    "Trainer",
     "__version__",
     "attention",
     "get_num_threads",
@@ -27,6 +29,8 @@ _LAZY = {
     "MiniGPT": "fastllm.model",
     "MiniGPTConfig": "fastllm.model",
     "attention": "fastllm.attention",
+    "TrainConfig": "fastllm.train",
+    "Trainer": "fastllm.train",
 }
 
 

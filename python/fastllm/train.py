@@ -1,0 +1,743 @@
+"""`Trainer`: pretraining MiniGPT on token shards, on one CPU/GPU or many processes under torchrun.
+
+What one optimizer step does (nanoGPT's loop, with its choices kept where they are good):
+`grad_accum` micro-batches of `batch_size` windows each, forward under autocast when the dtype
+asks for it, the fused chunked projection + cross-entropy of `fastllm.losses` (the logits are
+never materialised), backward (DistributedDataParallel all-reduces only on the last micro-batch),
+gradient clipping, AdamW with weight decay on matrices only (the fused implementation where the
+device has one), and the learning rate of linear warmup then cosine decay.
+
+Determinism and resume: micro-batch j of rank r is global batch j * world_size + r of
+`TokenDataset.batches`, a pure function of (seed, index), so the data position is just the step
+count. A checkpoint holds the model, the optimizer, the schedule, every RNG state, the step and the
+data position; resuming from step N and running to 2N gives the same weights, bit for bit on the
+CPU, as running 2N steps straight. Checkpoints are written to a temporary file and renamed; the
+last `keep_checkpoints` are kept. Ctrl-C finishes the current step, saves a checkpoint and stops.
+
+`dtype="auto"` picks bfloat16 autocast where the hardware multiplies bf16 faster than fp32 (CUDA
+with bf16 support; a CPU whose AMX tile unit torch can use) and fp32 otherwise: on a CPU without
+AMX, bf16 matmuls run at about 0.6x fp32 (measured with oneDNN's avx512_core_bf16 kernels), so
+autocast would slow training down.
+
+>>> import tempfile, numpy as np, torch
+>>> from fastllm.shards import ShardWriter
+>>> from fastllm.dataset import TokenDataset
+>>> from fastllm.model import MiniGPT, MiniGPTConfig
+>>> d = tempfile.mkdtemp()
+>>> with ShardWriter(d, split="train", vocab_size=512, eot_id=0, tokenizer_sha256="") as w:
+...     w.write(np.random.default_rng(0).integers(0, 512, 5000))
+>>> _ = torch.manual_seed(0)
+>>> model = MiniGPT(MiniGPTConfig.preset("tiny"))
+>>> cfg = TrainConfig(out_dir=d, max_steps=3, batch_size=2, progress=False, checkpoint_interval=0)
+>>> result = Trainer(model, TokenDataset(d, context=32), config=cfg).fit()
+>>> result.step, result.loss > 0
+(3, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fastllm.dataset import TokenDataset
+from fastllm.model import MiniGPT, MiniGPTConfig
+
+__all__ = ["TrainConfig", "Trainer", "TrainResult", "load_checkpoint", "list_checkpoints", "evaluate"]
+
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+_CHECKPOINT_FORMAT = 1  # bump when the checkpoint dictionary changes incompatibly
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run except the model's shape (see `MiniGPTConfig`).
+
+    The defaults are nanoGPT's GPT-2 recipe scaled to a small run: AdamW (0.9, 0.95), weight
+    decay 0.1, peak lr 6e-4 with a floor of 10% of it, gradient clipping at 1.0.
+    """
+
+    out_dir: str = "out"  # checkpoints/, metrics.jsonl, loss.png and the final model/ go here
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 8  # windows per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 6e-4  # peak learning rate
+    min_lr: float | None = None  # floor of the cosine; None = lr / 10 (Chinchilla, nanoGPT)
+    warmup_steps: int = 100  # linear warmup from lr/warmup_steps to lr
+    decay_steps: int | None = None  # cosine reaches min_lr at this step; None = max_steps
+    weight_decay: float = 0.1  # on matrices only (>= 2-D parameters), never on biases and norms
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast; weights stay fp32)
+    compile: bool = False  # torch.compile the model (pays off on CUDA; no gain measured on the CPU)
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    seed: int = 0  # data order and dropout
+    eval_interval: int = 200  # evaluate on val_data every this many steps (0: only at the end)
+    eval_batches: int = 20  # validation batches per evaluation (0 or more than the split holds: all)
+    log_interval: int = 10  # a metrics.jsonl record every this many steps
+    checkpoint_interval: int = 500  # a checkpoint every this many steps (0: only at the end)
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    resume: str | None = None  # "latest" (newest checkpoint in out_dir) or a checkpoint path
+    progress: bool = True  # a tqdm progress bar (rank 0 only)
+    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+    peak_flops: float | None = None  # for MFU; None = a table for CUDA GPUs, a measured matmul peak on CPU
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, minimum: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+        for name in ("max_steps", "batch_size", "grad_accum", "keep_checkpoints", "log_interval"):
+            positive_int(name, 1)
+        for name in ("warmup_steps", "eval_interval", "eval_batches", "checkpoint_interval", "seed"):
+            positive_int(name, 0)
+        if self.decay_steps is not None:
+            positive_int("decay_steps", 1)
+        if self.num_threads is not None:
+            positive_int("num_threads", 1)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.min_lr is not None and not (isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.peak_flops is not None and not (isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0):
+            raise ValueError(f"peak_flops must be > 0 or None, got {self.peak_flops!r}")
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit()` returns: where it stopped and the last figures."""
+
+    step: int
+    loss: float  # mean training loss of the last logged interval
+    val_loss: float | None
+    tokens: int  # training tokens consumed (all processes)
+    seconds: float  # wall time of this fit() call
+    tokens_per_s: float  # over this fit() call
+    interrupted: bool = False
+    checkpoint: str | None = None  # the last checkpoint written
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def val_perplexity(self) -> float | None:
+        return None if self.val_loss is None else math.exp(min(self.val_loss, 700.0))
+
+
+class CosineSchedule:
+    """Linear warmup to `lr`, cosine decay to `min_lr` at `decay_steps`, then flat (nanoGPT's get_lr)."""
+
+    def __init__(self, lr: float, min_lr: float, warmup_steps: int, decay_steps: int) -> None:
+        self.lr, self.min_lr, self.warmup_steps, self.decay_steps = lr, min_lr, warmup_steps, decay_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if step >= self.decay_steps:
+            return self.min_lr
+        progress = (step - self.warmup_steps) / max(1, self.decay_steps - self.warmup_steps)
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
+
+    def state_dict(self) -> dict[str, float]:
+        return dict(lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Device, precision, distributed
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
+    return dev
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        return bool(torch._C._cpu._init_amx())  # what oneDNN's bf16 matmuls need to beat fp32
+    except Exception:  # older torch without the probe
+        return False
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype `name` means on `device` (float32 = no autocast)."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if _cpu_has_amx() else torch.float32
+    return getattr(torch, name)
+
+
+# Dense bf16/fp16 tensor-core peaks (no sparsity) for MFU, from the vendors' data sheets.
+_GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def _measured_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
+    """FLOP/s of a 1024^3 matmul in `dtype` on this device and thread count: the CPU's practical peak."""
+    n = 1024
+    gen = torch.Generator(device=device).manual_seed(0)  # a private generator: training's RNG stream is untouched
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    a @ b
+    best, t_end = float("inf"), time.perf_counter() + 0.3
+    for _ in range(50):  # the fastest of a few repetitions: the peak, not the average under noise
+        t0 = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > t_end:
+            break
+    return 2 * n**3 / best
+
+
+def _peak_flops(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> float:
+    if config.peak_flops is not None:
+        return float(config.peak_flops)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, flops in _GPU_PEAK_FLOPS.items():
+            if key in name:
+                return flops if dtype != torch.float32 else flops / 2  # tf32 runs at half the bf16 rate
+    return _measured_matmul_peak(device, dtype)
+
+
+def _dist_info() -> tuple[bool, int, int, int]:
+    """(distributed, rank, local_rank, world_size) from torchrun's environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False, 0, 0, 1
+    return True, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints in `out_dir/checkpoints`, oldest first."""
+    d = Path(out_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.glob("step_*.pt") if p.stem[5:].isdigit())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by `Trainer`, with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, bit rot, a different file type
+        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "fastllm-checkpoint":
+        raise ValueError(f"{str(path)!r} is not a fastllm training checkpoint")
+    if ckpt.get("version") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')!r}; this fastllm reads {_CHECKPOINT_FORMAT}")
+    for key in ("model", "model_config", "optimizer", "step", "rng", "train_config"):
+        if key not in ckpt:
+            raise ValueError(f"checkpoint {str(path)!r} is incomplete: no {key!r}")
+    return ckpt
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> MiniGPT:
+    """The MiniGPT saved in a training checkpoint (or a `save_pretrained` directory)."""
+    if Path(path).is_dir():
+        return MiniGPT.from_pretrained(path)
+    ckpt = load_checkpoint(path)
+    model = MiniGPT(MiniGPTConfig(**ckpt["model_config"]))
+    _load_model_state(model, ckpt["model"], str(path))
+    return model
+
+
+def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"checkpoint {where!r} does not fit this model: {e}") from None
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: TokenDataset,
+    *,
+    batch_size: int = 8,
+    max_batches: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """Mean next-token loss and perplexity over the non-overlapping windows of `data`, in order.
+
+    max_batches=0 reads the whole split (cut to whole batches). Under torchrun each rank reads its
+    share and the results are averaged over ranks.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
+    for i, (x, y) in enumerate(data.batches(batch_size, shuffle=False, rank=rank, world_size=world_size)):
+        if max_batches and i * world_size >= max_batches:
+            break
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            _, loss = model(x.to(device), y.to(device), return_logits=False)
+        total[0] += loss.double()
+        total[1] += 1
+    if world_size > 1:
+        torch.distributed.all_reduce(total)
+    model.train(was_training)
+    if total[1] == 0:
+        raise ValueError(f"{data!r} holds fewer than one batch of {batch_size} windows to evaluate on; lower the batch size")
+    loss = float(total[0] / total[1])
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(total[1]) * batch_size * data.context}
+
+
+# --------------------------------------------------------------------------------------------
+# Trainer
+# --------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Trains `model` on `train_data` (a `TokenDataset`); see the module docstring for the loop.
+
+    Under torchrun (WORLD_SIZE > 1 in the environment) the process group is initialised here (gloo
+    on the CPU, nccl on CUDA) and the model wrapped in DistributedDataParallel; only rank 0 writes
+    files and shows progress.
+    """
+
+    def __init__(
+        self,
+        model: MiniGPT,
+        train_data: TokenDataset,
+        val_data: TokenDataset | None = None,
+        config: TrainConfig | None = None,
+    ) -> None:
+        if not isinstance(model, MiniGPT):
+            raise TypeError(f"model must be a MiniGPT, got {type(model).__name__}")
+        self.config = config = config if config is not None else TrainConfig()
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        for name, data in (("train_data", train_data), ("val_data", val_data)):
+            if data is None and name == "val_data":
+                continue
+            if not isinstance(data, TokenDataset):
+                raise TypeError(f"{name} must be a TokenDataset, got {type(data).__name__}")
+            if data.vocab_size > model.config.vocab_size:
+                raise ValueError(
+                    f"{name}: the shards' tokenizer has vocab_size {data.vocab_size:,} but the model only "
+                    f"{model.config.vocab_size:,} embeddings; build the model with vocab_size >= {data.vocab_size}"
+                )
+            if data.context > model.config.context:
+                raise ValueError(f"{name}: context {data.context} is longer than the model's context {model.config.context}")
+        if val_data is not None and val_data.context != train_data.context:
+            raise ValueError(f"val_data context {val_data.context} differs from train_data context {train_data.context}")
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+
+        self.distributed, self.rank, self.local_rank, self.world_size = _dist_info()
+        if self.distributed and not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+        if self.distributed and config.device == "auto" and torch.cuda.is_available():
+            self.device = torch.device(f"cuda:{self.local_rank}")
+        else:
+            self.device = _resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            raise ValueError("dtype='float16' needs a GPU (fp16 training needs a grad scaler and CUDA); use 'bfloat16' or 'float32' on the CPU")
+
+        self.model = model.to(self.device)
+        self.train_data, self.val_data = train_data, val_data
+        self.out_dir = Path(config.out_dir)
+        self.is_main = self.rank == 0
+        self.step_count = 0  # optimizer steps done
+        self.tokens_per_step = config.batch_size * config.grad_accum * self.world_size * train_data.context
+        self.schedule = CosineSchedule(
+            config.lr, config.lr / 10 if config.min_lr is None else config.min_lr,
+            config.warmup_steps, config.decay_steps or config.max_steps,
+        )
+        self.optimizer = self._make_optimizer()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self._net: nn.Module = self.model
+        if config.compile:
+            self._net = torch.compile(self._net)
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self._net = DistributedDataParallel(self._net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self._batches = None
+        self._stop_requested = False
+        self.last_checkpoint: str | None = None
+        self.history: list[dict[str, Any]] = []
+        self._peak: float | None = None
+
+    # -- pieces -------------------------------------------------------------------------------
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = [p for p in self.model.parameters() if p.requires_grad]  # tied weights appear once
+        decay = [p for p in params if p.dim() >= 2]  # matrices and embedding tables
+        no_decay = [p for p in params if p.dim() < 2]  # biases, norm gains
+        groups = [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        kwargs = dict(lr=self.schedule(0), betas=(self.config.beta1, self.config.beta2))
+        # Fused AdamW: one kernel over all parameters (CUDA, and the CPU since torch 2.4); measured
+        # here it takes the optimizer step from ~50 ms to ~17 ms for 14M parameters on one core.
+        if self.device.type in ("cuda", "cpu") and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params):
+            try:
+                return torch.optim.AdamW(groups, fused=True, **kwargs)
+            except (RuntimeError, TypeError):
+                pass
+        return torch.optim.AdamW(groups, **kwargs)
+
+    def _data(self):
+        if self._batches is None:
+            self._batches = self.train_data.batches(
+                self.config.batch_size, seed=self.config.seed, rank=self.rank, world_size=self.world_size,
+                shuffle=True, start=self.step_count * self.config.grad_accum,
+            )
+        return self._batches
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+
+    def step(self) -> float:
+        """One optimizer step over `grad_accum` micro-batches; returns the mean loss (all ranks)."""
+        cfg = self.config
+        lr = self.schedule(self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        data = self._data()
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        for micro in range(cfg.grad_accum):
+            x, y = next(data)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            last = micro == cfg.grad_accum - 1
+            sync = self._net.no_sync() if (self.distributed and not last) else contextlib.nullcontext()
+            with sync:
+                with self._autocast():
+                    _, loss = self._net(x, y, return_logits=False)
+                loss = loss / cfg.grad_accum
+                self.scaler.scale(loss).backward()
+            total += loss.detach()
+        if cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.distributed:
+            torch.distributed.all_reduce(total)  # SUM: gloo has no AVG
+            total /= self.world_size
+        self.step_count += 1
+        return float(total)
+
+    def evaluate(self, data: TokenDataset | None = None, max_batches: int | None = None) -> dict[str, float]:
+        """Validation loss and perplexity (of `val_data` unless `data` is given)."""
+        data = data if data is not None else self.val_data
+        if data is None:
+            raise ValueError("no validation data: pass val_data to Trainer or data to evaluate()")
+        return evaluate(
+            self.model, data, batch_size=self.config.batch_size,
+            max_batches=self.config.eval_batches if max_batches is None else max_batches,
+            device=self.device, dtype=self.dtype, rank=self.rank, world_size=self.world_size,
+        )
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "fastllm-checkpoint",
+            "version": _CHECKPOINT_FORMAT,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model_config": dataclasses.asdict(self.model.config),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "step": self.step_count,
+            # The data position: each rank has read step * grad_accum micro-batches of its stream.
+            "data": {"micro_batches": self.step_count * self.config.grad_accum, "seed": self.config.seed,
+                     "batch_size": self.config.batch_size, "world_size": self.world_size,
+                     "tokenizer_sha256": self.train_data.tokenizer_sha256},
+            "rng": _rng_state(self.device),
+            "train_config": self.config.to_dict(),
+            "history": self.history,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write out_dir/checkpoints/step_XXXXXXXX.pt atomically (rank 0) and prune old ones."""
+        path = self.out_dir / "checkpoints" / f"step_{self.step_count:08d}.pt"
+        if self.is_main:
+            _atomic_torch_save(self.state_dict(), path)
+            for old in list_checkpoints(self.out_dir)[: -self.config.keep_checkpoints]:
+                with contextlib.suppress(FileNotFoundError):
+                    old.unlink()
+        if self.distributed:
+            torch.distributed.barrier()
+        self.last_checkpoint = str(path)
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore everything `save_checkpoint` wrote; the model must have the same config."""
+        ckpt = load_checkpoint(path)
+        mine = dataclasses.asdict(self.model.config)
+        theirs = ckpt["model_config"]
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if diff:
+            detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs model {mine.get(k)!r}" for k in diff)
+            raise ValueError(f"checkpoint {str(path)!r} is from another model config ({detail})")
+        if ckpt["data"].get("tokenizer_sha256") != self.train_data.tokenizer_sha256:
+            raise ValueError(
+                f"checkpoint {str(path)!r} was trained on shards of another tokenizer "
+                f"({ckpt['data'].get('tokenizer_sha256')!r} vs {self.train_data.tokenizer_sha256!r})"
+            )
+        _load_model_state(self.model, ckpt["model"], str(path))
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"checkpoint {str(path)!r}: optimizer state does not fit: {e}") from None
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step_count = int(ckpt["step"])
+        self.history = list(ckpt.get("history", []))
+        _set_rng_state(ckpt["rng"], self.device)
+        self._batches = None  # restart the data stream at the saved position
+        self.last_checkpoint = str(path)
+
+    def _resume(self) -> None:
+        target = self.config.resume
+        if target is None:
+            return
+        if target == "latest":
+            found = list_checkpoints(self.out_dir)
+            if not found:
+                return  # nothing yet: a fresh run (so `--resume latest` can always be passed)
+            target = str(found[-1])
+        self.load_checkpoint(target)
+        if self.is_main:  # metrics.jsonl restarts from the checkpoint's history: no duplicated steps
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.out_dir)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r) + "\n" for r in self.history)
+            os.replace(tmp, self.out_dir / "metrics.jsonl")
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self._stop_requested = True
+
+    def _should_stop(self) -> bool:
+        flag = self._stop_requested
+        if self.distributed:  # every rank must stop at the same step
+            t = torch.tensor([int(flag)], dtype=torch.int64, device=self.device)
+            torch.distributed.all_reduce(t)
+            flag = bool(t.item())
+        return flag
+
+    def fit(self) -> TrainResult:
+        """Train to `max_steps` (from a checkpoint when `config.resume` says so)."""
+        cfg = self.config
+        self._resume()
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / "train_config.json", "w", encoding="utf-8") as f:
+                json.dump({"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}, f, indent=2)
+        if self._peak is None:
+            self._peak = _peak_flops(cfg, self.device, self.dtype)
+        flops_per_token = self.model.flops_per_token()
+        start_step, t_start = self.step_count, time.perf_counter()
+        old_handler = None
+        if self.is_main or self.distributed:
+            with contextlib.suppress(ValueError):  # not the main thread: no handler
+                old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = None
+        if cfg.progress and self.is_main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step_count, desc="train", unit="step", dynamic_ncols=True)
+        losses: list[float] = []
+        last_loss, val_loss = float("nan"), None
+        interrupted = False
+        t_log = time.perf_counter()
+        steps_since_log = 0
+        try:
+            while self.step_count < cfg.max_steps:
+                loss = self.step()
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss} at step {self.step_count}; lower lr (now {self.schedule(self.step_count - 1):.3g})")
+                losses.append(loss)
+                steps_since_log += 1
+                step = self.step_count
+                if step % cfg.log_interval == 0 or step == cfg.max_steps:
+                    dt = time.perf_counter() - t_log
+                    tok_s = steps_since_log * self.tokens_per_step / dt
+                    last_loss = sum(losses) / len(losses)
+                    record = {"step": step, "loss": last_loss, "lr": self.schedule(step - 1), "tokens": step * self.tokens_per_step,
+                              "tokens_per_s": tok_s, "mfu": tok_s * flops_per_token / self._peak, "time": time.time()}
+                    self._log(record)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * record['mfu']:.1f}%")
+                    losses, t_log, steps_since_log = [], time.perf_counter(), 0
+                if self.val_data is not None and ((cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps):
+                    ev = self.evaluate()
+                    val_loss = ev["loss"]
+                    self._log({"step": step, "val_loss": val_loss, "val_perplexity": ev["perplexity"], "time": time.time()})
+                    if bar is not None:
+                        bar.write(f"step {step}: val loss {val_loss:.4f}, perplexity {ev['perplexity']:.2f}")
+                    t_log = time.perf_counter()  # evaluation time is not training throughput
+                if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step != cfg.max_steps:
+                    self.save_checkpoint()
+                if bar is not None:
+                    bar.update(1)
+                if self._should_stop():
+                    interrupted = True
+                    break
+            self.save_checkpoint()
+            if self.is_main and not interrupted:
+                self.model.save_pretrained(self.out_dir / "model")
+        finally:
+            if bar is not None:
+                bar.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if self.is_main:
+                self._plot()
+        seconds = time.perf_counter() - t_start
+        done = self.step_count - start_step
+        if losses:
+            last_loss = sum(losses) / len(losses)
+        return TrainResult(
+            step=self.step_count, loss=last_loss, val_loss=val_loss, tokens=self.step_count * self.tokens_per_step,
+            seconds=seconds, tokens_per_s=done * self.tokens_per_step / seconds if seconds > 0 else 0.0,
+            interrupted=interrupted, checkpoint=self.last_checkpoint, history=list(self.history),
+        )
+
+    def _plot(self) -> None:
+        """loss.png: training loss per logged step and validation loss per evaluation."""
+        train = [(r["step"], r["loss"]) for r in self.history if "loss" in r]
+        val = [(r["step"], r["val_loss"]) for r in self.history if "val_loss" in r]
+        if not train and not val:
+            return
+        plot_losses(train, val, self.out_dir / "loss.png")
+
+
+def plot_losses(train: list[tuple[int, float]], val: list[tuple[int, float]], path: Path) -> None:
+    """A loss-curve PNG, written atomically (matplotlib's Agg backend, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
