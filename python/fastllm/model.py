@@ -26,7 +26,6 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,115 +34,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastllm.attention import attention
+from fastllm.config import MiniGPTConfig
 from fastllm.losses import linear_cross_entropy
 
 __all__ = ["MiniGPT", "MiniGPTConfig"]
 
-_MLPS = ("gelu", "gelu_tanh", "swiglu")
-_NORMS = ("layernorm", "rmsnorm")
-_POSITIONS = ("learned", "rope")
 _RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.proj.weight", "mlp.down_proj.weight")
 _FORMAT_VERSION = 1  # bump when save_pretrained's layout changes
-
-
-# --------------------------------------------------------------------------------------------
-# Configuration
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class MiniGPTConfig:
-    """Shape and flavour of a MiniGPT. The defaults are GPT-2 small (124M)."""
-
-    vocab_size: int = 50257  # GPT-2's BPE vocabulary
-    context: int = 1024  # block size: the longest sequence the model accepts (GPT-2: n_positions)
-    n_layer: int = 12  # transformer blocks (GPT-2 small)
-    n_head: int = 12  # query heads (GPT-2 small)
-    n_kv_head: int | None = None  # key/value heads for GQA; None = n_head (plain multi-head)
-    d_model: int = 768  # residual stream width (GPT-2 small)
-    # "gelu_tanh" (GPT-2's tanh approximation, HF "gelu_new") | "gelu" (exact erf GELU, nanoGPT, HF "gelu";
-    # 2.4x faster than the tanh form on a CPU) | "swiglu" (Llama)
-    mlp: str = "gelu_tanh"
-    mlp_hidden: int | None = None  # None = 4*d_model (gelu, gelu_tanh) or Llama's 8d/3 rounded up to 256 (swiglu)
-    norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm" (Llama)
-    norm_eps: float = 1e-5  # GPT-2's layer_norm_epsilon; Llama checkpoints use 1e-5 or 1e-6
-    positions: str = "learned"  # "learned" absolute embeddings (GPT-2) | "rope" (Llama)
-    rope_theta: float = 10000.0  # RoPE base (RoFormer, Llama 1/2); only used with positions="rope"
-    tied_embeddings: bool = True  # lm_head shares the token embedding (GPT-2, nanoGPT)
-    dropout: float = 0.0  # embedding/residual/attention dropout; 0 for pretraining as in nanoGPT
-    bias: bool = True  # biases in Linear layers and LayerNorm (GPT-2: True, Llama: False)
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.n_kv_head is None:
-            self.n_kv_head = self.n_head
-        if isinstance(self.n_kv_head, bool) or not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0:
-            raise ValueError(f"n_kv_head must be a positive int, got {self.n_kv_head!r}")
-        if self.d_model % self.n_head != 0:
-            raise ValueError(f"n_head={self.n_head} must divide d_model={self.d_model}")
-        if self.n_head % self.n_kv_head != 0:
-            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
-        for name, allowed in (("mlp", _MLPS), ("norm", _NORMS), ("positions", _POSITIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.positions == "rope" and self.head_dim % 2 != 0:
-            raise ValueError(f"RoPE needs an even head_dim, got head_dim={self.head_dim}")
-        if self.mlp_hidden is None:
-            if self.mlp != "swiglu":
-                self.mlp_hidden = 4 * self.d_model  # GPT-2 / nanoGPT
-            else:
-                # Llama (Meta reference, = HF LlamaConfig's 11008 for d=4096): 2/3 of 4d keeps the
-                # parameter count of a 4d GELU MLP with three matrices; rounded up to 256.
-                self.mlp_hidden = 256 * math.ceil(int(8 * self.d_model / 3) / 256)
-        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) or self.mlp_hidden <= 0:
-            raise ValueError(f"mlp_hidden must be a positive int or None, got {self.mlp_hidden!r}")
-        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_model // self.n_head
-
-    @classmethod
-    def preset(cls, name: str, **overrides: Any) -> MiniGPTConfig:
-        """A named configuration, with optional field overrides.
-
-        "tiny": CI-sized (2 layers, d 64); "small": ~10M parameters, Llama-style; "gpt2": GPT-2
-        small, 124M (124,439,808 parameters).
-
-        >>> MiniGPTConfig.preset("tiny", vocab_size=300).vocab_size
-        300
-        """
-        if name not in _PRESETS:
-            raise ValueError(f"unknown preset {name!r}; known presets: {sorted(_PRESETS)}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown MiniGPTConfig field(s) {unknown}")
-        return cls(**{**_PRESETS[name], **overrides})
-
-
-_PRESETS: dict[str, dict[str, Any]] = {
-    # Small enough for a CPU test to build and run in milliseconds.
-    "tiny": dict(vocab_size=512, context=64, n_layer=2, n_head=4, d_model=64),
-    # ~9.4M parameters, Llama-style (llama2.c's 15M width, 8k vocabulary), for a laptop run.
-    "small": dict(
-        vocab_size=8192, context=512, n_layer=8, n_head=6, n_kv_head=2, d_model=288, mlp="swiglu",
-        mlp_hidden=768, norm="rmsnorm", positions="rope", tied_embeddings=True, bias=False,
-    ),
-    # GPT-2 small (Radford et al. 2019), identical to the dataclass defaults.
-    "gpt2": dict(
-        vocab_size=50257, context=1024, n_layer=12, n_head=12, d_model=768, mlp="gelu_tanh",
-        norm="layernorm", positions="learned", tied_embeddings=True, bias=True,
-    ),
-}
 
 
 # --------------------------------------------------------------------------------------------

@@ -53,86 +53,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fastllm.config import MiniGPTConfig, TrainConfig
 from fastllm.dataset import TokenDataset
-from fastllm.model import MiniGPT, MiniGPTConfig
+from fastllm.model import MiniGPT
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "load_checkpoint", "list_checkpoints", "evaluate"]
 
-_DTYPES = ("auto", "float32", "bfloat16", "float16")
 _CHECKPOINT_FORMAT = 1  # bump when the checkpoint dictionary changes incompatibly
-
-
-@dataclass
-class TrainConfig:
-    """Everything about a training run except the model's shape (see `MiniGPTConfig`).
-
-    The defaults are nanoGPT's GPT-2 recipe scaled to a small run: AdamW (0.9, 0.95), weight
-    decay 0.1, peak lr 6e-4 with a floor of 10% of it, gradient clipping at 1.0.
-    """
-
-    out_dir: str = "out"  # checkpoints/, metrics.jsonl, loss.png and the final model/ go here
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 8  # windows per micro-batch per process
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 6e-4  # peak learning rate
-    min_lr: float | None = None  # floor of the cosine; None = lr / 10 (Chinchilla, nanoGPT)
-    warmup_steps: int = 100  # linear warmup from lr/warmup_steps to lr
-    decay_steps: int | None = None  # cosine reaches min_lr at this step; None = max_steps
-    weight_decay: float = 0.1  # on matrices only (>= 2-D parameters), never on biases and norms
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast; weights stay fp32)
-    compile: bool = False  # torch.compile the model (pays off on CUDA; no gain measured on the CPU)
-    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
-    seed: int = 0  # data order and dropout
-    eval_interval: int = 200  # evaluate on val_data every this many steps (0: only at the end)
-    eval_batches: int = 20  # validation batches per evaluation (0 or more than the split holds: all)
-    log_interval: int = 10  # a metrics.jsonl record every this many steps
-    checkpoint_interval: int = 500  # a checkpoint every this many steps (0: only at the end)
-    keep_checkpoints: int = 3  # newest checkpoints kept on disk
-    resume: str | None = None  # "latest" (newest checkpoint in out_dir) or a checkpoint path
-    progress: bool = True  # a tqdm progress bar (rank 0 only)
-    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
-    peak_flops: float | None = None  # for MFU; None = a table for CUDA GPUs, a measured matmul peak on CPU
-
-    def __post_init__(self) -> None:
-        def positive_int(name: str, minimum: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-
-        for name in ("max_steps", "batch_size", "grad_accum", "keep_checkpoints", "log_interval"):
-            positive_int(name, 1)
-        for name in ("warmup_steps", "eval_interval", "eval_batches", "checkpoint_interval", "seed"):
-            positive_int(name, 0)
-        if self.decay_steps is not None:
-            positive_int("decay_steps", 1)
-        if self.num_threads is not None:
-            positive_int("num_threads", 1)
-        for name in ("lr", "weight_decay", "grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.min_lr is not None and not (isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr):
-            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
-        for name in ("beta1", "beta2"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.peak_flops is not None and not (isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0):
-            raise ValueError(f"peak_flops must be > 0 or None, got {self.peak_flops!r}")
-
-    @classmethod
-    def fields(cls) -> list[dataclasses.Field]:
-        return list(dataclasses.fields(cls))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass

@@ -1,0 +1,195 @@
+"""The configurations of the model and of a training run: plain dataclasses, no torch import.
+
+Why a module of its own: the command line builds one flag per field of both dataclasses, and
+`fastllm --help` should not pay for importing torch. `fastllm.model` and `fastllm.train`
+re-export these names.
+
+>>> MiniGPTConfig.preset("small").n_kv_head
+2
+>>> TrainConfig(batch_size=4).grad_accum
+1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MiniGPTConfig", "TrainConfig", "PRESETS"]
+
+_MLPS = ("gelu", "gelu_tanh", "swiglu")
+_NORMS = ("layernorm", "rmsnorm")
+_POSITIONS = ("learned", "rope")
+_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class MiniGPTConfig:
+    """Shape and flavour of a MiniGPT. The defaults are GPT-2 small (124M)."""
+
+    vocab_size: int = 50257  # GPT-2's BPE vocabulary
+    context: int = 1024  # block size: the longest sequence the model accepts (GPT-2: n_positions)
+    n_layer: int = 12  # transformer blocks (GPT-2 small)
+    n_head: int = 12  # query heads (GPT-2 small)
+    n_kv_head: int | None = None  # key/value heads for GQA; None = n_head (plain multi-head)
+    d_model: int = 768  # residual stream width (GPT-2 small)
+    # "gelu_tanh" (GPT-2's tanh approximation, HF "gelu_new") | "gelu" (exact erf GELU, nanoGPT, HF "gelu";
+    # 2.4x faster than the tanh form on a CPU) | "swiglu" (Llama)
+    mlp: str = "gelu_tanh"
+    mlp_hidden: int | None = None  # None = 4*d_model (gelu, gelu_tanh) or Llama's 8d/3 rounded up to 256 (swiglu)
+    norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm" (Llama)
+    norm_eps: float = 1e-5  # GPT-2's layer_norm_epsilon; Llama checkpoints use 1e-5 or 1e-6
+    positions: str = "learned"  # "learned" absolute embeddings (GPT-2) | "rope" (Llama)
+    rope_theta: float = 10000.0  # RoPE base (RoFormer, Llama 1/2); only used with positions="rope"
+    tied_embeddings: bool = True  # lm_head shares the token embedding (GPT-2, nanoGPT)
+    dropout: float = 0.0  # embedding/residual/attention dropout; 0 for pretraining as in nanoGPT
+    bias: bool = True  # biases in Linear layers and LayerNorm (GPT-2: True, Llama: False)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.n_kv_head is None:
+            self.n_kv_head = self.n_head
+        if isinstance(self.n_kv_head, bool) or not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0:
+            raise ValueError(f"n_kv_head must be a positive int, got {self.n_kv_head!r}")
+        if self.d_model % self.n_head != 0:
+            raise ValueError(f"n_head={self.n_head} must divide d_model={self.d_model}")
+        if self.n_head % self.n_kv_head != 0:
+            raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
+        for name, allowed in (("mlp", _MLPS), ("norm", _NORMS), ("positions", _POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.positions == "rope" and self.head_dim % 2 != 0:
+            raise ValueError(f"RoPE needs an even head_dim, got head_dim={self.head_dim}")
+        if self.mlp_hidden is None:
+            if self.mlp != "swiglu":
+                self.mlp_hidden = 4 * self.d_model  # GPT-2 / nanoGPT
+            else:
+                # Llama (Meta reference, = HF LlamaConfig's 11008 for d=4096): 2/3 of 4d keeps the
+                # parameter count of a 4d GELU MLP with three matrices; rounded up to 256.
+                self.mlp_hidden = 256 * math.ceil(int(8 * self.d_model / 3) / 256)
+        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) or self.mlp_hidden <= 0:
+            raise ValueError(f"mlp_hidden must be a positive int or None, got {self.mlp_hidden!r}")
+        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
+            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
+        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> MiniGPTConfig:
+        """A named configuration, with optional field overrides.
+
+        "tiny": CI-sized (2 layers, d 64); "small": ~10M parameters, Llama-style; "gpt2": GPT-2
+        small, 124M (124,439,808 parameters).
+
+        >>> MiniGPTConfig.preset("tiny", vocab_size=300).vocab_size
+        300
+        """
+        if name not in _PRESETS:
+            raise ValueError(f"unknown preset {name!r}; known presets: {sorted(_PRESETS)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"unknown MiniGPTConfig field(s) {unknown}")
+        return cls(**{**_PRESETS[name], **overrides})
+
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # Small enough for a CPU test to build and run in milliseconds.
+    "tiny": dict(vocab_size=512, context=64, n_layer=2, n_head=4, d_model=64),
+    # ~9.4M parameters, Llama-style (llama2.c's 15M width, 8k vocabulary), for a laptop run.
+    "small": dict(
+        vocab_size=8192, context=512, n_layer=8, n_head=6, n_kv_head=2, d_model=288, mlp="swiglu",
+        mlp_hidden=768, norm="rmsnorm", positions="rope", tied_embeddings=True, bias=False,
+    ),
+    # GPT-2 small (Radford et al. 2019), identical to the dataclass defaults.
+    "gpt2": dict(
+        vocab_size=50257, context=1024, n_layer=12, n_head=12, d_model=768, mlp="gelu_tanh",
+        norm="layernorm", positions="learned", tied_embeddings=True, bias=True,
+    ),
+}
+
+PRESETS = _PRESETS
+
+
+@dataclass
+class TrainConfig:
+    """Everything about a training run except the model's shape (see `MiniGPTConfig`).
+
+    The defaults are nanoGPT's GPT-2 recipe scaled to a small run: AdamW (0.9, 0.95), weight
+    decay 0.1, peak lr 6e-4 with a floor of 10% of it, gradient clipping at 1.0.
+    """
+
+    out_dir: str = "out"  # checkpoints/, metrics.jsonl, loss.png and the final model/ go here
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 8  # windows per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 6e-4  # peak learning rate
+    min_lr: float | None = None  # floor of the cosine; None = lr / 10 (Chinchilla, nanoGPT)
+    warmup_steps: int = 100  # linear warmup from lr/warmup_steps to lr
+    decay_steps: int | None = None  # cosine reaches min_lr at this step; None = max_steps
+    weight_decay: float = 0.1  # on matrices only (>= 2-D parameters), never on biases and norms
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" | "float16" (autocast; weights stay fp32)
+    compile: bool = False  # torch.compile the model (pays off on CUDA; no gain measured on the CPU)
+    device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
+    seed: int = 0  # data order and dropout
+    eval_interval: int = 200  # evaluate on val_data every this many steps (0: only at the end)
+    eval_batches: int = 20  # validation batches per evaluation (0 or more than the split holds: all)
+    log_interval: int = 10  # a metrics.jsonl record every this many steps
+    checkpoint_interval: int = 500  # a checkpoint every this many steps (0: only at the end)
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    resume: str | None = None  # "latest" (newest checkpoint in out_dir) or a checkpoint path
+    progress: bool = True  # a tqdm progress bar (rank 0 only)
+    num_threads: int | None = None  # torch CPU threads; None leaves torch's default
+    peak_flops: float | None = None  # for MFU; None = a table for CUDA GPUs, a measured matmul peak on CPU
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str, minimum: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+        for name in ("max_steps", "batch_size", "grad_accum", "keep_checkpoints", "log_interval"):
+            positive_int(name, 1)
+        for name in ("warmup_steps", "eval_interval", "eval_batches", "checkpoint_interval", "seed"):
+            positive_int(name, 0)
+        if self.decay_steps is not None:
+            positive_int("decay_steps", 1)
+        if self.num_threads is not None:
+            positive_int("num_threads", 1)
+        for name in ("lr", "weight_decay", "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.min_lr is not None and not (isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
+        for name in ("beta1", "beta2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.peak_flops is not None and not (isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0):
+            raise ValueError(f"peak_flops must be > 0 or None, got {self.peak_flops!r}")
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return list(dataclasses.fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
