@@ -4,7 +4,8 @@
 standard library), prints the tokenizer's statistics and a sample encoding, and writes a Hugging
 Face `tokenizer.json`. `fastllm dedup` removes exact and near-duplicate documents from text, JSONL
 or Parquet inputs. `fastllm tokenize` encodes a corpus into train/val token shards
-(`fastllm.shards`) for `fastllm.dataset.TokenDataset`. Errors in the user's input print one line
+(`fastllm.shards`) for `fastllm.dataset.TokenDataset`; `fastllm train` and `fastllm eval`
+(`fastllm.cli_train`) pretrain and evaluate a MiniGPT on them. Errors in the user's input print one line
 and exit with status 1.
 """
 
@@ -229,3 +230,9 @@ def tokenize_command(inputs, output, tokenizer_path, fmt, text_field, val_fracti
 
 if __name__ == "__main__":
     main()
+
+
+from fastllm.cli_train import eval_command, train_command  # noqa: E402  (they use _user_errors above)
+
+main.add_command(train_command)
+main.add_command(eval_command)

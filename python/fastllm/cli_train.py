@@ -1,0 +1,233 @@
+"""`fastllm train` and `fastllm eval`: the Trainer and its evaluation from the command line.
+
+Every field of `MiniGPTConfig` and `TrainConfig` is a flag (`--n-layer 6`, `--max-steps 2000`,
+`--compile/--no-compile`), built from the dataclasses so the two can never drift apart. A TOML
+file (`--config train.toml`) sets the same names, at the top level or under `[model]` and
+`[train]` tables; flags override the file, the file overrides the preset, the preset the defaults.
+Without a `vocab_size` the model takes the shards' vocabulary size.
+
+Under `torchrun --nproc_per_node N -m fastllm train ...` the same command trains with
+DistributedDataParallel; only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fastllm.config import PRESETS, MiniGPTConfig, TrainConfig
+
+_CLI_KEYS = ("data", "preset")  # TOML keys that are not dataclass fields
+
+
+def _click_type(annotation: Any) -> tuple[Any, bool]:
+    """(click type, is_flag) for a dataclass field annotation like `int | None`."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in args if a is not type(None))
+    if annotation is bool:
+        return None, True
+    return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation], False
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Each field's trailing `# comment` in fastllm/config.py: the one place the fields are documented."""
+    import inspect
+    import re
+
+    source = inspect.getsource(cls)
+    found = {}
+    for m in re.finditer(r"^    (\w+): [^=\n]+= [^#\n]+#\s*(.+)$", source, re.M):
+        found[m.group(1)] = m.group(2).strip()
+    return found
+
+
+def _field_options(cls: type, section: str) -> list[click.Option]:
+    hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
+    options = []
+    for f in dataclasses.fields(cls):
+        kind, is_flag = _click_type(hints[f.name])
+        flag = f.name.replace("_", "-")
+        default = repr(f.default) if section != "model" else "the shards' vocabulary" if f.name == "vocab_size" else "the preset's"
+        help_text = f"{helps.get(f.name, section + ' setting')} [default: {default}]"
+        if is_flag:
+            options.append(click.Option([f"--{flag}/--no-{flag}", f.name], default=None, help=help_text))
+        else:
+            options.append(click.Option([f"--{flag}", f.name], type=kind, default=None, help=help_text))
+    return options
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("model", "train") and isinstance(value, dict):
+            for k, v in value.items():
+                if k in flat:
+                    raise ValueError(f"{path}: {k!r} is set twice")
+                flat[k] = v
+        elif key in flat:
+            raise ValueError(f"{path}: {key!r} is set twice")
+        else:
+            flat[key] = value
+    known = {f.name for f in dataclasses.fields(MiniGPTConfig)} | {f.name for f in dataclasses.fields(TrainConfig)} | set(_CLI_KEYS)
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {unknown}; see `fastllm train --help` for the names")
+    return flat
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def build_configs(settings: dict[str, Any], data_vocab: int) -> tuple[MiniGPTConfig, TrainConfig]:
+    """The model and training configs for merged `settings` (preset < settings), vocab from the data by default."""
+    preset = settings.get("preset") or "small"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
+    model_fields = {f.name for f in dataclasses.fields(MiniGPTConfig)}
+    model_kw = {k: v for k, v in settings.items() if k in model_fields}
+    model_kw.setdefault("vocab_size", data_vocab)
+    train_kw = {k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    return MiniGPTConfig.preset(preset, **model_kw), TrainConfig(**train_kw)
+
+
+def _train(config_path, data, preset, **flags):
+    settings: dict[str, Any] = _read_toml(config_path) if config_path else {}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    if data is not None:
+        settings["data"] = str(data)
+    if preset is not None:
+        settings["preset"] = preset
+    if "data" not in settings:
+        raise click.UsageError("no data: pass --data DIR (a folder of `fastllm tokenize` shards) or set data in the TOML file")
+    data_dir = Path(settings["data"])
+    if config_path and not data_dir.is_absolute() and data is None:
+        data_dir = Path(config_path).parent / data_dir  # relative to the TOML file, as paths in config files are
+
+    from fastllm.shards import list_shards, read_header
+
+    shards = list_shards(data_dir, "train")
+    if not shards:
+        raise ValueError(f"no training shards in {str(data_dir)!r}: run `fastllm tokenize INPUT -o {data_dir} --tokenizer tokenizer.json` first")
+    model_cfg, train_cfg = build_configs(settings, read_header(shards[0]).vocab_size)
+
+    import torch
+
+    from fastllm.dataset import TokenDataset
+    from fastllm.model import MiniGPT
+    from fastllm.train import Trainer
+
+    main = _is_main_process()
+    train_ds = TokenDataset(data_dir, context=model_cfg.context, split="train")
+    val_ds = TokenDataset(data_dir, context=model_cfg.context, split="val") if list_shards(data_dir, "val") else None
+    torch.manual_seed(train_cfg.seed)
+    model = MiniGPT(model_cfg)
+    trainer = Trainer(model, train_ds, val_ds, config=train_cfg)
+    if main:
+        dtype = str(trainer.dtype).replace("torch.", "")
+        click.echo(
+            f"model: {model.num_params():,} parameters ({settings.get('preset') or 'small'} preset, "
+            f"{model_cfg.n_layer} layers, d_model {model_cfg.d_model}, context {model_cfg.context}, vocab {model_cfg.vocab_size:,}); "
+            f"data: {train_ds.tokens:,} training tokens"
+            + (f", {val_ds.tokens:,} validation" if val_ds is not None else ", no validation split")
+            + f"; {trainer.device}, {dtype}, {trainer.world_size} process(es), {trainer.tokens_per_step:,} tokens/step",
+            err=True,
+        )
+    result = trainer.fit()
+    if main:
+        val = f", val loss {result.val_loss:.4f} (perplexity {result.val_perplexity:.2f})" if result.val_loss is not None else ""
+        state = "interrupted at" if result.interrupted else "done:"
+        click.echo(
+            f"{state} step {result.step:,}, train loss {result.loss:.4f}{val}, "
+            f"{result.tokens_per_s:,.0f} tokens/s over {result.seconds:.1f} s; checkpoint {result.checkpoint}"
+            + ("" if result.interrupted else f"; model {Path(train_cfg.out_dir) / 'model'}")
+        )
+        if result.interrupted:
+            click.echo(f"resume with the same command and --resume latest (or --resume {result.checkpoint})", err=True)
+    if trainer.distributed:
+        torch.distributed.destroy_process_group()
+
+
+def _train_command() -> click.Command:
+    params: list[click.Parameter] = [
+        click.Option(["--config", "config_path"], type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="TOML file with any of the settings below (flags override it)."),
+        click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder of token shards from `fastllm tokenize` (train_*.bin, val_*.bin)."),
+        click.Option(["--preset"], type=click.Choice(sorted(PRESETS)), default=None,
+                     help="Model preset the model fields start from (default small)."),
+    ]
+    params += _field_options(MiniGPTConfig, "model")
+    params += _field_options(TrainConfig, "training")
+    from fastllm.cli import _user_errors
+
+    return click.Command(
+        "train",
+        callback=_user_errors(_train),
+        params=params,
+        help=(
+            "Pretrain a MiniGPT on token shards. Writes OUT_DIR/checkpoints/, metrics.jsonl, loss.png "
+            "and the final model (save_pretrained) to OUT_DIR/model. Ctrl-C saves a checkpoint and stops; "
+            "--resume latest carries on. Under torchrun it trains data-parallel."
+        ),
+    )
+
+
+def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_json):
+    from fastllm.dataset import TokenDataset
+    from fastllm.train import _resolve_device, evaluate, model_from_checkpoint, resolve_dtype
+
+    model = model_from_checkpoint(checkpoint)
+    ds = TokenDataset(data, context=model.config.context, split=split)
+    if ds.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than the model's ({model.config.vocab_size:,})")
+    dev = _resolve_device(device)
+    result = evaluate(model.to(dev), ds, batch_size=batch_size, max_batches=max_batches, device=dev, dtype=resolve_dtype(dtype, dev))
+    if as_json:
+        click.echo(json.dumps({"checkpoint": str(checkpoint), "split": split, **result}))
+    else:
+        click.echo(f"{split} loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens")
+
+
+def _eval_command() -> click.Command:
+    from fastllm.cli import _user_errors
+
+    return click.Command(
+        "eval",
+        callback=_user_errors(_eval),
+        params=[
+            click.Argument(["checkpoint"], type=click.Path(exists=True, path_type=Path)),
+            click.Option(["--data"], required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
+                         help="Folder of token shards from `fastllm tokenize`."),
+            click.Option(["--split"], default="val", show_default=True, help="Which shards to read."),
+            click.Option(["--batch-size"], default=8, show_default=True, type=click.IntRange(min=1)),
+            click.Option(["--max-batches"], default=0, show_default=True, type=click.IntRange(min=0), help="0 reads the whole split."),
+            click.Option(["--device"], default="auto", show_default=True),
+            click.Option(["--dtype"], default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
+            click.Option(["--json", "as_json"], is_flag=True, help="Print one JSON object."),
+        ],
+        help="Loss and perplexity of a model (a training checkpoint .pt or a save_pretrained folder) on a shard folder.",
+    )
+
+
+train_command = _train_command()
+eval_command = _eval_command()
