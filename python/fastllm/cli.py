@@ -11,7 +11,6 @@ and exit with status 1.
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 import time
@@ -20,23 +19,12 @@ from pathlib import Path
 import click
 
 import fastllm
+from fastllm._cliutil import user_errors as _user_errors
+from fastllm.cli_train import eval_command, train_command
 from fastllm.corpus import CorpusStats, stdlib_root, stdlib_texts
 from fastllm.tokenizer import BPETokenizer
 
 SAMPLE = 'def greet(name: str) -> str:\n    return f"Hello, {name}! 🐍"\n'
-
-
-def _user_errors(fn):
-    """Turn the exceptions bad input raises into a one-line message and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, TypeError, OSError) as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -231,8 +219,6 @@ def tokenize_command(inputs, output, tokenizer_path, fmt, text_field, val_fracti
 if __name__ == "__main__":
     main()
 
-
-from fastllm.cli_train import eval_command, train_command  # noqa: E402  (they use _user_errors above)
 
 main.add_command(train_command)
 main.add_command(eval_command)

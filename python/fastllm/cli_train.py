@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from fastllm._cliutil import user_errors
 from fastllm.config import PRESETS, MiniGPTConfig, TrainConfig
 
 _CLI_KEYS = ("data", "preset")  # TOML keys that are not dataclass fields
@@ -178,11 +179,9 @@ def _train_command() -> click.Command:
     ]
     params += _field_options(MiniGPTConfig, "model")
     params += _field_options(TrainConfig, "training")
-    from fastllm.cli import _user_errors
-
     return click.Command(
         "train",
-        callback=_user_errors(_train),
+        callback=user_errors(_train),
         params=params,
         help=(
             "Pretrain a MiniGPT on token shards. Writes OUT_DIR/checkpoints/, metrics.jsonl, loss.png "
@@ -209,11 +208,9 @@ def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_js
 
 
 def _eval_command() -> click.Command:
-    from fastllm.cli import _user_errors
-
     return click.Command(
         "eval",
-        callback=_user_errors(_eval),
+        callback=user_errors(_eval),
         params=[
             click.Argument(["checkpoint"], type=click.Path(exists=True, path_type=Path)),
             click.Option(["--data"], required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),

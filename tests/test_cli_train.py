@@ -1,0 +1,146 @@
+"""`fastllm train` and `fastllm eval`, run as `python -m fastllm` in a subprocess.
+
+Oracles: the dataclasses (every field of MiniGPTConfig and TrainConfig is a flag with a help
+text), the precedence rule (flag > TOML > preset > default) read back from the run's
+train_config.json, the Python API (`fastllm eval` prints what `fastllm.train.evaluate` returns on
+the same model and split), and the checkpoint's step after `--resume latest`. Bad input exits
+non-zero with one line naming the problem and no traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastllm.cli_train import field_help
+from fastllm.config import MiniGPTConfig, TrainConfig
+from fastllm.shards import ShardWriter
+
+VOCAB = 300
+
+
+def fastllm(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fastllm", *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    rng = np.random.default_rng(0)
+    # A learnable stream: a repeated random "sentence" with noise, so a few steps lower the loss.
+    base = rng.integers(1, VOCAB, 50)
+    stream = np.tile(base, 200)
+    noise = rng.random(stream.size) < 0.1
+    stream[noise] = rng.integers(1, VOCAB, noise.sum())
+    for split, part in (("train", stream[:9000]), ("val", stream[9000:])):
+        with ShardWriter(d, split=split, vocab_size=VOCAB, eot_id=0, tokenizer_sha256="cd" * 32) as w:
+            w.write(part)
+    return d
+
+
+def test_every_config_field_is_a_flag_with_help():
+    out = fastllm("train", "--help")
+    assert out.returncode == 0, out.stderr
+    for cls in (MiniGPTConfig, TrainConfig):
+        helps = field_help(cls)
+        for f in dataclasses.fields(cls):
+            assert f"--{f.name.replace('_', '-')}" in out.stdout, f.name
+            assert helps.get(f.name), f"{cls.__name__}.{f.name} has no `# comment` to serve as --help"
+
+
+def test_toml_flags_precedence_train_and_eval(tmp_path, shards):
+    toml = tmp_path / "train.toml"
+    toml.write_text(
+        f'preset = "tiny"\ndata = "{shards}"\n'
+        '[model]\nn_layer = 1\ncontext = 32\n'
+        f'[train]\nmax_steps = 50\nbatch_size = 4\nlr = 0.003\nwarmup_steps = 2\nout_dir = "{tmp_path / "run"}"\n'
+        'progress = false\nlog_interval = 1\neval_interval = 2\neval_batches = 0\ndtype = "float32"\n',
+        encoding="utf-8",
+    )
+    out = fastllm("train", "--config", toml, "--max-steps", 4, "--no-bias")
+    assert out.returncode == 0, out.stderr
+    assert "done: step 4" in out.stdout
+    cfg = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    # flag > TOML > preset > dataclass default; vocab from the shards
+    assert cfg["train"]["max_steps"] == 4 and cfg["train"]["lr"] == 0.003 and cfg["train"]["batch_size"] == 4
+    assert cfg["model"]["n_layer"] == 1 and cfg["model"]["context"] == 32 and cfg["model"]["bias"] is False
+    assert cfg["model"]["d_model"] == MiniGPTConfig.preset("tiny").d_model
+    assert cfg["model"]["vocab_size"] == VOCAB
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if "loss" in r]
+    val = [r for r in records if "val_loss" in r]
+    assert [r["step"] for r in train] == [1, 2, 3, 4] and [r["step"] for r in val] == [2, 4]
+    assert train[-1]["loss"] < train[0]["loss"]  # lr 3e-3 on a repetitive stream: it learns
+
+    # eval prints evaluate()'s figures for the same model and split
+    import torch
+
+    from fastllm.dataset import TokenDataset
+    from fastllm.model import MiniGPT
+    from fastllm.train import evaluate
+
+    ev = fastllm("eval", tmp_path / "run" / "model", "--data", shards, "--json", "--batch-size", 2, "--dtype", "float32")
+    assert ev.returncode == 0, ev.stderr
+    got = json.loads(ev.stdout)
+    model = MiniGPT.from_pretrained(tmp_path / "run" / "model")
+    want = evaluate(model, TokenDataset(shards, context=32, split="val"), batch_size=2, dtype=torch.float32)
+    assert got["loss"] == pytest.approx(want["loss"], abs=1e-6)
+    assert got["tokens"] == want["tokens"]
+    # the last checkpoint holds the same weights as the saved model
+    ck = fastllm("eval", tmp_path / "run" / "checkpoints" / "step_00000004.pt", "--data", shards, "--json", "--batch-size", 2, "--dtype", "float32")
+    assert ck.returncode == 0, ck.stderr
+    assert json.loads(ck.stdout)["loss"] == pytest.approx(got["loss"], abs=1e-6)
+    # the validation loss of the last in-training evaluation is the full-split loss at batch 4
+    want4 = evaluate(model, TokenDataset(shards, context=32, split="val"), batch_size=4, dtype=torch.float32)
+    assert val[-1]["val_loss"] == pytest.approx(want4["loss"], abs=1e-5)
+
+
+def test_resume_latest_and_config_mismatch(tmp_path, shards):
+    common = ["--data", shards, "--preset", "tiny", "--context", 32, "--batch-size", 2, "--out-dir", tmp_path / "run",
+              "--no-progress", "--checkpoint-interval", 2, "--dtype", "float32"]
+    first = fastllm("train", *common, "--max-steps", 2)
+    assert first.returncode == 0, first.stderr
+    again = fastllm("train", *common, "--max-steps", 3, "--resume", "latest")
+    assert again.returncode == 0, again.stderr
+    assert "done: step 3" in again.stdout
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)) and steps[-1] == 3  # resumed, not restarted, no duplicated records
+    other = fastllm("train", *common, "--max-steps", 4, "--resume", "latest", "--n-layer", 1)
+    assert other.returncode == 1
+    assert "another model config" in other.stderr and "n_layer" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["unknown_toml_key", "bad_toml", "no_data", "small_vocab", "bad_value", "corrupt_checkpoint", "context_too_long"],
+)
+def test_errors_name_the_problem(tmp_path, shards, case):
+    if case == "unknown_toml_key":
+        (tmp_path / "t.toml").write_text("max_stepz = 3\n")
+        out, expect, code = fastllm("train", "--config", tmp_path / "t.toml", "--data", shards), "max_stepz", 1
+    elif case == "bad_toml":
+        (tmp_path / "t.toml").write_text("max_steps = = 3\n")
+        out, expect, code = fastllm("train", "--config", tmp_path / "t.toml", "--data", shards), "not valid TOML", 1
+    elif case == "no_data":
+        out, expect, code = fastllm("train", "--preset", "tiny"), "--data", 2
+    elif case == "small_vocab":
+        out, expect, code = fastllm("train", "--data", shards, "--preset", "tiny", "--vocab-size", 100, "--out-dir", tmp_path), "vocab_size", 1
+    elif case == "bad_value":
+        out, expect, code = fastllm("train", "--data", shards, "--preset", "tiny", "--batch-size", 0, "--out-dir", tmp_path), "batch_size", 1
+    elif case == "corrupt_checkpoint":
+        bad = tmp_path / "step_00000001.pt"
+        bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+        out, expect, code = fastllm("eval", bad, "--data", shards), "corrupt", 1
+    else:
+        out, expect, code = fastllm("train", "--data", shards, "--preset", "tiny", "--context", 20000, "--out-dir", tmp_path), "context", 1
+    assert out.returncode == code, (out.stdout, out.stderr)
+    assert expect in out.stderr
+    assert "Traceback" not in out.stderr
