@@ -49,17 +49,24 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 vc = valid[s : s + rows]  # (c,)
                 tsafe = torch.where(vc, tc, 0)  # (c,)
                 logits = (hc @ wc.T).float()  # (c, V)
-                lse = torch.logsumexp(logits, dim=-1)  # (c,)
                 picked = logits.gather(1, tsafe[:, None]).squeeze(1)  # (c,)
+                # log-sum-exp by hand, in place (torch.logsumexp allocates a shifted copy: 3x slower here)
+                peak = logits.amax(dim=-1)  # (c,)
+                g = logits.sub_(peak[:, None]).exp_()  # (c, V) unnormalised softmax
+                z = g.sum(dim=-1)  # (c,)
+                lse = peak + z.log()  # (c,)
                 total += torch.where(vc, lse - picked, 0.0).sum()
                 if need_grad:
                     # d loss / d logits = (softmax - onehot) / count, zero on ignored rows.
-                    g = logits.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place
-                    g[torch.arange(g.shape[0], device=g.device), tsafe] -= 1.0
-                    g.mul_((vc.float() / max(count, 1))[:, None])
+                    g.mul_((vc.float() / (z * max(count, 1)))[:, None])
+                    g[torch.arange(g.shape[0], device=g.device), tsafe] -= vc.float() / max(count, 1)
                     gc = g.to(compute_dtype)  # (c, V)
-                    gh[s : s + rows] = (gc @ wc).float()  # (c, d)
-                    gw += (gc.T @ hc).float()  # (V, d)
+                    if compute_dtype == torch.float32:
+                        torch.mm(gc, wc, out=gh[s : s + rows])  # (c, d)
+                        gw.addmm_(gc.T, hc)  # (V, d), accumulated in place
+                    else:
+                        gh[s : s + rows] = (gc @ wc).float()  # (c, d)
+                        gw += (gc.T @ hc).float()  # (V, d)
         ctx.save_for_backward(gh, gw)
         ctx.dtypes = (h.dtype, w.dtype)
         # mean over the counted rows; nan when every target is ignored (as F.cross_entropy)
