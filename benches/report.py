@@ -6,6 +6,8 @@
 One table per benchmark group: median seconds, MB/s, time relative to the fastest fastllm row of
 the group (1.00x = as fast as fastllm; 8.00x = eight times slower), speed-up over the pure-Python
 baseline where the group has one, and peak RSS of the job run alone in a fresh process.
+Training groups (rows with tokens_per_s, benches/bench_train.py) get their own table: tokens/s
+and the speed-up over the plain PyTorch reference in fp32 and under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -54,6 +56,37 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def train_table(rows: list[dict]) -> str:
+    """tokens/s per row, speed-up over the plain reference in fp32 and under bf16 autocast, peak RSS."""
+    def plain(case: str) -> float | None:
+        return next((r["extra_info"]["tokens_per_s"] for r in rows if r["extra_info"].get("case") == case), None)
+
+    fp32, bf16 = plain("plain_fp32"), plain("plain_bf16")
+    head = ["implementation", "median s / round", "tokens/s", "vs plain fp32", "vs plain bf16 autocast", "peak RSS MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(rows, key=lambda r: -r["extra_info"]["tokens_per_s"]):
+        info, tps = r["extra_info"], r["extra_info"]["tokens_per_s"]
+        name = f"{info.get('impl', r['name'])} ({info['variant']})" if info.get("variant") else info.get("impl", r["name"])
+        if info.get("resolved_dtype"):
+            name += f" [{info['resolved_dtype']}]"
+        rss = info.get("peak_rss_mb")
+        cells = [name, fmt_seconds(r["stats"]["median"]), f"{tps:,.0f}", f"{tps / fp32:.2f}x" if fp32 else "",
+                 f"{tps / bf16:.2f}x" if bf16 else "", f"{rss:.0f}" if rss is not None else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def train_heading(name: str, rows: list[dict]) -> str:
+    info = rows[0]["extra_info"]
+    notes = [f"{info['tokens']:,} tokens per round" if info.get("tokens") else "", f"{info.get('threads', 1)} torch thread"]
+    if info.get("params"):
+        notes.append(f"{info['params'] / 1e6:.1f}M parameters")
+    notes.append("AMX bf16: yes" if info.get("amx_bf16") else "no AMX: bf16 matmuls are slower than fp32 here, compare the fp32 rows")
+    if info.get("floor_rss_mb"):
+        notes.append(f"interpreter with torch imported: {info['floor_rss_mb']:.0f} MB")
+    return f"\n### {name} (" + "; ".join(n for n in notes if n) + ")\n\n" + train_table(rows)
+
+
 def report(data: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in data["benchmarks"]:
@@ -61,10 +94,13 @@ def report(data: dict) -> str:
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw", "unknown CPU")
     out = [f"Machine: {cpu}, {os.cpu_count()} logical cores here; Python {machine.get('python_version', '?')}."]
-    floor = next((b["extra_info"].get("interpreter_rss_mb") for b in data["benchmarks"]), None)
+    floor = next((b["extra_info"]["interpreter_rss_mb"] for b in data["benchmarks"] if b["extra_info"].get("interpreter_rss_mb")), None)
     if floor:
         out.append(f"Peak RSS is the whole process; the interpreter alone (with benches/tasks.py imported) is {floor:.0f} MB.")
     for name in sorted(groups):
+        if all("tokens_per_s" in b["extra_info"] for b in groups[name]):
+            out.append(train_heading(name, groups[name]))
+            continue
         mb = groups[name][0]["extra_info"].get("MB")
         out.append(f"\n### {name}" + (f" ({mb:.2f} MB of input)" if mb else "") + "\n\n" + table(groups[name]))
     return "\n".join(out)
