@@ -11,7 +11,7 @@ so the backward pass only rescales them by the incoming gradient. Same FLOPs as 
 one read of each chunk instead of five, and peak memory independent of the vocabulary size.
 
 Matmuls run in the autocast dtype when autocast is on (bf16/fp16), the softmax and the loss in
-fp32, the weight gradient accumulates in fp32.
+fp32 (fp64 for fp64 inputs), the weight gradient accumulates in that precision too.
 
 >>> import torch
 >>> h = torch.randn(6, 4, requires_grad=True); w = torch.randn(10, 4, requires_grad=True)
@@ -39,16 +39,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
         count = int(valid.sum())
         with torch.autocast(h.device.type, enabled=False):
             wc = w.to(compute_dtype)  # (V, d)
-            gh = torch.empty(h.shape, dtype=torch.float32, device=h.device) if need_grad else None
-            gw = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_grad else None
-            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            acc = torch.float64 if compute_dtype == torch.float64 else torch.float32  # softmax/loss/grad dtype
+            gh = torch.empty(h.shape, dtype=acc, device=h.device) if need_grad else None
+            gw = torch.zeros(w.shape, dtype=acc, device=w.device) if need_grad else None
+            total = torch.zeros((), dtype=acc, device=h.device)
             rows = max(1, _CHUNK_ELEMENTS // V)
             for s in range(0, N, rows):
                 hc = h[s : s + rows].to(compute_dtype)  # (c, d)
                 tc = targets[s : s + rows]  # (c,)
                 vc = valid[s : s + rows]  # (c,)
                 tsafe = torch.where(vc, tc, 0)  # (c,)
-                logits = (hc @ wc.T).float()  # (c, V)
+                logits = (hc @ wc.T).to(acc)  # (c, V)
                 picked = logits.gather(1, tsafe[:, None]).squeeze(1)  # (c,)
                 # log-sum-exp by hand, in place (torch.logsumexp allocates a shifted copy: 3x slower here)
                 peak = logits.amax(dim=-1)  # (c,)
@@ -58,15 +59,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 total += torch.where(vc, lse - picked, 0.0).sum()
                 if need_grad:
                     # d loss / d logits = (softmax - onehot) / count, zero on ignored rows.
-                    g.mul_((vc.float() / (z * max(count, 1)))[:, None])
-                    g[torch.arange(g.shape[0], device=g.device), tsafe] -= vc.float() / max(count, 1)
+                    g.mul_((vc.to(acc) / (z * max(count, 1)))[:, None])
+                    g[torch.arange(g.shape[0], device=g.device), tsafe] -= vc.to(acc) / max(count, 1)
                     gc = g.to(compute_dtype)  # (c, V)
-                    if compute_dtype == torch.float32:
+                    if compute_dtype == acc:
                         torch.mm(gc, wc, out=gh[s : s + rows])  # (c, d)
                         gw.addmm_(gc.T, hc)  # (V, d), accumulated in place
                     else:
-                        gh[s : s + rows] = (gc @ wc).float()  # (c, d)
-                        gw += (gc.T @ hc).float()  # (V, d)
+                        gh[s : s + rows] = (gc @ wc).to(acc)  # (c, d)
+                        gw += (gc.T @ hc).to(acc)  # (V, d)
         ctx.save_for_backward(gh, gw)
         ctx.dtypes = (h.dtype, w.dtype)
         # mean over the counted rows; nan when every target is ignored (as F.cross_entropy)

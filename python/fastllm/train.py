@@ -375,6 +375,10 @@ class Trainer:
 
             self._net = DistributedDataParallel(self._net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self._batches = None
+        # Dropout draws from torch's global RNG: seed it so config.seed fixes the run (a resume
+        # restores the checkpoint's RNG state instead). Each rank its own stream, as nanoGPT.
+        torch.manual_seed(config.seed + self.rank)
+        self._pending: list[float] = []  # losses of the current log interval (kept across a resume)
         self._stop_requested = False
         self.last_checkpoint: str | None = None
         self.history: list[dict[str, Any]] = []
@@ -473,6 +477,7 @@ class Trainer:
             "rng": _rng_state(self.device),
             "train_config": self.config.to_dict(),
             "history": self.history,
+            "pending_losses": list(self._pending),
         }
 
     def save_checkpoint(self) -> Path | None:
@@ -511,6 +516,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step_count = int(ckpt["step"])
         self.history = list(ckpt.get("history", []))
+        self._pending[:] = [float(x) for x in ckpt.get("pending_losses", [])]
         _set_rng_state(ckpt["rng"], self.device)
         self._batches = None  # restart the data stream at the saved position
         self.last_checkpoint = str(path)
@@ -575,7 +581,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.max_steps, initial=self.step_count, desc="train", unit="step", dynamic_ncols=True)
-        losses: list[float] = []
+        losses = self._pending
         last_loss, val_loss = float("nan"), None
         interrupted = False
         t_log = time.perf_counter()
@@ -597,7 +603,8 @@ class Trainer:
                     self._log(record)
                     if bar is not None:
                         bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * record['mfu']:.1f}%")
-                    losses, t_log, steps_since_log = [], time.perf_counter(), 0
+                    losses.clear()
+                    t_log, steps_since_log = time.perf_counter(), 0
                 if self.val_data is not None and ((cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps):
                     ev = self.evaluate()
                     val_loss = ev["loss"]
