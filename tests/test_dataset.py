@@ -177,3 +177,23 @@ def test_uint32_shards_and_separate_splits(tmp_path):
 def test_docstring_examples():
     result = doctest.testmod(fastllm.dataset, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_truncated_or_mistyped_shards_are_refused(tmp_path):
+    """A shard cut short, a header whose dtype disagrees with the data, an unknown dtype: each named."""
+    with ShardWriter(tmp_path, split="train", vocab_size=VOCAB, eot_id=0, tokenizer_sha256="") as w:
+        w.write(np.arange(100) % VOCAB)
+    header = list_shards(tmp_path, "train")[0]
+    data = header.with_suffix(".bin")
+    full = data.read_bytes()
+    data.write_bytes(full[:-3])  # truncated
+    with pytest.raises(ValueError, match=r"size is 197 bytes but its header says 100 uint16 ids = 200 bytes \(truncated"):
+        TokenDataset(tmp_path, 8)
+    data.write_bytes(full)
+    meta = json.loads(header.read_text())
+    header.write_text(json.dumps({**meta, "dtype": "uint32"}))  # the wrong dtype for these bytes
+    with pytest.raises(ValueError, match="100 uint32 ids = 400 bytes"):
+        TokenDataset(tmp_path, 8)
+    header.write_text(json.dumps({**meta, "dtype": "float32"}))
+    with pytest.raises(ValueError, match="dtype 'float32' is not one of"):
+        TokenDataset(tmp_path, 8)
