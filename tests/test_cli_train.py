@@ -144,3 +144,32 @@ def test_errors_name_the_problem(tmp_path, shards, case):
     assert out.returncode == code, (out.stdout, out.stderr)
     assert expect in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_generate_streams_what_the_api_generates(tmp_path, shards):
+    """`fastllm generate` prints the prompt plus the decoded greedy continuation of `generate()`."""
+    import torch
+
+    from fastllm import BPETokenizer
+    from fastllm.generate import generate
+    from fastllm.model import MiniGPT
+
+    tok = BPETokenizer.train(["the quick brown fox jumps over the lazy dog. " * 20], VOCAB - 1,
+                             special_tokens=["<|endoftext|>"], show_progress=False)
+    assert tok.vocab_size <= VOCAB
+    tok.save(tmp_path / "tok.json")
+    torch.manual_seed(0)
+    model = MiniGPT(MiniGPTConfig.preset("tiny", vocab_size=VOCAB, context=64))
+    model.save_pretrained(tmp_path / "model")
+    prompt = "the quick"
+    out = fastllm("generate", prompt, "--checkpoint", tmp_path / "model", "--tokenizer", tmp_path / "tok.json",
+                  "--temperature", 0, "--max-new-tokens", 12)
+    assert out.returncode == 0, out.stderr
+    ids = tok.encode(prompt)
+    eot = tok.special_tokens["<|endoftext|>"]
+    want = generate(MiniGPT.from_pretrained(tmp_path / "model"), [ids], 12, temperature=0, stop=[eot])[0][len(ids):].tolist()
+    want = [t for t in want if t != eot]
+    assert out.stdout == prompt + tok.decode(want) + "\n"
+    assert "tokens/s" in out.stderr
+    too_long = fastllm("generate", "x " * 200, "--checkpoint", tmp_path / "model", "--tokenizer", tmp_path / "tok.json")
+    assert too_long.returncode == 1 and "context" in too_long.stderr and "Traceback" not in too_long.stderr

@@ -36,6 +36,7 @@ def attention(
     *,
     causal: bool = True,
     dropout_p: float = 0.0,
+    attn_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim) [+ causal mask]) v, per head.
 
@@ -44,7 +45,9 @@ def attention(
 
     With `causal=True` and T_q < T_k (queries are the last T_q positions, as when decoding with a
     KV cache) the mask is aligned bottom-right: query i sees keys 0 .. T_k - T_q + i.
-    `dropout_p` is the attention-probability dropout (pass 0.0 at eval time).
+    `dropout_p` is the attention-probability dropout (pass 0.0 at eval time). `attn_mask` (bool,
+    True = may attend, broadcastable to (B, n_head, T_q, T_k)) replaces the causal mask; pass it
+    with causal=False (generation over padded batches builds its own).
 
     >>> import torch
     >>> x = torch.ones(1, 1, 2, 4)
@@ -71,8 +74,10 @@ def attention(
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
+    if attn_mask is not None and causal:
+        raise ValueError("pass either causal=True or an attn_mask (with causal=False), not both")
     # Explicit bottom-right mask only when the shapes differ: SDPA's is_causal aligns top-left.
-    mask = None
+    mask = attn_mask
     is_causal = causal
     if causal and T_q != T_k:
         mask = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T_q)  # (T_q, T_k)

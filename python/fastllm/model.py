@@ -55,18 +55,22 @@ def _norm(config: MiniGPTConfig) -> nn.Module:
     return nn.RMSNorm(config.d_model, eps=config.norm_eps)
 
 
-def _rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+def _rope(x: torch.Tensor, theta: float, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary position embedding (Su et al., RoFormer) in Hugging Face Llama's rotate_half layout.
 
-    x: (B, H, T, head_dim) at positions 0..T-1. The pairs rotated together are (i, i + head_dim/2),
+    x: (B, H, T, head_dim) at `positions` ((T,) or per row (B, T); default 0..T-1). The pairs rotated together are (i, i + head_dim/2),
     not adjacent lanes (Meta's complex layout); HF permutes q/k weights on conversion to get this.
     Angles are computed in float32 and cast, as HF does.
     """
     T, hd = x.shape[-2], x.shape[-1]
     inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))  # (hd/2,)
-    freqs = torch.outer(torch.arange(T, device=x.device, dtype=torch.float32), inv_freq)  # (T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd)
-    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)  # (T, hd)
+    if positions is None:
+        positions = torch.arange(T, device=x.device)  # (T,)
+    freqs = positions.to(torch.float32)[..., None] * inv_freq  # (T, hd/2) or (B, T, hd/2)
+    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd) or (B, T, hd)
+    if emb.ndim == 3:
+        emb = emb[:, None]  # (B, 1, T, hd): the same positions for every head
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)  # broadcast against (B, H, T, hd)
     x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]  # (B, H, T, hd/2)
     rotated = torch.cat((-x2, x1), dim=-1)  # (B, H, T, hd)
     return x * cos + rotated * sin  # (B, H, T, hd)
@@ -86,15 +90,25 @@ class _Attention(nn.Module):
         self.o_proj = nn.Linear(config.n_head * hd, config.d_model, bias=config.bias)
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor | None = None, kv: Any = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, T, d_model). For generation: `kv` stores this layer's keys/values (its
+        `update(k, v)` appends the new ones and returns all of them), `positions` (B, T) are the
+        tokens' positions, `mask` (B, 1, T, T_k) bool says which keys each query sees."""
         c = self.config
         B, T, _ = x.shape  # (B, T, d_model)
         q = self.q_proj(x).view(B, T, c.n_head, c.head_dim).transpose(1, 2)  # (B, n_head, T, head_dim)
         k = self.k_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         v = self.v_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         if c.positions == "rope":
-            q, k = _rope(q, c.rope_theta), _rope(k, c.rope_theta)
-        y = attention(q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0)  # (B, n_head, T, head_dim)
+            q, k = _rope(q, c.rope_theta, positions), _rope(k, c.rope_theta, positions)
+        if kv is not None:
+            k, v = kv.update(k, v)  # (B, n_kv_head, T_k, head_dim): the cached keys/values and these
+        if mask is not None:
+            y = attention(q, k, v, causal=False, attn_mask=mask)  # (B, n_head, T, head_dim)
+        else:
+            y = attention(q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0)  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).reshape(B, T, c.d_model)  # (B, T, d_model)
         return self.resid_drop(self.o_proj(y))  # (B, T, d_model)
 
@@ -136,8 +150,8 @@ class _Block(nn.Module):
         self.ln_2 = _norm(config)
         self.mlp = _MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, d_model)
-        x = x + self.attn(self.ln_1(x))  # (B, T, d_model)
+    def forward(self, x: torch.Tensor, positions=None, kv=None, mask=None) -> torch.Tensor:  # x: (B, T, d_model)
+        x = x + self.attn(self.ln_1(x), positions, kv, mask)  # (B, T, d_model)
         return x + self.mlp(self.ln_2(x))  # (B, T, d_model)
 
 
@@ -213,6 +227,35 @@ class MiniGPT(nn.Module):
                 logits.reshape(B * T, -1).float(), targets.reshape(B * T), ignore_index=-1
             )
         return logits, loss
+
+    def forward_cached(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, kv: list[Any] | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, T, vocab) of `input_ids` (B, T) at explicit `positions` (B, T), reading and
+        extending a KV cache (`kv`: one object per layer with `update(k, v) -> (k_all, v_all)`)
+        under `mask` (B, 1, T, T_k) bool, None meaning causal over all keys. What generation
+        (`fastllm.generate`) runs: a prompt (prefill) or one new token per sequence (decode)."""
+        B, T = input_ids.shape
+        if int(positions.max()) >= self.config.context and self.pos_emb is not None:
+            raise ValueError(f"position {int(positions.max())} exceeds the model context={self.config.context}")
+        x = self.tok_emb(input_ids)  # (B, T, d_model)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)  # (B, T, d_model)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, None if kv is None else kv[i], mask)  # (B, T, d_model)
+        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+
+    def generate(self, input_ids: Any, max_new_tokens: int, **kwargs: Any) -> Any:
+        """Autoregressive generation with a KV cache; see `fastllm.generate.generate` for the options.
+
+        >>> import torch
+        >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
+        >>> model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=0).shape
+        torch.Size([1, 7])
+        """
+        from fastllm.generate import generate
+
+        return generate(self, input_ids, max_new_tokens, **kwargs)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights counted once).
