@@ -13,6 +13,7 @@ __all__ = [
     "BPETokenizer",
     "MiniGPT",
     "MiniGPTConfig",
+    "SamplingParams",
     "StreamDecoder",
     "TokenDataset",
     "TrainConfig",
@@ -31,6 +32,7 @@ _LAZY = {
     "attention": "fastllm.attention",
     "TrainConfig": "fastllm.train",
     "Trainer": "fastllm.train",
+    "SamplingParams": "fastllm.generate",
 }
 
 
