@@ -8,6 +8,8 @@ the group (1.00x = as fast as fastllm; 8.00x = eight times slower), speed-up ove
 baseline where the group has one, and peak RSS of the job run alone in a fresh process.
 Training groups (rows with tokens_per_s, benches/bench_train.py) get their own table: tokens/s
 and the speed-up over the plain PyTorch reference in fp32 and under bf16 autocast.
+The generation group (rows with ms_per_token, benches/bench_generate.py) gets tokens/s, ms per
+token, mean time to first token and the ratios issue #5 sets targets for.
 """
 
 from __future__ import annotations
@@ -87,6 +89,82 @@ def train_heading(name: str, rows: list[dict]) -> str:
     return f"\n### {name} (" + "; ".join(n for n in notes if n) + ")\n\n" + train_table(rows)
 
 
+GEN_ORDER = ("recompute", "transformers", "fastllm_cache", "shared_prefix_sequential", "shared_prefix_engine_noprefix",
+             "shared_prefix_engine")
+
+
+def gen_table(rows: list[dict]) -> str:
+    """Generation rows: tokens/s, per-token latency, TTFT, then the ratios between rows."""
+    def order(r: dict) -> tuple:
+        info = r["extra_info"]
+        case = info.get("case", "")
+        shared = case.startswith("shared_prefix")
+        return (shared, 0 if shared else info.get("batch", 0), GEN_ORDER.index(case) if case in GEN_ORDER else 99)
+
+    head = ["row", "batch", "new tokens / seq", "median s", "tokens/s", "ms/token per seq", "mean TTFT ms"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in sorted(rows, key=order):
+        info = r["extra_info"]
+        name = info.get("case", r["name"])
+        if info.get("attn_implementation"):
+            name += f" ({info['attn_implementation']} attention)"
+        ttft = info.get("mean_ttft_ms")
+        cells = [name, str(info.get("batch", "")), str(info.get("new_tokens", "")), fmt_seconds(r["stats"]["median"]),
+                 f"{info['tokens_per_s']:,.0f}", f"{info['ms_per_token']:.2f}",
+                 f"{ttft:,.0f}" if ttft is not None else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+
+    def get(case: str, batch: int | None = None) -> dict | None:
+        return next((r["extra_info"] for r in rows if r["extra_info"].get("case") == case
+                     and (batch is None or r["extra_info"].get("batch") == batch)), None)
+
+    ratios = []
+
+    def ratio(label: str, num: dict | None, den: dict | None, key: str = "tokens_per_s", target: float | None = None,
+              at_most: bool = False) -> None:
+        if not num or not den or not den.get(key) or num.get(key) is None:
+            return
+        x = num[key] / den[key]
+        note = ""
+        if target is not None:
+            met = x <= target if at_most else x >= target
+            note = f" (target {'<=' if at_most else '>='} {target:g}x: {'met' if met else 'NOT met'})"
+        ratios.append(f"- {label}: {x:.2f}x{note}")
+
+    batches = sorted({r["extra_info"]["batch"] for r in rows if not r["extra_info"].get("case", "").startswith("shared")})
+    for b in batches:
+        ratio(f"fastllm_cache / transformers tokens/s, batch {b}", get("fastllm_cache", b), get("transformers", b),
+              target=2.0 if b == 1 else None)
+    for b in batches:
+        ratio(f"fastllm_cache / recompute tokens/s, batch {b}", get("fastllm_cache", b), get("recompute", b))
+    seq = get("shared_prefix_sequential")
+    ratio("shared prefix: engine / sequential generate tokens/s", get("shared_prefix_engine"), seq, target=5.0)
+    ratio("shared prefix: engine without prefix caching / sequential tokens/s", get("shared_prefix_engine_noprefix"), seq)
+    ratio("shared prefix: mean TTFT engine / engine without prefix caching", get("shared_prefix_engine"),
+          get("shared_prefix_engine_noprefix"), key="mean_ttft_ms", target=0.5, at_most=True)
+    ratio("shared prefix: mean TTFT engine / sequential", get("shared_prefix_engine"), seq, key="mean_ttft_ms")
+    return "\n".join(lines) + ("\n\n" + "\n".join(ratios) if ratios else "")
+
+
+def gen_heading(name: str, rows: list[dict]) -> str:
+    info = rows[0]["extra_info"]
+    notes = [f"{info.get('threads', 1)} torch thread", "greedy", info.get("dtype", "float32")]
+    if info.get("params"):
+        notes.append(f"{info['params'] / 1e6:.1f}M parameters, the same weights in every row")
+    batch = next((r["extra_info"] for r in rows if not r["extra_info"].get("case", "").startswith("shared")), None)
+    if batch:
+        notes.append(f"batch rows: {batch['prompt_tokens']}-token prompts")
+    shared = next((r["extra_info"] for r in rows if r["extra_info"].get("case", "").startswith("shared")), None)
+    if shared:
+        notes.append(f"shared-prefix rows: {shared['requests']} requests of a {shared['system_prompt_tokens']}-token "
+                     f"system prompt + {shared['prompt_tokens'] - shared['system_prompt_tokens']} tokens")
+    legend = ("ms/token per seq: batch rows, median seconds / new tokens (one sequence's per-token latency, prefill "
+              "included); shared-prefix rows, mean time per output token after the first. TTFT: sequential row, from "
+              "the start of the whole run to the request's first token (the requests before it included); engine "
+              "rows, the Engine's submission-to-first-token time.")
+    return f"\n### {name} (" + "; ".join(notes) + ")\n\n" + gen_table(rows) + "\n\n" + legend
+
+
 def report(data: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in data["benchmarks"]:
@@ -98,6 +176,9 @@ def report(data: dict) -> str:
     if floor:
         out.append(f"Peak RSS is the whole process; the interpreter alone (with benches/tasks.py imported) is {floor:.0f} MB.")
     for name in sorted(groups):
+        if all("ms_per_token" in b["extra_info"] for b in groups[name]):
+            out.append(gen_heading(name, groups[name]))
+            continue
         if all("tokens_per_s" in b["extra_info"] for b in groups[name]):
             out.append(train_heading(name, groups[name]))
             continue
