@@ -16,7 +16,6 @@ from __future__ import annotations
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
