@@ -1,10 +1,11 @@
 //! Maps the core crates' typed errors to Python exceptions, keeping the offending value in the
 //! message: a missing file is `FileNotFoundError`, other I/O is `OSError`, everything a caller
-//! passed wrong (or a malformed file) is `ValueError`.
+//! passed wrong (or a malformed file) is `ValueError`; an unknown KV-cache sequence id is `KeyError`.
 
 use bpe::BpeError;
+use kvcache::KvError;
 use minhash::MinHashError;
-use pyo3::exceptions::{PyFileNotFoundError, PyOSError, PyPermissionError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyOSError, PyPermissionError, PyValueError};
 use pyo3::PyErr;
 
 fn io_to_py(source: &std::io::Error, message: String) -> PyErr {
@@ -33,6 +34,15 @@ impl<T> IntoPy<T> for Result<T, MinHashError> {
     fn py_err(self) -> pyo3::PyResult<T> {
         self.map_err(|err| match &err {
             MinHashError::Io { source, .. } => io_to_py(source, err.to_string()),
+            _ => PyValueError::new_err(err.to_string()),
+        })
+    }
+}
+
+impl<T> IntoPy<T> for Result<T, KvError> {
+    fn py_err(self) -> pyo3::PyResult<T> {
+        self.map_err(|err| match &err {
+            KvError::UnknownSeq(_) => PyKeyError::new_err(err.to_string()),
             _ => PyValueError::new_err(err.to_string()),
         })
     }

@@ -1,0 +1,157 @@
+//! Exact behaviour of the block manager on small hand-worked cases: which block ids come back,
+//! prefix reuse and its cap, least-recently-used eviction order, copy-on-write, capacity answers,
+//! stats, and the error messages.
+
+use kvcache::{Allocation, BlockManager, KvError, Slot};
+
+fn mgr(n: usize, bs: usize) -> BlockManager {
+    match BlockManager::new(n, bs) {
+        Ok(m) => m,
+        Err(e) => unreachable!("{e}"),
+    }
+}
+
+fn alloc(m: &mut BlockManager, seq: u64, tokens: &[u32]) -> Option<Allocation> {
+    let out = m.allocate(seq, tokens);
+    assert!(m.audit().is_ok(), "{:?}", m.audit());
+    out.ok().flatten()
+}
+
+fn append(m: &mut BlockManager, seq: u64, token: u32) -> Option<Slot> {
+    let out = m.append(seq, token);
+    assert!(m.audit().is_ok(), "{:?}", m.audit());
+    out.ok().flatten()
+}
+
+#[test]
+fn two_prompts_sharing_two_full_blocks_share_them() {
+    let mut m = mgr(16, 4);
+    let a: Vec<u32> = (0..8).chain([100, 101]).collect();
+    let b: Vec<u32> = (0..8).chain([200]).collect();
+    assert_eq!(alloc(&mut m, 1, &a), Some(Allocation { blocks: vec![0, 1, 2], cached_tokens: 0 }));
+    assert_eq!(m.lookup_prefix(&b), 8);
+    assert_eq!(alloc(&mut m, 2, &b), Some(Allocation { blocks: vec![0, 1, 3], cached_tokens: 8 }));
+    assert_eq!((m.ref_count(0), m.ref_count(1), m.ref_count(2), m.ref_count(3)), (2, 2, 1, 1));
+    let s = m.stats();
+    assert_eq!((s.used, s.free, s.cached_evictable), (4, 12, 0));
+    assert_eq!((s.prefix_queries, s.prefix_hit_tokens, s.prefix_query_tokens), (2, 8, 19));
+    assert!((s.hit_rate - 8.0 / 19.0).abs() < 1e-12);
+    // A different first block breaks the chain even when the second block's tokens match.
+    let c: Vec<u32> = [9, 1, 2, 3].into_iter().chain(4..8).collect();
+    assert_eq!(m.lookup_prefix(&c), 0);
+}
+
+#[test]
+fn at_least_one_prompt_token_is_left_uncached() {
+    let mut m = mgr(8, 4);
+    let p: Vec<u32> = (0..8).collect();
+    assert_eq!(alloc(&mut m, 1, &p), Some(Allocation { blocks: vec![0, 1], cached_tokens: 0 }));
+    assert_eq!(m.lookup_prefix(&p), 8);
+    // Fully cached, yet only the first block is reused: the last token must be computed.
+    assert_eq!(alloc(&mut m, 2, &p), Some(Allocation { blocks: vec![0, 2], cached_tokens: 4 }));
+    // The recomputed block duplicates a cached one and stays out of the cache.
+    assert_eq!(m.block_tokens(2), None);
+    assert_eq!(alloc(&mut m, 3, &p[..4]), Some(Allocation { blocks: vec![3], cached_tokens: 0 }));
+}
+
+#[test]
+fn freed_cached_blocks_are_evicted_least_recently_used_first() {
+    let mut m = mgr(4, 2);
+    assert_eq!(alloc(&mut m, 1, &[1, 2, 3, 4]).map(|a| a.blocks), Some(vec![0, 1]));
+    assert_eq!(alloc(&mut m, 2, &[5, 6, 7, 8]).map(|a| a.blocks), Some(vec![2, 3]));
+    // Tail first: the LRU list becomes 1, 0 (seq 1), then 3, 2 (seq 2).
+    assert_eq!(m.free(1), Ok(()));
+    assert_eq!(m.free(2), Ok(()));
+    let s = m.stats();
+    assert_eq!((s.used, s.free, s.cached_evictable), (0, 0, 4));
+    assert_eq!(alloc(&mut m, 3, &[9, 9]).map(|a| a.blocks), Some(vec![1]));
+    assert_eq!(m.lookup_prefix(&[1, 2, 3, 4]), 2);
+    assert_eq!(m.lookup_prefix(&[5, 6, 7, 8]), 4);
+    // Block 0 is revived off the LRU list; the two fresh blocks evict 3 then 2.
+    assert_eq!(alloc(&mut m, 4, &[1, 2, 3, 4, 0]), Some(Allocation { blocks: vec![0, 3, 2], cached_tokens: 2 }));
+    assert_eq!(m.lookup_prefix(&[5, 6, 7, 8]), 0);
+    assert_eq!(m.lookup_prefix(&[1, 2, 3, 4]), 4);
+    // Freeing seq 3 then seq 4 (tail first) leaves block 2 (partly filled, never cached) free and
+    // the LRU list 1, 3, 0: free blocks go first, then the least recently freed cached ones.
+    assert_eq!(m.free(3), Ok(()));
+    assert_eq!(m.free(4), Ok(()));
+    let order: Vec<u32> = (10..14).filter_map(|s| alloc(&mut m, s, &[s as u32]).map(|a| a.blocks[0])).collect();
+    assert_eq!(order, [2, 1, 3, 0]);
+}
+
+#[test]
+fn appends_fill_blocks_and_share_generated_text() {
+    let mut m = mgr(8, 2);
+    assert_eq!(alloc(&mut m, 1, &[1, 2, 3]).map(|a| a.blocks), Some(vec![0, 1]));
+    assert_eq!(append(&mut m, 1, 4), Some(Slot { block: 1, offset: 1, copy: None }));
+    assert_eq!(append(&mut m, 1, 5), Some(Slot { block: 2, offset: 0, copy: None }));
+    assert_eq!(m.block_table(1), Ok(&[0, 1, 2][..]));
+    assert_eq!(m.num_tokens(1), Ok(5));
+    assert_eq!(m.lookup_prefix(&[1, 2, 3, 4, 5, 6]), 4);
+    assert_eq!(m.free(1), Ok(()));
+    assert_eq!(alloc(&mut m, 2, &[1, 2, 3, 4, 5]), Some(Allocation { blocks: vec![0, 1, 2], cached_tokens: 4 }));
+}
+
+#[test]
+fn fork_shares_and_copies_on_write() {
+    let mut m = mgr(8, 4);
+    assert_eq!(alloc(&mut m, 1, &[1, 2, 3, 4, 5, 6]).map(|a| a.blocks), Some(vec![0, 1]));
+    assert_eq!(m.fork(1, 2), Ok(()));
+    assert_eq!((m.ref_count(0), m.ref_count(1)), (2, 2));
+    assert_eq!(append(&mut m, 2, 7), Some(Slot { block: 2, offset: 2, copy: Some((1, 2)) }));
+    assert_eq!((m.ref_count(1), m.ref_count(2)), (1, 1));
+    // Now sole holder of block 1: seq 1 writes in place.
+    assert_eq!(append(&mut m, 1, 8), Some(Slot { block: 1, offset: 2, copy: None }));
+    assert_eq!(append(&mut m, 2, 9), Some(Slot { block: 2, offset: 3, copy: None }));
+    assert_eq!(m.block_table(2), Ok(&[0, 2][..]));
+    assert_eq!(m.lookup_prefix(&[1, 2, 3, 4, 5, 6, 7, 9]), 8);
+    // A fork whose last block is full needs no copy: the next token opens a new block.
+    assert_eq!(m.fork(2, 3), Ok(()));
+    assert_eq!(append(&mut m, 3, 10), Some(Slot { block: 3, offset: 0, copy: None }));
+    assert_eq!(m.ref_count(2), 2);
+}
+
+#[test]
+fn out_of_blocks_is_none_and_changes_nothing() {
+    let mut m = mgr(2, 2);
+    assert!(m.can_allocate(4));
+    assert!(!m.can_allocate(5));
+    assert!(alloc(&mut m, 1, &[1, 2, 3]).is_some());
+    let before = m.clone();
+    assert_eq!(m.allocate(2, &[1]), Ok(None));
+    assert_eq!(m, before);
+    assert_eq!(append(&mut m, 1, 4), Some(Slot { block: 1, offset: 1, copy: None }));
+    let before = m.clone();
+    assert_eq!(m.append(1, 5), Ok(None));
+    assert_eq!(m, before);
+    assert_eq!(m.free(1), Ok(()));
+    assert!(m.can_allocate(4));
+    assert_eq!(m.stats().used, 0);
+    // Copy-on-write needs a block too.
+    assert!(alloc(&mut m, 1, &[1, 2, 3]).is_some());
+    assert_eq!(m.fork(1, 2), Ok(()));
+    let before = m.clone();
+    assert_eq!(m.append(2, 9), Ok(None));
+    assert_eq!(m, before);
+}
+
+#[test]
+fn bad_input_is_a_typed_error_naming_the_value() {
+    assert_eq!(BlockManager::new(0, 4).err().map(|e| e.to_string()), Some("num_blocks must be >= 1, got 0".into()));
+    assert_eq!(BlockManager::new(4, 0).err().map(|e| e.to_string()), Some("block_size must be >= 1, got 0".into()));
+    let huge = u32::MAX as usize + 1;
+    assert_eq!(BlockManager::new(huge, 1).err(), Some(KvError::TooManyBlocks(huge)));
+    let mut m = mgr(4, 2);
+    assert_eq!(m.allocate(3, &[]), Err(KvError::EmptyPrompt(3)));
+    assert!(alloc(&mut m, 3, &[1]).is_some());
+    assert_eq!(m.allocate(3, &[1]).map_err(|e| e.to_string()), Err("seq id 3 already allocated".into()));
+    assert_eq!(m.append(7, 1).map_err(|e| e.to_string()), Err("unknown seq id 7".into()));
+    assert_eq!(m.free(7), Err(KvError::UnknownSeq(7)));
+    assert_eq!(m.fork(7, 8), Err(KvError::UnknownSeq(7)));
+    assert_eq!(m.fork(3, 3), Err(KvError::DuplicateSeq(3)));
+    assert_eq!(m.block_table(7), Err(KvError::UnknownSeq(7)));
+    assert_eq!(m.num_tokens(7), Err(KvError::UnknownSeq(7)));
+    assert_eq!(m.free(3), Ok(()));
+    assert_eq!(m.free(3), Err(KvError::UnknownSeq(3)));
+    assert!(m.audit().is_ok());
+}
