@@ -14,6 +14,7 @@ import fastllm.attention
 import fastllm.config
 import fastllm.dataset
 import fastllm.dedup
+import fastllm.engine
 import fastllm.generate
 import fastllm.losses
 import fastllm.model
@@ -21,7 +22,7 @@ import fastllm.train
 import fastllm.tokenizer
 
 
-@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer, fastllm.dedup, fastllm.model, fastllm.attention, fastllm.losses, fastllm.train, fastllm.dataset, fastllm.config, fastllm.generate], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer, fastllm.dedup, fastllm.model, fastllm.attention, fastllm.losses, fastllm.train, fastllm.dataset, fastllm.config, fastllm.generate, fastllm.engine], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module.__name__} has no examples"

@@ -11,6 +11,7 @@ from fastllm.tokenizer import BPETokenizer, StreamDecoder
 
 __all__ = [
     "BPETokenizer",
+    "Engine",
     "MiniGPT",
     "MiniGPTConfig",
     "SamplingParams",
@@ -33,6 +34,7 @@ _LAZY = {
     "TrainConfig": "fastllm.train",
     "Trainer": "fastllm.train",
     "SamplingParams": "fastllm.generate",
+    "Engine": "fastllm.engine",
 }
 
 

@@ -46,8 +46,8 @@ class SamplingParams:
     """How to pick each next token. temperature=0 is greedy.
 
     `stop`: token ids (an int or a list of ints and id sequences) and, with a tokenizer, strings;
-    generation of a row ends after it produces one (the stop ids are kept in the output, stop
-    strings are cut from `text`).
+    generation of a row ends after it produces one (the stop ids are kept in the output; the
+    Engine cuts stop strings from its outputs' `text`). Only generated tokens are matched.
     """
 
     max_new_tokens: int = 64
@@ -71,8 +71,8 @@ class SamplingParams:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0 < v <= 1):
                 raise ValueError(f"{name} must be in (0, 1] or None, got {v!r}")
-        if not (isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0):
-            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
+            raise ValueError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
             raise ValueError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
 
@@ -113,7 +113,8 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
 
     `seen` (B, V) bool marks the tokens the repetition penalty applies to.
     """
-    logits = logits.float()
+    if logits.dtype != torch.float64:  # float64 models keep their precision (no ties from rounding)
+        logits = logits.float()
     if params.repetition_penalty != 1.0 and seen is not None:
         penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
         logits = torch.where(seen, penalised, logits)
@@ -291,6 +292,8 @@ def generate(
     lengths = torch.full((B,), P, dtype=torch.long, device=device)  # slots used per row (prompt + generated)
     logprobs: list[list[float]] = [[] for _ in range(B)]
     texts = [""] * B
+    if pad_token_id is not None and (isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int)):
+        raise TypeError(f"pad_token_id must be an int, got {pad_token_id!r}")
     pad = pad_token_id if pad_token_id is not None else (stop_ids[0][-1] if stop_ids else 0)
     cur = P
     for step in range(max_new_tokens):
@@ -300,9 +303,11 @@ def generate(
             cache.advance(cur - start)
         else:
             logits = model.forward_cached(tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur))
-        last = logits[:, -1].float()  # (B, V)
+        last = logits[:, -1]  # (B, V)
+        if last.dtype != torch.float64:
+            last = last.float()
         nxt = sample_next(last, params, seen, generator)  # (B,)
-        nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+        nxt = torch.where(finished, torch.zeros_like(nxt), nxt)  # stopped rows: any valid id (never output)
         if return_logprobs:
             lp = F.log_softmax(last, dim=-1).gather(1, nxt[:, None]).squeeze(1).tolist()
         tokens[:, cur] = nxt

@@ -1,0 +1,155 @@
+"""The Engine: continuous batching over the paged KV cache.
+
+Oracle: `fastllm.generate.generate` on each prompt alone (contiguous cache, itself checked against
+full recomputation and transformers in test_generate.py). Greedy outputs, and seeded sampled ones,
+must be the same token for token whatever the arrival order, the batch size, the block size, the
+prefill chunk, prefix caching on or off, and however often sequences are preempted for lack of
+blocks. Models run in float64 so that batching's different summation orders cannot flip a choice.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from fastllm.engine import Engine
+from fastllm.generate import SamplingParams, generate
+from fastllm.model import MiniGPT, MiniGPTConfig
+
+
+def _model(kind: str) -> MiniGPT:
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = MiniGPTConfig.preset("tiny", vocab_size=128, context=96)
+    else:
+        cfg = MiniGPTConfig.preset("small", vocab_size=128, n_layer=2, context=96, d_model=48, n_head=4, n_kv_head=2, mlp_hidden=64)
+    return MiniGPT(cfg).double().eval()
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def model(request):
+    return _model(request.param)
+
+
+def _prompts(n: int, seed: int, shared: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    prefix = [rng.randrange(128) for _ in range(shared)]
+    return [prefix + [rng.randrange(128) for _ in range(rng.randint(1, 20))] for _ in range(n)]
+
+
+def _alone(model, prompt, params: SamplingParams) -> list[int]:
+    out = generate(model, [prompt], params.max_new_tokens, temperature=params.temperature, top_k=params.top_k,
+                   top_p=params.top_p, min_p=params.min_p, repetition_penalty=params.repetition_penalty,
+                   stop=params.stop, seed=params.seed)[0]
+    return out[len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("block_size,num_blocks,chunk", [(4, 200, 512), (16, 60, 7), (3, 40, 5)])
+def test_greedy_equals_generate_alone(model, block_size, num_blocks, chunk):
+    prompts = _prompts(12, seed=block_size, shared=10)
+    params = SamplingParams(max_new_tokens=15, temperature=0)
+    engine = Engine(model, num_blocks=num_blocks, block_size=block_size, prefill_chunk=chunk)
+    outs = engine.generate(prompts, params)
+    for p, o in zip(prompts, outs):
+        assert o.token_ids == _alone(model, p, params)
+        assert o.finish_reason == "length" and len(o.token_ids) == 15
+    s = engine.stats()
+    assert s["used"] == 0 and s["running"] == 0 and s["waiting"] == 0  # every block returned
+
+
+def test_arrival_order_and_joining_between_steps(model):
+    prompts = _prompts(10, seed=3, shared=8)
+    params = [SamplingParams(max_new_tokens=5 + i, temperature=0) for i in range(10)]
+    want = [_alone(model, p, sp) for p, sp in zip(prompts, params)]
+    for order_seed in range(3):
+        order = list(range(10))
+        random.Random(order_seed).shuffle(order)
+        engine = Engine(model, num_blocks=80, block_size=4, prefill_chunk=9)
+        rids = {}
+        pending = list(order)
+        joins = random.Random(order_seed)
+        while pending or engine.has_unfinished():
+            for _ in range(joins.randint(0, 2)):  # a few join per step (some steps none)
+                if pending:
+                    i = pending.pop()
+                    rids[engine.add_request(prompts[i], params[i])] = i
+            engine.step()
+        got = {rids[r]: o.token_ids for r, o in engine.done.items()}
+        assert [got[i] for i in range(10)] == want
+
+
+def test_preemption_recomputes_the_same_tokens(model):
+    # 8 requests, each needing up to 9 blocks of 4, in a cache of 14 blocks: constant preemption.
+    prompts = _prompts(8, seed=5)
+    params = SamplingParams(max_new_tokens=16, temperature=0)
+    engine = Engine(model, num_blocks=14, block_size=4)
+    outs = engine.generate(prompts, params)
+    assert sum(o.preemptions for o in outs) > 0
+    for p, o in zip(prompts, outs):
+        assert o.token_ids == _alone(model, p, params)
+
+
+def test_seeded_sampling_equals_alone(model):
+    prompts = _prompts(6, seed=9, shared=5)
+    params = [SamplingParams(max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=i) for i in range(6)]
+    outs = Engine(model, num_blocks=100, block_size=4).generate(prompts, params)
+    for p, sp, o in zip(prompts, params, outs):
+        assert o.token_ids == _alone(model, p, sp)
+
+
+def test_prefix_caching_reuses_and_matches(model):
+    shared = _prompts(1, seed=11)[0] * 3  # a long common system prompt
+    prompts = [shared + [i] for i in range(6)]
+    params = SamplingParams(max_new_tokens=6, temperature=0)
+    engine = Engine(model, num_blocks=120, block_size=4)
+    first = engine.generate(prompts[:1], params)[0]
+    rest = engine.generate(prompts[1:], params)
+    assert first.cached_tokens == 0
+    full_blocks = (len(shared)) // 4
+    for o in rest:
+        assert o.cached_tokens == full_blocks * 4
+    for p, o in zip(prompts, [first, *rest]):
+        assert o.token_ids == _alone(model, p, params)
+    off = Engine(model, num_blocks=120, block_size=4, enable_prefix_caching=False).generate(prompts, params)
+    assert all(o.cached_tokens == 0 for o in off)
+    assert [o.token_ids for o in off] == [o.token_ids for o in [first, *rest]]
+
+
+def test_stops_logprobs_and_stream(model):
+    prompt = _prompts(1, seed=13)[0]
+    greedy = _alone(model, prompt, SamplingParams(max_new_tokens=8, temperature=0))
+    stop = greedy[3]
+    first_at = greedy.index(stop)
+    engine = Engine(model, num_blocks=50, block_size=4)
+    o = engine.generate([prompt], SamplingParams(max_new_tokens=8, temperature=0, stop=[stop], logprobs=True))[0]
+    assert o.token_ids == greedy[: first_at + 1] and o.finish_reason == "stop"
+    # log-probabilities: the model's own distribution at each step (full recomputation in float64)
+    seq = torch.tensor([prompt + o.token_ids])
+    with torch.no_grad():
+        logits, _ = model(seq)
+    lp = torch.log_softmax(logits[0].double(), -1)
+    for i, t in enumerate(o.token_ids):
+        assert o.logprobs[i] == pytest.approx(float(lp[len(prompt) - 1 + i, t]), abs=1e-9)
+    streamed = [e.token_id for e in engine.stream(prompt, SamplingParams(max_new_tokens=8, temperature=0))]
+    assert streamed == greedy
+
+
+def test_bad_requests_name_the_problem():
+    model = _model("gpt2")
+    engine = Engine(model, num_blocks=8, block_size=4)
+    with pytest.raises(ValueError, match="at least one token"):
+        engine.add_request([])
+    with pytest.raises(ValueError, match="token id 999 is out of range"):
+        engine.add_request([1, 999])
+    with pytest.raises(ValueError, match="needs 9 blocks; the cache has 8"):
+        engine.add_request([1, 2, 3], SamplingParams(max_new_tokens=33))
+    with pytest.raises(ValueError, match="text prompt needs"):
+        engine.add_request("hello")
+    with pytest.raises(ValueError, match="block_size must be"):
+        Engine(model, block_size=0)
+    with pytest.raises(ValueError, match="num_blocks must be"):
+        Engine(model, num_blocks=0)
+    with pytest.raises(ValueError, match="2 SamplingParams for 3 prompts"):
+        engine.generate([[1], [2], [3]], [SamplingParams(), SamplingParams()])
