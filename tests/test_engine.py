@@ -112,6 +112,10 @@ def test_prefix_caching_reuses_and_matches(model):
         assert o.cached_tokens == full_blocks * 4
     for p, o in zip(prompts, [first, *rest]):
         assert o.token_ids == _alone(model, p, params)
+    # submitted together: the first computes the shared blocks, the others reuse them in the same step
+    together = Engine(model, num_blocks=120, block_size=4).generate(prompts, params)
+    assert together[0].cached_tokens == 0 and all(o.cached_tokens == full_blocks * 4 for o in together[1:])
+    assert [o.token_ids for o in together] == [o.token_ids for o in [first, *rest]]
     off = Engine(model, num_blocks=120, block_size=4, enable_prefix_caching=False).generate(prompts, params)
     assert all(o.cached_tokens == 0 for o in off)
     assert [o.token_ids for o in off] == [o.token_ids for o in [first, *rest]]
@@ -153,3 +157,26 @@ def test_bad_requests_name_the_problem():
         Engine(model, num_blocks=0)
     with pytest.raises(ValueError, match="2 SamplingParams for 3 prompts"):
         engine.generate([[1], [2], [3]], [SamplingParams(), SamplingParams()])
+
+
+def test_text_prompts_stop_strings_and_streamed_text():
+    """With a tokenizer: str prompts, `.text` = decode(token_ids) cut at the stop string, streamed text adds up."""
+    from fastllm import BPETokenizer
+
+    tok = BPETokenizer.train(["to be or not to be, that is the question. " * 30], 280, show_progress=False)
+    torch.manual_seed(1)
+    model = MiniGPT(MiniGPTConfig.preset("tiny", vocab_size=300, context=96)).double().eval()
+    engine = Engine(model, tokenizer=tok, num_blocks=40, block_size=4)
+    prompt = "to be or"
+    ids = tok.encode(prompt)
+    greedy = _alone(model, ids, SamplingParams(max_new_tokens=10, temperature=0))
+    text = tok.decode(greedy)
+    o = engine.generate(prompt, SamplingParams(max_new_tokens=10, temperature=0))[0]
+    assert o.prompt_token_ids == ids and o.token_ids == greedy and o.text == text
+    streamed = "".join(e.text for e in engine.stream(prompt, SamplingParams(max_new_tokens=10, temperature=0)))
+    assert streamed == text
+    # a stop string: generation ends once the decoded text contains it, and .text is cut before it
+    stop = tok.decode(greedy[2:4])
+    s = engine.generate(prompt, SamplingParams(max_new_tokens=10, temperature=0, stop=[stop]))[0]
+    assert s.finish_reason == "stop" and stop not in s.text and text.startswith(s.text)
+    assert s.text == text[: text.find(stop)]

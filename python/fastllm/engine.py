@@ -364,6 +364,14 @@ class Engine:
             if seq not in self.running:
                 continue  # preempted meanwhile
             target = len(seq.tokens) - (1 if seq.out else 0)  # a resumed sequence's last token is decoded
+            if self.enable_prefix_caching:
+                # Skip the blocks whose K/V became valid since admission: requests admitted together
+                # with the one that computes a shared prefix reuse it as soon as it is written.
+                table, bs = self.blocks.block_table(seq.rid), self.block_size
+                while seq.computed % bs == 0 and seq.computed + bs <= target - 1 and table[seq.computed // bs] in self._ready:
+                    seq.computed += bs
+                    if not seq.out:
+                        seq.cached = max(seq.cached, seq.computed)
             if seq.computed >= target or budget <= 0:
                 continue
             n = min(target - seq.computed, budget)
