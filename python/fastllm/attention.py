@@ -79,7 +79,9 @@ def attention(
     # Explicit bottom-right mask only when the shapes differ: SDPA's is_causal aligns top-left.
     mask = attn_mask
     is_causal = causal
-    if causal and T_q != T_k:
+    if causal and T_q == 1:
+        is_causal = False  # one query (a decode step) sees every key: no mask to build
+    elif causal and T_q != T_k:
         mask = torch.ones(T_q, T_k, dtype=torch.bool, device=q.device).tril(diagonal=T_k - T_q)  # (T_q, T_k)
         is_causal = False
 

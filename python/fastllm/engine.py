@@ -114,8 +114,10 @@ class _PagedLayerKV:
         self.k_cache[self.write_blocks, self.write_offsets] = k.transpose(1, 2).reshape(B * T, H, D)
         self.v_cache[self.write_blocks, self.write_offsets] = v.transpose(1, 2).reshape(B * T, H, D)
         L = self.read_len
-        ks = self.k_cache[self.read_index].flatten(1, 2)[:, :L]  # (B, L, n_kv_head, head_dim)
-        vs = self.v_cache[self.read_index].flatten(1, 2)[:, :L]
+        B2, nb = self.read_index.shape
+        flat = self.read_index.reshape(-1)
+        ks = torch.index_select(self.k_cache, 0, flat).view(B2, nb * self.k_cache.shape[1], H, D)[:, :L]  # (B, L, n_kv_head, head_dim)
+        vs = torch.index_select(self.v_cache, 0, flat).view(B2, nb * self.v_cache.shape[1], H, D)[:, :L]
         return ks.transpose(1, 2), vs.transpose(1, 2)  # (B, n_kv_head, L, head_dim)
 
 
