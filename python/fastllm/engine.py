@@ -121,6 +121,45 @@ class _PagedLayerKV:
         return ks.transpose(1, 2), vs.transpose(1, 2)  # (B, n_kv_head, L, head_dim)
 
 
+class _DecodeSet:
+    """The running batch's keys/values gathered once into contiguous (B, capacity, kv_heads, head_dim)
+    buffers, then extended in place each decode step.
+
+    Why: re-gathering every sequence's blocks at every step reads and writes the whole cache twice
+    per layer (measured: two thirds of a 32-sequence decode step on the CPU). The paged cache stays
+    the source of truth (prefix sharing, preemption); this copy is rebuilt only when the batch's
+    membership changes, so it costs one gather per join or leave instead of one per token.
+    """
+
+    def __init__(self, rids: tuple[int, ...], lens: list[int], k: list[torch.Tensor], v: list[torch.Tensor]) -> None:
+        self.rids, self.lens, self.k, self.v = rids, lens, k, v
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[1]
+
+
+class _DecodeLayerKV:
+    """A layer's view for a decode step through a `_DecodeSet` (writes go to both copies)."""
+
+    __slots__ = ("k_cache", "v_cache", "write_blocks", "write_offsets", "work_k", "work_v", "rows", "starts", "read_len")
+
+    def __init__(self, k_cache, v_cache, write_blocks, write_offsets, work_k, work_v, rows, starts, read_len) -> None:
+        self.k_cache, self.v_cache = k_cache, v_cache
+        self.write_blocks, self.write_offsets = write_blocks, write_offsets
+        self.work_k, self.work_v, self.rows, self.starts, self.read_len = work_k, work_v, rows, starts, read_len
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        kn = k[:, :, 0]  # (B, n_kv_head, head_dim): one new token per sequence
+        vn = v[:, :, 0]
+        self.k_cache[self.write_blocks, self.write_offsets] = kn
+        self.v_cache[self.write_blocks, self.write_offsets] = vn
+        self.work_k[self.rows, self.starts] = kn
+        self.work_v[self.rows, self.starts] = vn
+        L = self.read_len
+        return self.work_k[:, :L].transpose(1, 2), self.work_v[:, :L].transpose(1, 2)  # (B, n_kv_head, L, head_dim)
+
+
 class Engine:
     """Serve many generation requests at once; see the module docstring.
 
@@ -175,6 +214,7 @@ class Engine:
         # its prefix cache when it is allocated; until its K/V are written another request must
         # not skip computing it.
         self._ready: set[int] = set()
+        self._work: _DecodeSet | None = None  # the running batch's contiguous K/V (see _DecodeSet)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -291,6 +331,53 @@ class Engine:
         last = logits[:, -1]  # (B, V)
         return last if last.dtype == torch.float64 else last.float()
 
+    def _decode_forward(self, seqs: list[_Seq], ends: list[int]) -> torch.Tensor:
+        """One new token per sequence through the contiguous decode set; logits (B, V)."""
+        B, bs = len(seqs), self.block_size
+        starts = [e - 1 for e in ends]
+        rids = tuple(s.rid for s in seqs)
+        L = max(ends)
+        work = self._work
+        if work is None or work.rids != rids or work.lens != starts or L > work.capacity:
+            work = self._build_decode_set(seqs, rids, starts, L)
+        ids = torch.tensor([[s.out[-1]] for s in seqs], dtype=torch.long, device=self.device)  # (B, 1)
+        start_t = torch.tensor(starts, dtype=torch.long, device=self.device)  # (B,)
+        tables = [self.blocks.block_table(s.rid) for s in seqs]
+        write_blocks = torch.tensor([t[p // bs] for t, p in zip(tables, starts)], dtype=torch.long, device=self.device)
+        write_offsets = start_t % bs
+        rows = torch.arange(B, device=self.device)
+        keys = torch.arange(L, device=self.device)
+        mask = None
+        if B > 1:
+            mask = (keys[None, :] < (start_t + 1)[:, None])[:, None, None]  # (B, 1, 1, L)
+        kv = [
+            _DecodeLayerKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, work.k[i], work.v[i], rows, start_t, L)
+            for i in range(self.model.config.n_layer)
+        ]
+        logits = self.model.forward_cached(ids, start_t[:, None], kv, mask)  # (B, 1, V)
+        work.lens = list(ends)
+        last = logits[:, -1]
+        return last if last.dtype == torch.float64 else last.float()
+
+    def _build_decode_set(self, seqs: list[_Seq], rids: tuple[int, ...], starts: list[int], L: int) -> _DecodeSet:
+        B, bs = len(seqs), self.block_size
+        c = self.model.config
+        cap = min(c.context, L + 64)  # headroom: no rebuild for the next 64 tokens
+        nb = math.ceil(max(max(starts), 1) / bs)
+        tables = [self.blocks.block_table(s.rid) for s in seqs]
+        read = torch.tensor([t[:nb] + [t[0]] * (nb - len(t[:nb])) for t in tables], dtype=torch.long, device=self.device).reshape(-1)
+        ks, vs = [], []
+        for kc, vc in zip(self.k_cache, self.v_cache):
+            k = torch.empty(B, cap, c.n_kv_head, c.head_dim, dtype=self.dtype, device=self.device)
+            v = torch.empty_like(k)
+            n = min(nb * bs, cap)
+            k[:, :n] = torch.index_select(kc, 0, read).view(B, nb * bs, c.n_kv_head, c.head_dim)[:, :n]
+            v[:, :n] = torch.index_select(vc, 0, read).view(B, nb * bs, c.n_kv_head, c.head_dim)[:, :n]
+            ks.append(k)
+            vs.append(v)
+        self._work = _DecodeSet(rids, list(starts), ks, vs)
+        return self._work
+
     def _emit(self, seq: _Seq, token: int, logits_row: torch.Tensor) -> None:
         now = time.perf_counter()
         if seq.first_token is None:
@@ -390,7 +477,7 @@ class Engine:
         ready = [s for s in self.running if s.out and s.computed == len(s.tokens) - 1]
         if ready:
             ends = [len(s.tokens) for s in ready]
-            logits = self._forward(ready, [e - 1 for e in ends], ends)  # (B, V)
+            logits = self._decode_forward(ready, ends)  # (B, V)
             for s in ready:
                 s.computed += 1
             greedy = all(s.params.greedy and s.seen is None for s in ready)
