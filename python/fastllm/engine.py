@@ -368,8 +368,9 @@ class Engine:
         read = torch.tensor([t[:nb] + [t[0]] * (nb - len(t[:nb])) for t in tables], dtype=torch.long, device=self.device).reshape(-1)
         ks, vs = [], []
         for kc, vc in zip(self.k_cache, self.v_cache):
-            k = torch.empty(B, cap, c.n_kv_head, c.head_dim, dtype=self.dtype, device=self.device)
-            v = torch.empty_like(k)
+            # zeros, not empty: masked keys get probability 0, but 0 * NaN from stale memory is NaN
+            k = torch.zeros(B, cap, c.n_kv_head, c.head_dim, dtype=self.dtype, device=self.device)
+            v = torch.zeros_like(k)
             n = min(nb * bs, cap)
             k[:, :n] = torch.index_select(kc, 0, read).view(B, nb * bs, c.n_kv_head, c.head_dim)[:, :n]
             v[:, :n] = torch.index_select(vc, 0, read).view(B, nb * bs, c.n_kv_head, c.head_dim)[:, :n]
