@@ -578,3 +578,15 @@ def test_corrupt_and_foreign_checkpoints(data, tmp_path, a_checkpoint):
     trainer = Trainer(tiny_model(0), dataset(data), config=train_config(tmp_path / "out", resume=str(tmp_path / "truncated.pt")))
     with pytest.raises(ValueError, match="corrupt"):
         trainer.fit()
+
+
+def test_compile_trains_like_eager(data, tmp_path):
+    """TrainConfig(compile=True) (torch.compile, inductor on the CPU) follows the eager run's losses and weights."""
+    eager = tiny_model(0)
+    compiled = tiny_model(0)
+    r1 = Trainer(eager, dataset(data), config=train_config(tmp_path / "eager", max_steps=3)).fit()
+    r2 = Trainer(compiled, dataset(data), config=train_config(tmp_path / "compiled", max_steps=3, compile=True)).fit()
+    assert [s for s, _ in train_losses(r2.history)] == [s for s, _ in train_losses(r1.history)]
+    assert [v for _, v in train_losses(r2.history)] == pytest.approx([v for _, v in train_losses(r1.history)], abs=1e-4)
+    for name, p in params(eager).items():
+        assert torch.allclose(p, params(compiled)[name], atol=1e-4), name
