@@ -10,7 +10,7 @@ import doctest
 import pytest
 
 import fastllm
-import fastllm.attention
+import fastllm._attention
 import fastllm.config
 import fastllm.dataset
 import fastllm.dedup
@@ -22,7 +22,7 @@ import fastllm.train
 import fastllm.tokenizer
 
 
-@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer, fastllm.dedup, fastllm.model, fastllm.attention, fastllm.losses, fastllm.train, fastllm.dataset, fastllm.config, fastllm.generate, fastllm.engine], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [fastllm, fastllm.tokenizer, fastllm.dedup, fastllm.model, fastllm._attention, fastllm.losses, fastllm.train, fastllm.dataset, fastllm.config, fastllm.generate, fastllm.engine], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"{module.__name__} has no examples"

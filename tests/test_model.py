@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastllm.attention import attention
+from fastllm import attention
 from fastllm.model import MiniGPT, MiniGPTConfig
 
 import transformers  # noqa: E402  (the `test` extra: the logits oracle)
@@ -56,7 +56,7 @@ def test_attention_matches_naive(n_head, n_kv, causal):
 
 def test_attention_gqa_fallback_without_enable_gqa(monkeypatch):
     """The repeat_interleave path used on torch < 2.5 (no SDPA enable_gqa) agrees with the oracle."""
-    import fastllm.attention as mod
+    import fastllm._attention as mod
 
     monkeypatch.setattr(mod, "_SDPA_HAS_GQA", False)
     torch.manual_seed(2)
@@ -297,3 +297,13 @@ def test_init_follows_gpt2():
     llama = MiniGPT(MiniGPTConfig.preset("small", n_layer=8, vocab_size=VOCAB))
     assert llama.blocks[0].mlp.down_proj.weight.std().item() == pytest.approx(scaled, rel=0.05)
     assert llama.blocks[0].mlp.up_proj.weight.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_package_attention_stays_the_function_after_model_import():
+    """`fastllm.attention` is the dispatch function, also once the model (which uses it) is imported."""
+    import fastllm
+    import fastllm.model  # noqa: F401  (imports the implementation module)
+
+    q = torch.randn(1, 2, 3, 4)
+    assert callable(fastllm.attention)
+    torch.testing.assert_close(fastllm.attention(q, q, q), _naive_attention(q, q, q, True), atol=1e-5, rtol=1e-5)

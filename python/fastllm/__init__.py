@@ -30,7 +30,7 @@ _LAZY = {
     "TokenDataset": "fastllm.dataset",
     "MiniGPT": "fastllm.model",
     "MiniGPTConfig": "fastllm.model",
-    "attention": "fastllm.attention",
+    "attention": "fastllm._attention",
     "TrainConfig": "fastllm.train",
     "Trainer": "fastllm.train",
     "SamplingParams": "fastllm.generate",

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastllm.attention import attention
+from fastllm._attention import attention
 from fastllm.config import MiniGPTConfig
 from fastllm.losses import linear_cross_entropy
 

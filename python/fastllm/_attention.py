@@ -1,4 +1,7 @@
-"""Scaled dot-product attention: the single dispatch point every MiniGPT layer calls.
+"""Scaled dot-product attention (`fastllm.attention`): the single dispatch point every MiniGPT layer calls.
+
+The module is private (`_attention`) so that the package attribute `fastllm.attention` stays the
+function: importing a submodule of the same name would replace it.
 
 Why a module of its own: all attention in fastllm goes through `attention()`, so that a faster
 kernel (the Triton kernels planned for `fastllm.kernels` on CUDA) can be plugged in here, in one
