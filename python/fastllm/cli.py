@@ -166,10 +166,15 @@ def dedup_command(inputs, output, fmt, text_field, threshold, num_perm, ngram, c
         f"{st['too_short']:,} shorter than the shingle size (kept), {len(corpus.invalid):,} invalid; "
         f"{seconds:.2f} s, {n_in / max(seconds, 1e-9):,.0f} documents/s"
     )
-    for line in corpus.invalid[:10]:
+    _report_invalid(corpus.invalid)
+
+
+def _report_invalid(invalid: list[str]) -> None:
+    """The first ten skipped records on stderr, and how many more there were."""
+    for line in invalid[:10]:
         click.echo(f"  invalid: {line}", err=True)
-    if len(corpus.invalid) > 10:
-        click.echo(f"  ... and {len(corpus.invalid) - 10} more invalid records", err=True)
+    if len(invalid) > 10:
+        click.echo(f"  ... and {len(invalid) - 10} more invalid records", err=True)
 
 
 @main.command("tokenize")
@@ -211,10 +216,7 @@ def tokenize_command(inputs, output, tokenizer_path, fmt, text_field, val_fracti
         f"{stats.text_bytes / max(tokens, 1):.2f} bytes per token; "
         f"{stats.seconds:.2f} s, {stats.text_bytes / 1e6 / max(stats.seconds, 1e-9):.1f} MB/s; wrote {output}"
     )
-    for line in stats.invalid[:10]:
-        click.echo(f"  invalid: {line}", err=True)
-    if len(stats.invalid) > 10:
-        click.echo(f"  ... and {len(stats.invalid) - 10} more invalid records", err=True)
+    _report_invalid(stats.invalid)
 
 
 if __name__ == "__main__":
