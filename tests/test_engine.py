@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from fastllm.engine import Engine
@@ -180,3 +182,64 @@ def test_text_prompts_stop_strings_and_streamed_text():
     s = engine.generate(prompt, SamplingParams(max_new_tokens=10, temperature=0, stop=[stop]))[0]
     assert s.finish_reason == "stop" and stop not in s.text and text.startswith(s.text)
     assert s.text == text[: text.find(stop)]
+
+
+def test_decode_steps_attend_over_the_shared_prefix_once(model, monkeypatch):
+    """Requests sharing a prompt prefix decode with the prefix's keys apart (`_DecodeSet.prefix` >
+    0) and still match generate alone; without prefix caching nothing is shared."""
+    prefixes = []
+    build = Engine._build_decode_set
+
+    def spy(self, *args):
+        work = build(self, *args)
+        prefixes.append(work.prefix)
+        return work
+
+    monkeypatch.setattr(Engine, "_build_decode_set", spy)
+    shared = _prompts(1, seed=21)[0] * 2
+    prompts = [shared + [i, i + 1] * (i + 1) for i in range(5)]  # ragged tails after the shared part
+    params = SamplingParams(max_new_tokens=9, temperature=0)
+    outs = Engine(model, num_blocks=100, block_size=4).generate(prompts, params)
+    assert max(prefixes) == len(shared) // 4 * 4
+    for p, o in zip(prompts, outs):
+        assert o.token_ids == _alone(model, p, params)
+    prefixes.clear()
+    Engine(model, num_blocks=100, block_size=4, enable_prefix_caching=False).generate(prompts, params)
+    assert max(prefixes) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    B=st.integers(1, 5), heads=st.sampled_from([(4, 4), (4, 2), (6, 1)]), blocks=st.integers(0, 3),
+    block_size=st.sampled_from([1, 4]), tails=st.lists(st.integers(1, 9), min_size=5, max_size=5), seed=st.integers(0, 2**16),
+)
+def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_size, tails, seed):
+    """`_DecodeLayerKV.attend` (shared keys once + each sequence's own tail, one softmax) against
+    `fastllm.attention` over each sequence's whole key list, in float64; the new token's K/V land
+    in the paged cache and in the sequence's own buffer."""
+    from fastllm import attention
+    from fastllm.engine import _DecodeLayerKV
+
+    Hq, H = heads
+    D, P = 8, blocks * block_size
+    g = torch.Generator().manual_seed(seed)
+    lens = [P + t for t in tails[:B]]  # keys per sequence, the new token's included
+    S, cap = max(lens) - P, max(lens) - P + 3
+    rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=torch.float64)  # noqa: E731
+    shared_k, shared_v = rnd(H, P, D), rnd(H, P, D)
+    own_k, own_v = rnd(B, H, cap, D), rnd(B, H, cap, D)
+    q, k, v = rnd(B, Hq, 1, D), rnd(B, H, 1, D), rnd(B, H, 1, D)
+    k_cache, v_cache = torch.zeros(B, 1, H, D, dtype=torch.float64), torch.zeros(B, 1, H, D, dtype=torch.float64)
+    own_pos = torch.tensor([n - 1 - P for n in lens])
+    bias = torch.zeros(B, 1, 1, S, dtype=torch.float64)
+    bias.masked_fill_((torch.arange(S)[None] > own_pos[:, None])[:, None, None], float("-inf"))
+    layer = _DecodeLayerKV(k_cache, v_cache, torch.arange(B), torch.zeros(B, dtype=torch.long), own_k, own_v,
+                           shared_k if P else None, shared_v if P else None, torch.arange(B), own_pos, S, bias)
+    y = layer.attend(q, k, v)
+    assert torch.equal(k_cache[:, 0], k[:, :, 0]) and torch.equal(v_cache[:, 0], v[:, :, 0])
+    for i, n in enumerate(lens):
+        assert torch.equal(own_k[i, :, n - 1 - P], k[i, :, 0])
+        keys = torch.cat((shared_k, own_k[i, :, : n - P]), dim=1)[None]  # (1, H, n, D)
+        values = torch.cat((shared_v, own_v[i, :, : n - P]), dim=1)[None]
+        want = attention(q[i : i + 1], keys, values, causal=True)
+        torch.testing.assert_close(y[i : i + 1], want, rtol=1e-12, atol=1e-12)

@@ -281,7 +281,17 @@ def test_bad_sizes():
         with pytest.raises(exc, match=msg):
             BlockManager(*args)
     with pytest.raises(ValueError, match="num_blocks must be >= 1, got 0"):
-        fastllm.kvcache._core.BlockManager(0, 1)
+        fastllm.kvcache._core.BlockManager(0, 1, True)
+    with pytest.raises(TypeError, match="enable_prefix_caching must be a bool, got 1"):
+        BlockManager(4, 2, enable_prefix_caching=1)
+
+
+def test_prefix_caching_off_gives_fresh_blocks():
+    m = BlockManager(8, 2, enable_prefix_caching=False)
+    assert m.allocate(1, [1, 2, 3, 4, 5]) == Allocation([0, 1, 2], 0)
+    assert m.lookup_prefix([1, 2, 3, 4, 5]) == 0
+    assert m.allocate(2, [1, 2, 3, 4, 5]) == Allocation([3, 4, 5], 0)
+    assert m.stats()["prefix_hit_tokens"] == 0
 
 
 def test_unknown_and_duplicate_seq_ids():

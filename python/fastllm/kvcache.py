@@ -116,15 +116,18 @@ class BlockManager:
 
     Sequence ids are caller-chosen ints in [0, 2**64); token ids are ints in [0, 2**32). An unknown
     sequence id raises KeyError; a duplicate one, an empty prompt or an out-of-range value raises
-    ValueError. Thread-safe (calls are serialised).
+    ValueError. Thread-safe (calls are serialised). With `enable_prefix_caching=False` every
+    prompt gets fresh blocks (nothing is reused, `lookup_prefix` answers 0).
     """
 
     __slots__ = ("_core",)
 
-    def __init__(self, num_blocks: int, block_size: int) -> None:
+    def __init__(self, num_blocks: int, block_size: int, *, enable_prefix_caching: bool = True) -> None:
         _check_int(num_blocks, "num_blocks", 1, _U32)
         _check_int(block_size, "block_size", 1, _U64)
-        self._core = _core.BlockManager(num_blocks, block_size)
+        if not isinstance(enable_prefix_caching, bool):
+            raise TypeError(f"enable_prefix_caching must be a bool, got {enable_prefix_caching!r}")
+        self._core = _core.BlockManager(num_blocks, block_size, enable_prefix_caching)
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -94,7 +94,8 @@ class _Attention(nn.Module):
         self, x: torch.Tensor, positions: torch.Tensor | None = None, kv: Any = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x (B, T, d_model). For generation: `kv` stores this layer's keys/values (its
-        `update(k, v)` appends the new ones and returns all of them), `positions` (B, T) are the
+        `update(k, v)` appends the new ones and returns all of them; or its `attend(q, k, v)`
+        stores k, v and returns the attention output itself), `positions` (B, T) are the
         tokens' positions, `mask` (B, 1, T, T_k) bool says which keys each query sees."""
         c = self.config
         B, T, _ = x.shape  # (B, T, d_model)
@@ -103,12 +104,17 @@ class _Attention(nn.Module):
         v = self.v_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         if c.positions == "rope":
             q, k = _rope(q, c.rope_theta, positions), _rope(k, c.rope_theta, positions)
-        if kv is not None:
-            k, v = kv.update(k, v)  # (B, n_kv_head, T_k, head_dim): the cached keys/values and these
-        if mask is not None:
-            y = attention(q, k, v, causal=False, attn_mask=mask)  # (B, n_head, T, head_dim)
+        if kv is not None and hasattr(kv, "attend"):
+            # The cache computes attention itself (the Engine's decode step attends over a
+            # batch-wide shared prefix once, see fastllm.engine); `mask` is its business then.
+            y = kv.attend(q, k, v)  # (B, n_head, T, head_dim)
         else:
-            y = attention(q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0)  # (B, n_head, T, head_dim)
+            if kv is not None:
+                k, v = kv.update(k, v)  # (B, n_kv_head, T_k, head_dim): the cached keys/values and these
+            if mask is not None:
+                y = attention(q, k, v, causal=False, attn_mask=mask)  # (B, n_head, T, head_dim)
+            else:
+                y = attention(q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0)  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).reshape(B, T, c.d_model)  # (B, T, d_model)
         return self.resid_drop(self.o_proj(y))  # (B, T, d_model)
 

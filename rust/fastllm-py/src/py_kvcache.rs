@@ -43,8 +43,10 @@ impl CoreBlockManager {
 #[pymethods]
 impl CoreBlockManager {
     #[new]
-    fn new(num_blocks: usize, block_size: usize) -> PyResult<Self> {
-        Ok(CoreBlockManager { inner: Mutex::new(BlockManager::new(num_blocks, block_size).py_err()?) })
+    fn new(num_blocks: usize, block_size: usize, prefix_caching: bool) -> PyResult<Self> {
+        let mut manager = BlockManager::new(num_blocks, block_size).py_err()?;
+        manager.set_prefix_caching(prefix_caching);
+        Ok(CoreBlockManager { inner: Mutex::new(manager) })
     }
 
     /// (block table, cached tokens), or None when out of blocks.

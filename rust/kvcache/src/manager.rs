@@ -64,6 +64,8 @@ pub struct BlockManager {
     prefix_queries: u64,
     prefix_hit_tokens: u64,
     prefix_query_tokens: u64,
+    /// Whether `allocate` reuses cached blocks (on by default).
+    prefix_caching: bool,
 }
 
 impl BlockManager {
@@ -84,7 +86,18 @@ impl BlockManager {
             prefix_queries: 0,
             prefix_hit_tokens: 0,
             prefix_query_tokens: 0,
+            prefix_caching: true,
         })
+    }
+
+    /// Turns prefix reuse on or off: when off, `allocate` gives every prompt fresh blocks and
+    /// `lookup_prefix` answers 0 (full blocks are still named, so turning it back on finds them).
+    pub fn set_prefix_caching(&mut self, enabled: bool) {
+        self.prefix_caching = enabled;
+    }
+
+    pub fn prefix_caching(&self) -> bool {
+        self.prefix_caching
     }
 
     /// Blocks for a new sequence's prompt. Leading full blocks found in the prefix cache are
@@ -106,7 +119,7 @@ impl BlockManager {
         let mut parent = ROOT;
         for chunk in tokens.chunks_exact(bs) {
             let hash = chain(parent, chunk);
-            if reused.len() == chains.len() && reused.len() < max_reuse {
+            if self.prefix_caching && reused.len() == chains.len() && reused.len() < max_reuse {
                 if let Some(block) = self.pool.lookup(hash, parent, chunk) {
                     reused.push(block);
                 }
@@ -200,6 +213,9 @@ impl BlockManager {
     /// How many leading tokens of `tokens` are held by cached full blocks (no cap, no side
     /// effects, not counted in the hit rate).
     pub fn lookup_prefix(&self, tokens: &[u32]) -> usize {
+        if !self.prefix_caching {
+            return 0;
+        }
         let mut parent = ROOT;
         let mut hits = 0;
         for chunk in tokens.chunks_exact(self.block_size) {

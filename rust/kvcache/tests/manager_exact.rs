@@ -155,3 +155,19 @@ fn bad_input_is_a_typed_error_naming_the_value() {
     assert_eq!(m.free(3), Err(KvError::UnknownSeq(3)));
     assert!(m.audit().is_ok());
 }
+
+#[test]
+fn with_prefix_caching_off_every_prompt_gets_fresh_blocks() {
+    let mut m = mgr(8, 4);
+    m.set_prefix_caching(false);
+    assert!(!m.prefix_caching());
+    let p: Vec<u32> = (0..9).collect();
+    assert_eq!(alloc(&mut m, 1, &p), Some(Allocation { blocks: vec![0, 1, 2], cached_tokens: 0 }));
+    assert_eq!(m.lookup_prefix(&p), 0);
+    assert_eq!(alloc(&mut m, 2, &p), Some(Allocation { blocks: vec![3, 4, 5], cached_tokens: 0 }));
+    assert_eq!(m.stats().prefix_hit_tokens, 0);
+    // Turned back on, the blocks the first prompt filled are found again.
+    m.set_prefix_caching(true);
+    assert_eq!(m.lookup_prefix(&p), 8);
+    assert_eq!(alloc(&mut m, 3, &p).map(|a| a.cached_tokens), Some(8));
+}
