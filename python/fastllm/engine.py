@@ -358,7 +358,7 @@ class Engine:
             _PagedLayerKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, read, L)
             for i in range(self.model.config.n_layer)
         ]
-        logits = self.model.forward_cached(ids, pos, kv, mask)  # (B, T, V)
+        logits = self.model.forward_cached(ids, pos, kv, mask, last_only=True)  # (B, 1, V)
         for t, a, b in zip(tables, starts, ends):  # blocks now complete hold valid K/V for reuse
             self._ready.update(t[a // bs : b // bs])
         last = logits[:, -1]  # (B, V)
@@ -390,7 +390,7 @@ class Engine:
                            rows, own_pos, S, bias)
             for i in range(self.model.config.n_layer)
         ]
-        logits = self.model.forward_cached(ids, start_t[:, None], kv, None)  # (B, 1, V)
+        logits = self.model.forward_cached(ids, start_t[:, None], kv, None, plan=self.model.decode_plan())  # (B, 1, V)
         work.lens = list(ends)
         last = logits[:, -1]
         return last if last.dtype == torch.float64 else last.float()

@@ -268,6 +268,7 @@ def generate(
         tokens[i, P - len(r) : P] = torch.tensor(r, dtype=torch.long)
         valid[i, P - len(r) : P] = True
     padded = not bool(valid[:, :P].all())
+    valid[:, P:] = True  # every generated slot is a real token (keys past `cur` are never read)
     positions_all = (valid.long().cumsum(dim=1) - 1).clamp(min=0)  # (B, total): real tokens count from 0
     seen = None
     if repetition_penalty != 1.0:
@@ -288,10 +289,13 @@ def generate(
         return (causal[None] & keys)[:, None]  # (B, 1, Tq, Tk)
 
     cache = KVCache(model, B, total, device, dtype) if use_cache else None
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-    lengths = torch.full((B,), P, dtype=torch.long, device=device)  # slots used per row (prompt + generated)
+    plan = model.decode_plan() if use_cache and hasattr(model, "decode_plan") else None  # fused decode steps
+    # Per-row state in Python lists, not tensors: at batch 1 a decode step is a few ms, and every
+    # tensor op on the side (indexing, setitem, .all()) costs microseconds of dispatch.
+    finished = [False] * B
+    stopped: torch.Tensor | None = None  # (B,) bool mirror of `finished`, once a row has stopped
+    generated: list[list[int]] = [[] for _ in range(B)]
     logprobs: list[list[float]] = [[] for _ in range(B)]
-    texts = [""] * B
     if pad_token_id is not None and (isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int)):
         raise TypeError(f"pad_token_id must be an int, got {pad_token_id!r}")
     pad = pad_token_id if pad_token_id is not None else (stop_ids[0][-1] if stop_ids else 0)
@@ -299,46 +303,47 @@ def generate(
     for step in range(max_new_tokens):
         if cache is not None:
             start = 0 if step == 0 else cur - 1  # prefill the prompt, then one token per step
-            logits = model.forward_cached(tokens[:, start:cur], positions_all[:, start:cur], cache.layers, mask_for(start, cur))
+            logits = model.forward_cached(tokens[:, start:cur], positions_all[:, start:cur], cache.layers,
+                                          mask_for(start, cur), last_only=True, plan=plan)
             cache.advance(cur - start)
         else:
-            logits = model.forward_cached(tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur))
+            logits = model.forward_cached(tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur), last_only=True)
         last = logits[:, -1]  # (B, V)
         if last.dtype != torch.float64:
             last = last.float()
         nxt = sample_next(last, params, seen, generator)  # (B,)
-        nxt = torch.where(finished, torch.zeros_like(nxt), nxt)  # stopped rows: any valid id (never output)
+        if stopped is not None:
+            nxt = nxt.masked_fill(stopped, 0)  # stopped rows: any valid id (never output)
         if return_logprobs:
             lp = F.log_softmax(last, dim=-1).gather(1, nxt[:, None]).squeeze(1).tolist()
         tokens[:, cur] = nxt
-        valid[:, cur] = True
-        positions_all[:, cur] = positions_all[:, cur - 1] + 1
         if seen is not None:
             seen[torch.arange(B, device=device), nxt] = True
         cur += 1
+        new = nxt.tolist()
         if callback is not None:
-            callback([None if was else t for was, t in zip(finished.tolist(), nxt.tolist())])
+            callback([None if was else t for was, t in zip(finished, new)])
+        changed = False
         for i in range(B):
             if finished[i]:
                 continue
-            lengths[i] = cur
+            out = generated[i]
+            out.append(new[i])
             if return_logprobs:
                 logprobs[i].append(lp[i])
-            done = False
-            for seq in stop_ids:
-                n = len(seq)
-                if cur - n >= P and tokens[i, cur - n : cur].tolist() == seq:
-                    done = True
-            if stop_strings:
-                texts[i] = tokenizer.decode(tokens[i, P:cur].tolist())
-                if any(s in texts[i] for s in stop_strings):
-                    done = True
+            done = any(len(out) >= len(seq) and out[-len(seq):] == seq for seq in stop_ids)
+            if stop_strings and not done:
+                text = tokenizer.decode(out)
+                done = any(s in text for s in stop_strings)
             if done:
-                finished[i] = True
-        if bool(finished.all()):
+                finished[i] = changed = True
+        if all(finished):
             break
+        if changed:
+            stopped = torch.tensor(finished, dtype=torch.bool, device=device)
     model.train(was_training)
-    out_rows = [tokens[i, P - len(rows[i]) : int(lengths[i])] for i in range(B)]
+    lengths = [P + len(g) for g in generated]  # slots used per row (prompt + generated)
+    out_rows = [tokens[i, P - len(rows[i]) : lengths[i]] for i in range(B)]
     if tensor_in:
         width = P + (cur - P)
         out = torch.full((B, width), pad, dtype=torch.long, device=device)

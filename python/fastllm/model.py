@@ -235,21 +235,48 @@ class MiniGPT(nn.Module):
         return logits, loss
 
     def forward_cached(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, kv: list[Any] | None = None, mask: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv: list[Any] | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        last_only: bool = False,
+        plan: Any = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) of `input_ids` (B, T) at explicit `positions` (B, T), reading and
         extending a KV cache (`kv`: one object per layer with `update(k, v) -> (k_all, v_all)`)
         under `mask` (B, 1, T, T_k) bool, None meaning causal over all keys. What generation
-        (`fastllm.generate`) runs: a prompt (prefill) or one new token per sequence (decode)."""
+        (`fastllm.generate`) runs: a prompt (prefill) or one new token per sequence (decode).
+
+        `last_only=True` projects only the last position to the vocabulary (B, 1, vocab): a
+        prefill needs no other logits. With `plan` (from `decode_plan()`) a one-token step runs
+        `DecodePlan.step`, the same arithmetic over fused weights with less per-op overhead."""
         B, T = input_ids.shape
         if int(positions.max()) >= self.config.context and self.pos_emb is not None:
             raise ValueError(f"position {int(positions.max())} exceeds the model context={self.config.context}")
+        if plan is not None and T == 1 and kv is not None:
+            return plan.step(input_ids[:, 0], positions[:, 0], kv, mask)[:, None]  # (B, 1, vocab)
         x = self.tok_emb(input_ids)  # (B, T, d_model)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)  # (B, T, d_model)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, None if kv is None else kv[i], mask)  # (B, T, d_model)
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, d_model)
+        return self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
+
+    def decode_plan(self) -> Any:
+        """The fused single-token decode step (`fastllm.decode.DecodePlan`) for the current
+        weights, or None where it would not be the same computation: gradients enabled, training
+        mode (dropout), or forward hooks on a submodule (the fused step would skip them).
+        Generation fetches it once per call (the Engine once per step) and passes it to
+        `forward_cached`."""
+        if torch.is_grad_enabled() or self.training or any(m._forward_hooks or m._forward_pre_hooks for m in self.modules()):
+            return None
+        from fastllm.decode import DecodePlan
+
+        return DecodePlan.for_model(self)
 
     def generate(self, input_ids: Any, max_new_tokens: int, **kwargs: Any) -> Any:
         """Autoregressive generation with a KV cache; see `fastllm.generate.generate` for the options.
