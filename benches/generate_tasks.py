@@ -24,7 +24,7 @@ VOCAB, CONTEXT, N_LAYER, N_HEAD, D_MODEL = 8192, 512, 6, 6, 384
 PROMPT = 32  # tokens per prompt of the batch rows
 SYSTEM = 200  # the shared system prompt of the concurrent-requests rows
 SUFFIX = 16  # distinct tokens after it, per request
-CASES = ("recompute", "transformers", "fastllm_cache")
+CASES = ("recompute", "transformers", "fastllm_cache", "weights_floor")
 
 
 @dataclass
@@ -111,6 +111,31 @@ def make_transformers(models: Models, prompts: torch.Tensor, new_tokens: int):
             # eos_token_id=None and min_new_tokens=n: every row produces exactly n tokens
             return models.hf.generate(prompts, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
                                       do_sample=False, eos_token_id=None, pad_token_id=0)
+
+    return run
+
+
+def make_weights_floor(models: Models, prompts: torch.Tensor, new_tokens: int):
+    """Not generation: a bound on it. Per new token, only the weight matrix products of a decode
+    step (fastllm's fused decode plan: q|k|v, o, fc, proj per layer, then the vocabulary
+    projection) on B rows, nothing else (no attention, norms, activations, sampling). A batch-1
+    decode step on a CPU is bound by reading every weight once per token; no fp32 implementation
+    of the step can beat this row by much."""
+    model = models.minigpt
+    B = prompts.shape[0]
+
+    def run(n: int = new_tokens) -> torch.Tensor:
+        with torch.inference_mode():
+            plan = model.decode_plan()
+            mats = [(w, b) for layer in plan.layers
+                    for w, b in ((layer.wqkv, layer.bqkv), (layer.wo, layer.bo), (layer.w1, layer.b1), (layer.w2, layer.b2))]
+            rows = {w.shape[0]: torch.randn(B, w.shape[0]) for w, _ in mats}  # inputs by width
+            x = rows[model.config.d_model]
+            for _ in range(n):
+                for w, b in mats:
+                    torch.addmm(b, rows[w.shape[0]], w) if b is not None else torch.mm(rows[w.shape[0]], w)
+                torch.mm(x, plan.lm_head)
+        return torch.cat((prompts, torch.zeros(B, n, dtype=prompts.dtype)), dim=1)  # the shape of a generate output
 
     return run
 

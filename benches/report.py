@@ -89,7 +89,7 @@ def train_heading(name: str, rows: list[dict]) -> str:
     return f"\n### {name} (" + "; ".join(n for n in notes if n) + ")\n\n" + train_table(rows)
 
 
-GEN_ORDER = ("recompute", "transformers", "fastllm_cache", "shared_prefix_sequential", "shared_prefix_engine_noprefix",
+GEN_ORDER = ("recompute", "transformers", "fastllm_cache", "weights_floor", "shared_prefix_sequential", "shared_prefix_engine_noprefix",
              "shared_prefix_engine")
 
 
@@ -137,6 +137,10 @@ def gen_table(rows: list[dict]) -> str:
               target=2.0 if b == 1 else None)
     for b in batches:
         ratio(f"fastllm_cache / recompute tokens/s, batch {b}", get("fastllm_cache", b), get("recompute", b))
+    for b in batches:
+        ratio(f"weights_floor (weight matmuls alone) / transformers tokens/s, batch {b}: the most any step could reach",
+              get("weights_floor", b), get("transformers", b))
+        ratio(f"fastllm_cache / weights_floor tokens/s, batch {b}", get("fastllm_cache", b), get("weights_floor", b))
     seq = get("shared_prefix_sequential")
     ratio("shared prefix: engine / sequential generate tokens/s", get("shared_prefix_engine"), seq, target=5.0)
     ratio("shared prefix: engine without prefix caching / sequential tokens/s", get("shared_prefix_engine_noprefix"), seq)

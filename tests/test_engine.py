@@ -243,3 +243,32 @@ def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_
         values = torch.cat((shared_v, own_v[i, :, : n - P]), dim=1)[None]
         want = attention(q[i : i + 1], keys, values, causal=True)
         torch.testing.assert_close(y[i : i + 1], want, rtol=1e-12, atol=1e-12)
+
+
+def test_equal_length_prefills_run_batched_and_match_alone(model, monkeypatch):
+    """Chunks of one length run as one batched forward (the spy sees B > 1), a chunk waits for a
+    pending one whose blocks it would reuse, and outputs still equal generate alone, also when
+    the cache is so small that requests are preempted."""
+    calls = []
+    forward = Engine._forward
+
+    def spy(self, seqs, starts, ends):
+        calls.append(len(seqs))
+        return forward(self, seqs, starts, ends)
+
+    monkeypatch.setattr(Engine, "_forward", spy)
+    rng = random.Random(7)
+    shared = [rng.randrange(128) for _ in range(12)]
+    prompts = [shared + [rng.randrange(128) for _ in range(5)] for _ in range(6)]  # equal lengths
+    prompts += [[rng.randrange(128) for _ in range(9)] for _ in range(3)]  # unrelated, equal lengths
+    params = SamplingParams(max_new_tokens=6, temperature=0)
+    want = [_alone(model, p, params) for p in prompts]
+    outs = Engine(model, num_blocks=200, block_size=4).generate(prompts, params)
+    assert [o.token_ids for o in outs] == want
+    assert max(calls) > 1
+    assert sum(o.cached_tokens for o in outs) >= 5 * 12  # the shared prompt was computed once
+    calls.clear()
+    small = Engine(model, num_blocks=14, block_size=4, max_batch_size=9)
+    outs = small.generate(prompts, params)
+    assert [o.token_ids for o in outs] == want
+    assert small.stats()["used"] == 0
