@@ -423,6 +423,48 @@ def test_paged_decode_strided_tables_and_lengths():
 
 
 @interpreted
+def test_engine_decodes_through_the_paged_kernel():
+    """Engine(decode_attention="triton") (the CUDA path: the kernel reads the block tables) gives
+    the tokens of the torch path and log-probabilities within fp32 rounding; ragged prompts, a
+    shared prefix, block size 4."""
+    import random
+
+    from fastllm import Engine, SamplingParams
+    from fastllm.model import MiniGPT, MiniGPTConfig
+
+    torch.manual_seed(0)
+    model = MiniGPT(MiniGPTConfig.preset("small", vocab_size=64, n_layer=1, context=48, d_model=64, n_head=4,
+                                         n_kv_head=2, mlp_hidden=64)).eval()
+    with torch.no_grad():  # spread the logits: no near-ties between the two fp32 paths
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    rng = random.Random(1)
+    shared = [rng.randrange(64) for _ in range(9)]
+    prompts = [shared + [rng.randrange(64) for _ in range(rng.randint(1, 6))] for _ in range(3)]
+    params = SamplingParams(max_new_tokens=5, temperature=0, logprobs=True)
+    calls = []
+    real = paged.paged_decode_attention
+
+    def spy(*args, **kw):
+        calls.append(args[0].shape)
+        return real(*args, **kw)
+
+    paged.paged_decode_attention = spy
+    try:
+        kernel = Engine(model, num_blocks=40, block_size=4, decode_attention="triton").generate(prompts, params)
+    finally:
+        paged.paged_decode_attention = real
+    plain = Engine(model, num_blocks=40, block_size=4, decode_attention="torch").generate(prompts, params)
+    assert calls and all(shape[1:] == (4, 16) for shape in calls)  # (B, n_head, head_dim) per layer and step
+    for a, b in zip(kernel, plain):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=1e-4)
+    assert Engine(model, num_blocks=8).decode_attention == "torch"  # "auto" on a CPU model
+    with pytest.raises(ValueError, match="decode_attention must be one of"):
+        Engine(model, num_blocks=8, decode_attention="paged")
+
+
+@interpreted
 def test_paged_decode_rejects_bad_inputs():
     q, kc, vc, bt, cl = paged_case([3, 4], 4, 4, 2, 32, torch.float32)
     with pytest.raises(ValueError, match="must divide"):
@@ -614,17 +656,17 @@ def test_cpu_tensors_without_interpreter_are_refused():
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
 
 
-def test_interpreter_in_child_process():
-    """Where this process could not switch triton to its interpreter, run this file in a child
-    pytest that can (TRITON_INTERPRET=1 set before triton is imported)."""
-    if INTERPRETING:
-        pytest.skip("the interpreter tests ran in this process")
-    r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve())],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-        env={**os.environ, CHILD_FLAG: "1", "TRITON_INTERPRET": "1"},
-    )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
+if not INTERPRETING:  # defined only where the interpreter tests could not run in this process
+
+    def test_interpreter_in_child_process():
+        """Where this process could not switch triton to its interpreter, run this file in a child
+        pytest that can (TRITON_INTERPRET=1 set before triton is imported)."""
+        r = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve())],
+            capture_output=True, text=True, cwd=REPO, timeout=900,
+            env={**os.environ, CHILD_FLAG: "1", "TRITON_INTERPRET": "1"},
+        )  # fmt: skip
+        assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
 
 
 @pytest.mark.skipif(INTERPRETING or not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)")

@@ -193,13 +193,43 @@ class _DecodeLayerKV:
         return y.reshape(B, Hq, 1, D)  # (B, n_head, 1, head_dim)
 
 
+class _KernelDecodeKV:
+    """A layer's view for a decode step through the Triton paged-decode kernel (CUDA): the new
+    token's K/V go to their slots, then the kernel reads every sequence's K/V through its block
+    table, so there is no gathered copy to keep (`fastllm.kernels.paged_decode_attention`)."""
+
+    __slots__ = ("k_cache", "v_cache", "write_blocks", "write_offsets", "tables", "lens", "max_context")
+
+    def __init__(self, k_cache, v_cache, write_blocks, write_offsets, tables, lens, max_context) -> None:
+        self.k_cache, self.v_cache = k_cache, v_cache
+        self.write_blocks, self.write_offsets = write_blocks, write_offsets  # (B,) slot of each new token
+        self.tables, self.lens, self.max_context = tables, lens, max_context  # (B, max_blocks), (B,), int
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        from fastllm.kernels import paged_decode_attention
+
+        self.k_cache[self.write_blocks, self.write_offsets] = k[:, :, 0]  # (B, n_kv_head, head_dim)
+        self.v_cache[self.write_blocks, self.write_offsets] = v[:, :, 0]
+        y = paged_decode_attention(q[:, :, 0], self.k_cache, self.v_cache, self.tables, self.lens,
+                                   max_context=self.max_context)  # (B, n_head, head_dim)
+        return y[:, :, None]  # (B, n_head, 1, head_dim)
+
+
+_DECODE_ATTENTION = ("auto", "triton", "torch")
+
+
 class Engine:
     """Serve many generation requests at once; see the module docstring.
 
     num_blocks: KV blocks of `block_size` tokens (default: room for 16 sequences of the full
     context). max_batch_size: running sequences at most. prefill_chunk: prompt tokens computed per
     step across all prefills. enable_prefix_caching: reuse the K/V of full blocks whose tokens
-    (and everything before them) were computed before.
+    (and everything before them) were computed before. decode_attention: how a decode step
+    attends over the paged cache: "triton" (the paged-decode kernel of `fastllm.kernels`, reading
+    K/V through the block tables; CUDA, or the CPU under TRITON_INTERPRET=1), "torch" (a gathered
+    copy of the running batch's K/V with the shared prefix apart, see `_DecodeSet`; the fast one
+    on a CPU), or "auto": "triton" for a CUDA model when triton is installed and the model's
+    dtype and head_dim are ones the kernel takes, else "torch".
     """
 
     def __init__(
@@ -212,6 +242,7 @@ class Engine:
         max_batch_size: int = 64,
         prefill_chunk: int = 512,
         enable_prefix_caching: bool = True,
+        decode_attention: str = "auto",
     ) -> None:
         from fastllm.kvcache import BlockManager
 
@@ -248,6 +279,14 @@ class Engine:
         # not skip computing it.
         self._ready: set[int] = set()
         self._work: _DecodeSet | None = None  # the running batch's contiguous K/V (see _DecodeSet)
+        if decode_attention not in _DECODE_ATTENTION:
+            raise ValueError(f"decode_attention must be one of {', '.join(map(repr, _DECODE_ATTENTION))}, got {decode_attention!r}")
+        if decode_attention == "auto":
+            from fastllm import kernels
+
+            fits = self.dtype in (torch.float16, torch.bfloat16, torch.float32) and 16 <= c.head_dim <= 256
+            decode_attention = "triton" if self.device.type == "cuda" and fits and kernels.is_available() else "torch"
+        self.decode_attention = decode_attention
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -370,6 +409,8 @@ class Engine:
         starts = [e - 1 for e in ends]
         rids = tuple(s.rid for s in seqs)
         tables = [self.blocks.block_table(s.rid) for s in seqs]
+        if self.decode_attention == "triton":
+            return self._kernel_decode_forward(seqs, ends, tables)
         work = self._work
         if work is None or work.rids != rids or work.lens != starts or max(ends) > work.capacity:
             work = self._build_decode_set(tables, rids, starts, max(ends))
@@ -392,6 +433,25 @@ class Engine:
         ]
         logits = self.model.forward_cached(ids, start_t[:, None], kv, None, plan=self.model.decode_plan())  # (B, 1, V)
         work.lens = list(ends)
+        last = logits[:, -1]
+        return last if last.dtype == torch.float64 else last.float()
+
+    def _kernel_decode_forward(self, seqs: list[_Seq], ends: list[int], tables: list[list[int]]) -> torch.Tensor:
+        """A decode step with the Triton paged-decode kernel reading the block tables; logits (B, V)."""
+        bs, dev = self.block_size, self.device
+        starts = [e - 1 for e in ends]
+        width = max(len(t) for t in tables)
+        table_t = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.int32, device=dev)  # (B, max_blocks)
+        lens = torch.tensor(ends, dtype=torch.int32, device=dev)  # (B,): keys per sequence, the new token's included
+        write_blocks = torch.tensor([t[p // bs] for t, p in zip(tables, starts)], dtype=torch.long, device=dev)
+        write_offsets = torch.tensor([p % bs for p in starts], dtype=torch.long, device=dev)
+        kv = [
+            _KernelDecodeKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, table_t, lens, max(ends))
+            for i in range(self.model.config.n_layer)
+        ]
+        ids = torch.tensor([[s.out[-1]] for s in seqs], dtype=torch.long, device=dev)  # (B, 1)
+        pos = torch.tensor(starts, dtype=torch.long, device=dev)[:, None]  # (B, 1)
+        logits = self.model.forward_cached(ids, pos, kv, None, plan=self.model.decode_plan())  # (B, 1, V)
         last = logits[:, -1]
         return last if last.dtype == torch.float64 else last.float()
 

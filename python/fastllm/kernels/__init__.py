@@ -55,10 +55,12 @@ def flash_attention(q, k, v, *, causal: bool = True):
     return _load("flash").flash_attention(q, k, v, causal=causal)
 
 
-def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens):
+def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, *, max_context=None):
     """Attention of one query token per sequence over its paged K/V cache.
 
     q: (B, H, D); k_cache, v_cache: (num_blocks, block_size, H_kv, D); block_tables: (B, max_blocks)
     integer block ids; context_lens: (B,) tokens of each sequence (>= 1). Returns (B, H, D).
+    `max_context`: an upper bound of context_lens known on the host (default: what the block
+    table covers), which sizes the context splits without a device sync.
     """
-    return _load("paged").paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens)
+    return _load("paged").paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, max_context=max_context)
