@@ -20,6 +20,7 @@ import click
 
 import fastllm
 from fastllm._cliutil import user_errors as _user_errors
+from fastllm.cli_demo import bench_command, demo_command
 from fastllm.cli_generate import generate_command
 from fastllm.cli_train import eval_command, train_command
 from fastllm.corpus import CorpusStats, stdlib_root, stdlib_texts
@@ -226,3 +227,5 @@ if __name__ == "__main__":
 main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(generate_command)
+main.add_command(demo_command)
+main.add_command(bench_command)

@@ -1,0 +1,77 @@
+"""`fastllm demo` (the whole pipeline, `fastllm.demo`) and `fastllm bench` (the benchmark suite as one table)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from fastllm._cliutil import user_errors
+
+
+@click.command("demo")
+@click.option("--out", "out", default="fastllm-demo", show_default=True, type=click.Path(path_type=Path),
+              help="The report folder: report.md, plots, tokenizer.json, shards/, train/ (checkpoints, model), samples.md.")
+@click.option("--corpus", default=None, type=click.Path(path_type=Path),
+              help="A file or folder of your own text (default: the Python standard library).")
+@click.option("--quick", is_flag=True, help="A small run that finishes in under a minute (what the tests run).")
+@click.option("--resume", is_flag=True, help="Carry on an interrupted run in --out (finished stages are skipped).")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when present), cpu, cuda or cuda:N.")
+@click.option("--steps", "max_steps", default=None, type=click.IntRange(min=1), help="Training steps (default 800; 300 with --quick).")
+@click.option("--max-docs", default=None, type=click.IntRange(min=2), help="Read at most this many documents.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet):
+    """Dedup, tokenizer, token shards, pretraining and generation on one corpus, with a report.
+
+    Ctrl-C stops cleanly after the current training step (or at once in the other stages) and
+    keeps what finished; `fastllm demo --resume` carries on.
+    """
+    from fastllm.demo import DemoConfig, DemoInterrupted, run_demo
+
+    overrides = {}
+    if corpus is not None:
+        overrides["corpus"] = str(corpus)
+    if max_steps is not None:
+        overrides["max_steps"] = max_steps
+    if max_docs is not None:
+        overrides["max_docs"] = max_docs
+    cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
+    t0 = time.perf_counter()
+    try:
+        run_demo(cfg, out, resume=resume, device=device, progress=not quiet, say=click.echo)
+    except DemoInterrupted as e:
+        click.echo(f"\n{e}", err=True)
+        sys.exit(130)
+    click.echo(f"demo finished in {time.perf_counter() - t0:.0f} s")
+
+
+@click.command("bench", context_settings={"ignore_unknown_options": True})
+@click.option("--benches", "benches", default="benches", show_default=True, type=click.Path(path_type=Path),
+              help="The benchmark folder of a fastllm checkout (pytest-benchmark files).")
+@click.option("-k", "keyword", default=None, help="Only benchmarks matching this pytest -k expression.")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also keep pytest-benchmark's JSON here.")
+@user_errors
+def bench_command(benches, keyword, json_out):
+    """Run the benchmark suite (`pytest BENCHES --benchmark-only`) and print one table per group:
+    every fast path, its baseline, the installed peers, medians and ratios."""
+    benches = benches.resolve()
+    report = benches / "report.py"
+    if not report.is_file():
+        raise ValueError(f"no benchmark suite at {str(benches)!r} (expected report.py there); run from a fastllm "
+                         "checkout or pass --benches PATH")
+    with tempfile.TemporaryDirectory(prefix="fastllm-bench-") as tmp:
+        result = Path(json_out) if json_out else Path(tmp) / "bench.json"
+        cmd = [sys.executable, "-m", "pytest", str(benches), "--benchmark-only", f"--benchmark-json={result}", "-q",
+               "-p", "no:cacheprovider"]
+        if keyword:
+            cmd += ["-k", keyword]
+        run = subprocess.run(cmd, cwd=benches.parent)
+        if run.returncode not in (0, 5) or not result.is_file():
+            raise click.ClickException(f"the benchmarks failed (pytest exit status {run.returncode})")
+        subprocess.run([sys.executable, str(report), str(result)], cwd=benches.parent, check=True)
