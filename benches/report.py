@@ -169,6 +169,45 @@ def gen_heading(name: str, rows: list[dict]) -> str:
     return f"\n### {name} (" + "; ".join(notes) + ")\n\n" + gen_table(rows) + "\n\n" + legend
 
 
+def summary(groups: dict[str, list[dict]]) -> str:
+    """One table over every group: fastllm's row, the baseline's and the peers', with ratios
+    (time ratios for timed groups, tokens/s ratios for training and generation groups)."""
+    lines = ["| group | fastllm | baseline | peers (ratio: how many times fastllm's speed is theirs) |", "|---|---|---|---|"]
+    for name in sorted(groups):
+        rows = groups[name]
+        if all("tokens_per_s" in r["extra_info"] for r in rows):
+            # throughput groups: compare like with like (same case and batch), fastllm's fastest row
+            def key(r: dict) -> tuple:
+                info = r["extra_info"]
+                return (info.get("batch"), info.get("requests"))
+
+            label = lambda r: r["extra_info"].get("case") or r["extra_info"].get("variant") or r["name"]  # noqa: E731
+            for k in sorted({key(r) for r in rows}, key=str):
+                same = [r for r in rows if key(r) == k and r["extra_info"].get("impl") != "bound"]
+                mine = [r for r in same if r["extra_info"].get("impl") == "fastllm"]
+                if not mine:
+                    continue
+                best = max(mine, key=lambda r: r["extra_info"]["tokens_per_s"])
+                tps = best["extra_info"]["tokens_per_s"]
+                others = sorted((r for r in same if r is not best), key=lambda r: -r["extra_info"]["tokens_per_s"])
+                peers = ", ".join(f"{label(r)} {r['extra_info']['tokens_per_s']:,.0f} tok/s ({tps / r['extra_info']['tokens_per_s']:.2f}x)"
+                                  for r in others)
+                where = f" (batch {k[0]})" if k[0] is not None else ""
+                lines.append(f"| {name}{where} | {label(best)} {tps:,.0f} tok/s | | {peers} |")
+            continue
+        mine = [r for r in rows if r["extra_info"].get("impl") == "fastllm"]
+        if not mine:
+            continue
+        fast = min(r["stats"]["median"] for r in mine)
+        base = [r for r in rows if r["extra_info"].get("impl") == "reference"]
+        peers = [r for r in rows if r["extra_info"].get("impl") not in ("fastllm", "reference")]
+        b = f"{fmt_seconds(base[0]['stats']['median'])} ({base[0]['stats']['median'] / fast:.1f}x)" if base else ""
+        p = ", ".join(f"{r['extra_info'].get('impl', r['name'])} {fmt_seconds(r['stats']['median'])} "
+                      f"({r['stats']['median'] / fast:.1f}x)" for r in sorted(peers, key=lambda r: r["stats"]["median"]))
+        lines.append(f"| {name} | {fmt_seconds(fast)} | {b} | {p} |")
+    return "\n".join(lines)
+
+
 def report(data: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in data["benchmarks"]:
@@ -179,6 +218,7 @@ def report(data: dict) -> str:
     floor = next((b["extra_info"]["interpreter_rss_mb"] for b in data["benchmarks"] if b["extra_info"].get("interpreter_rss_mb")), None)
     if floor:
         out.append(f"Peak RSS is the whole process; the interpreter alone (with benches/tasks.py imported) is {floor:.0f} MB.")
+    out.append("\n### Summary (every group; the tables after it have the details)\n\n" + summary(groups))
     for name in sorted(groups):
         if all("ms_per_token" in b["extra_info"] for b in groups[name]):
             out.append(gen_heading(name, groups[name]))

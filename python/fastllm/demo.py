@@ -118,6 +118,13 @@ def save_state(out: Path, state: dict[str, Any]) -> None:
     write_atomic(out / "state.json", json.dumps(state, indent=2))
 
 
+def _bar(enabled: bool, **kwargs: Any) -> Any:
+    """A tqdm progress bar, or one that shows nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, dynamic_ncols=True, **kwargs)
+
+
 # --------------------------------------------------------------------------------------------
 # the corpus
 # --------------------------------------------------------------------------------------------
@@ -133,7 +140,7 @@ def _user_files(root: Path) -> list[Path]:
     return files
 
 
-def read_documents(corpus: str | None, max_docs: int | None = None) -> tuple[list[str], list[str], str]:
+def read_documents(corpus: str | None, max_docs: int | None = None, progress: bool = False) -> tuple[list[str], list[str], str]:
     """(texts, sources, description). The default corpus: the stdlib's `.py` files and the pydoc
     topics (one document per topic). A user folder: one document per UTF-8 file (`.jsonl` files:
     one per record's "text"); a single text file: one document per blank-line-separated block.
@@ -145,7 +152,7 @@ def read_documents(corpus: str | None, max_docs: int | None = None) -> tuple[lis
 
         from fastllm.corpus import stdlib_files, stdlib_root
 
-        for path in stdlib_files():
+        for path in _bar(progress, iterable=stdlib_files(), desc="read", unit="file", leave=False):
             try:
                 with tokenize.open(path) as f:
                     texts.append(f.read())
@@ -166,7 +173,7 @@ def read_documents(corpus: str | None, max_docs: int | None = None) -> tuple[lis
             raise FileNotFoundError(f"corpus not found: {str(root)!r}")
         files = _user_files(root)
         single = root.is_file()
-        for path in files:
+        for path in _bar(progress, iterable=files, desc="read", unit="file", leave=False):
             try:
                 raw = path.read_bytes().decode("utf-8")
             except (UnicodeDecodeError, OSError):
@@ -204,10 +211,10 @@ def read_documents(corpus: str | None, max_docs: int | None = None) -> tuple[lis
 # --------------------------------------------------------------------------------------------
 
 
-def stage_dedup(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> dict[str, Any]:
+def stage_dedup(cfg: DemoConfig, out: Path, say: Callable[[str], None], progress: bool) -> dict[str, Any]:
     from fastllm.dedup import MinHashDeduper
 
-    texts, sources, description = read_documents(cfg.corpus, cfg.max_docs)
+    texts, sources, description = read_documents(cfg.corpus, cfg.max_docs, progress)
     say(f"reading {description}: {len(texts):,} documents, {sum(map(len, texts)) / 1e6:.1f} M characters")
     t0 = time.perf_counter()
     exact: dict[str, int] = {}
@@ -279,8 +286,10 @@ def stage_tokenize(cfg: DemoConfig, out: Path, say: Callable[[str], None], progr
     # 5% of the documents for validation, more for a small corpus: enough for a few batches
     tokens = json.loads((out / "state.json").read_text(encoding="utf-8"))["stages"]["tokenizer"]["tokens"]
     val_fraction = min(0.3, max(0.05, 4 * cfg.batch_size * (cfg.context + 1) / max(1, tokens)))
-    stats = tokenize_to_shards([out / "corpus.jsonl"], out / "shards", tokenizer=out / "tokenizer.json", fmt="jsonl",
-                               val_fraction=val_fraction, seed=cfg.seed, overwrite=True)
+    with _bar(progress, total=(out / "corpus.jsonl").stat().st_size, desc="tokenize", unit="B", unit_scale=True,
+              leave=False) as bar:
+        stats = tokenize_to_shards([out / "corpus.jsonl"], out / "shards", tokenizer=out / "tokenizer.json", fmt="jsonl",
+                                   val_fraction=val_fraction, seed=cfg.seed, overwrite=True, progress=bar.update)
     counts = np.zeros(cfg.vocab_size, dtype=np.int64)
     for header in list_shards(out / "shards", "train"):
         counts += np.bincount(load_shard(header).astype(np.int64), minlength=cfg.vocab_size)[: cfg.vocab_size]
@@ -343,7 +352,7 @@ def stage_train(cfg: DemoConfig, out: Path, say: Callable[[str], None], device: 
     return summary
 
 
-def stage_generate(cfg: DemoConfig, out: Path, say: Callable[[str], None], device: str) -> dict[str, Any]:
+def stage_generate(cfg: DemoConfig, out: Path, say: Callable[[str], None], device: str, progress: bool) -> dict[str, Any]:
     import torch
 
     from fastllm.model import MiniGPT
@@ -363,7 +372,7 @@ def stage_generate(cfg: DemoConfig, out: Path, say: Callable[[str], None], devic
     g = torch.Generator().manual_seed(cfg.seed)
     throughput = []
     with torch.inference_mode():
-        for batch in cfg.gen_batches:
+        for batch in _bar(progress, iterable=cfg.gen_batches, desc="generate", unit="batch size", leave=False):
             prompts = torch.randint(0, tok.vocab_size - 1, (batch, 16), generator=g).to(dev)
             model.generate(prompts, 2, temperature=0)  # warm-up
             t0 = time.perf_counter()
@@ -423,11 +432,11 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     save_state(out, state)
     result = DemoResult(out, state)
     runners: dict[str, Callable[[], dict[str, Any]]] = {
-        "dedup": lambda: stage_dedup(cfg, out, say),
+        "dedup": lambda: stage_dedup(cfg, out, say, progress),
         "tokenizer": lambda: stage_tokenizer(cfg, out, say, progress),
         "tokenize": lambda: stage_tokenize(cfg, out, say, progress),
         "train": lambda: stage_train(cfg, out, say, device, progress),
-        "generate": lambda: stage_generate(cfg, out, say, device),
+        "generate": lambda: stage_generate(cfg, out, say, device, progress),
     }
     for name in STAGES:
         if name in state["stages"]:
