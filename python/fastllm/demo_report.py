@@ -31,6 +31,18 @@ def _save(fig: Any, path: Path) -> None:
             os.unlink(tmp)
 
 
+def _curve(plt: Any, path: Path, xs: list, ys: list, xlabel: str, ylabel: str, title: str) -> None:
+    """y against x on a log2 x axis, one point per measurement."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.plot(xs, ys, "o-")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    _save(fig, path)
+    plt.close(fig)
+
+
 def _plots(out: Path, stages: dict[str, Any]) -> list[str]:
     import matplotlib
 
@@ -72,25 +84,13 @@ def _plots(out: Path, stages: dict[str, Any]) -> list[str]:
         made.append("dedup_clusters.png")
     if "tokenizer" in stages:
         curve = stages["tokenizer"]["compression"]
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot([c["vocab_size"] for c in curve], [c["bytes_per_token"] for c in curve], "o-")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("vocabulary size")
-        ax.set_ylabel("bytes / token (held-out documents)")
-        ax.set_title("Tokenizer compression")
-        _save(fig, out / "tokenizer_compression.png")
-        plt.close(fig)
+        _curve(plt, out / "tokenizer_compression.png", [c["vocab_size"] for c in curve], [c["bytes_per_token"] for c in curve],
+               "vocabulary size", "bytes / token (held-out documents)", "Tokenizer compression")
         made.append("tokenizer_compression.png")
     if "generate" in stages:
         rows = stages["generate"]["throughput"]
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ax.plot([r["batch"] for r in rows], [r["tokens_per_s"] for r in rows], "o-")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("tokens / s")
-        ax.set_title("Greedy generation with the KV cache")
-        _save(fig, out / "generation_throughput.png")
-        plt.close(fig)
+        _curve(plt, out / "generation_throughput.png", [r["batch"] for r in rows], [r["tokens_per_s"] for r in rows],
+               "batch size", "tokens / s", "Greedy generation with the KV cache")
         made.append("generation_throughput.png")
     return made
 

@@ -61,27 +61,34 @@ def _fwd_inner(
         else:
             kt = tl.load(kt_ptrs, mask=offs_d[:, None] < HEAD_DIM, other=0.0)
             v = tl.load(v_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-        dtype = kt.dtype
         if UPCAST:
             kt = kt.to(tl.float32)
-            v = v.to(tl.float32)
         qk = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base-2 units
         if MASK:
             ok = offs_n[None, :] < T_k
             if CAUSAL:
                 ok = ok & (offs_n[None, :] <= offs_m[:, None] + causal_off)
             qk = tl.where(ok, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        p_lo = p.to(dtype)
-        if UPCAST:
-            p_lo = p_lo.to(tl.float32)
-        acc = tl.dot(p_lo, v, acc, input_precision=PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, qk, v, UPCAST, PRECISION)
     return acc, l_i, m_i
+
+
+@triton.jit
+def online_softmax_step(acc, l_i, m_i, qk, v, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """One block of keys into the running (acc, l, m) of FlashAttention's online softmax (base 2):
+    rescale by the new row maxima, add p @ v with p cast to v's loaded dtype (fp32 accumulation).
+    Shared by the flash forward kernel and the paged decode kernel."""
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    p = tl.math.exp2(qk - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    p_lo = p.to(v.dtype)
+    if UPCAST:  # the interpreter's half-precision arithmetic is wrong: compute in fp32 there
+        p_lo = p_lo.to(tl.float32)
+        v = v.to(tl.float32)
+    acc = tl.dot(p_lo, v, acc, input_precision=PRECISION)
+    return acc, l_i, m_new
 
 
 @triton.jit(do_not_specialize=["T_q", "T_k"])

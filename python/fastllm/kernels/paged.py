@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastllm.kernels.flash import online_softmax_step
+
 __all__ = ["paged_decode_attention"]
 
 
@@ -62,22 +64,11 @@ def _paged_decode(
         v_rows = blk * stride_vb + slot * stride_vs + hk * stride_vh
         kt = tl.load(K + k_rows[None, :] + offs_d[:, None], mask=ok[None, :] & d_ok[:, None], other=0.0)
         v = tl.load(V + v_rows[:, None] + offs_d[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0)
-        dtype = kt.dtype
         if UPCAST:
             kt = kt.to(tl.float32)
-            v = v.to(tl.float32)
         qk = tl.dot(q, kt, input_precision=PRECISION) * qk_scale  # (BLOCK_G, BLOCK_N)
         qk = tl.where(ok[None, :], qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.math.exp2(qk - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        p_lo = p.to(dtype)
-        if UPCAST:
-            p_lo = p_lo.to(tl.float32)
-        acc = tl.dot(p_lo, v, acc, input_precision=PRECISION)
-        m_i = m_new
+        acc, l_i, m_i = online_softmax_step(acc, l_i, m_i, qk, v, UPCAST, PRECISION)
     has = l_i > 0  # an empty split (past the end of a short context) leaves l = 0, m = -inf
     acc = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
