@@ -198,13 +198,18 @@ def summary(groups: dict[str, list[dict]]) -> str:
         mine = [r for r in rows if r["extra_info"].get("impl") == "fastllm"]
         if not mine:
             continue
-        fast = min(r["stats"]["median"] for r in mine)
+        def named(r: dict) -> str:
+            info = r["extra_info"]
+            return info.get("impl", r["name"]) + (f" ({info['variant']})" if info.get("variant") else "")
+
+        best = min(mine, key=lambda r: r["stats"]["median"])
+        fast = best["stats"]["median"]
         base = [r for r in rows if r["extra_info"].get("impl") == "reference"]
         peers = [r for r in rows if r["extra_info"].get("impl") not in ("fastllm", "reference")]
         b = f"{fmt_seconds(base[0]['stats']['median'])} ({base[0]['stats']['median'] / fast:.1f}x)" if base else ""
-        p = ", ".join(f"{r['extra_info'].get('impl', r['name'])} {fmt_seconds(r['stats']['median'])} "
-                      f"({r['stats']['median'] / fast:.1f}x)" for r in sorted(peers, key=lambda r: r["stats"]["median"]))
-        lines.append(f"| {name} | {fmt_seconds(fast)} | {b} | {p} |")
+        p = ", ".join(f"{named(r)} {fmt_seconds(r['stats']['median'])} ({r['stats']['median'] / fast:.1f}x)"
+                      for r in sorted(peers, key=lambda r: r["stats"]["median"]))
+        lines.append(f"| {name} | {named(best)} {fmt_seconds(fast)} | {b} | {p} |")
     return "\n".join(lines)
 
 

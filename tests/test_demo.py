@@ -142,6 +142,12 @@ def test_interrupt_between_stages_keeps_the_finished_ones(tmp_path, monkeypatch)
                                        "--steps", "24"])
     # the CLI's quick settings differ from QUICK in other fields: --resume refuses, naming one
     assert result.exit_code == 1 and "other settings" in result.output
+    # `--resume` alone carries on with the run's own settings
+    result = CliRunner().invoke(main, ["demo", "--resume", "--quiet", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dedup: done before (resumed)" in result.output and "tokenizer: done before (resumed)" in result.output
+    state = json.loads((out / "state.json").read_text())
+    assert state["settings"] == cfg.to_dict() and list(state["stages"]) == list(STAGES)
 
 
 def test_user_corpus_folder(tmp_path):

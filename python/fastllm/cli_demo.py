@@ -31,8 +31,13 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
     Ctrl-C stops cleanly after the current training step (or at once in the other stages) and
     keeps what finished; `fastllm demo --resume` carries on.
     """
-    from fastllm.demo import DemoConfig, DemoInterrupted, run_demo
+    from fastllm.demo import DemoConfig, load_state
 
+    if resume and not (quick or corpus or max_steps or max_docs) and out.is_dir():
+        state = load_state(out)  # `fastllm demo --resume` alone: carry on with the run's own settings
+        if state is not None:
+            cfg = DemoConfig.from_dict(state["settings"])
+            return _run(cfg, out, resume, device, quiet)
     overrides = {}
     if corpus is not None:
         overrides["corpus"] = str(corpus)
@@ -41,6 +46,12 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
     if max_docs is not None:
         overrides["max_docs"] = max_docs
     cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
+    _run(cfg, out, resume, device, quiet)
+
+
+def _run(cfg, out: Path, resume: bool, device: str, quiet: bool) -> None:
+    from fastllm.demo import DemoInterrupted, run_demo
+
     t0 = time.perf_counter()
     try:
         run_demo(cfg, out, resume=resume, device=device, progress=not quiet, say=click.echo)
@@ -50,7 +61,7 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
     click.echo(f"demo finished in {time.perf_counter() - t0:.0f} s")
 
 
-@click.command("bench", context_settings={"ignore_unknown_options": True})
+@click.command("bench")
 @click.option("--benches", "benches", default="benches", show_default=True, type=click.Path(path_type=Path),
               help="The benchmark folder of a fastllm checkout (pytest-benchmark files).")
 @click.option("-k", "keyword", default=None, help="Only benchmarks matching this pytest -k expression.")

@@ -6,7 +6,7 @@ transposes, the argument checks of the generic `attention`). This step makes ~12
 layer: one GEMV for the fused q|k|v projection (one for the fused gate|up of SwiGLU), RoPE once
 over q and k together, the cache write, SDPA, the residual adds. `generate` and the `Engine`
 fetch it with `MiniGPT.decode_plan()` and pass it to `forward_cached`; the module path stays the
-reference (tests/test_generate.py checks that the two agree).
+reference (tests/test_decode.py checks that the two agree).
 
 The weights are copies laid out (in, out), so each GEMV streams its matrix row by row (measured
 1.15-1.5x faster than the (out, in) layout for a single row on the 2-core box; a batch-1 step is

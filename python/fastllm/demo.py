@@ -72,6 +72,15 @@ class DemoConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    @classmethod
+    def from_dict(cls, settings: dict[str, Any]) -> DemoConfig:
+        """The settings a run saved in its state.json (unknown keys are an error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise ValueError(f"state.json holds settings this fastllm does not know: {unknown}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
 
 class DemoInterrupted(Exception):
     """Ctrl-C during a stage: what finished is kept; `fastllm demo --resume` carries on."""
