@@ -31,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastllm._attention import check_qkv
 from fastllm.kernels import FLASH_HEAD_DIMS
 
 __all__ = ["flash_attention"]
@@ -509,19 +510,8 @@ def _launch(kernel, tuned, kind, grid_fn, args, meta, blocks):
 
 
 def _check(q, k, v, causal):
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(
-            f"flash_attention expects 4-d (B, H, T, D) tensors, got q{tuple(q.shape)}, k{tuple(k.shape)}, "
-            f"v{tuple(v.shape)}"
-        )
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape, got k{tuple(k.shape)} and v{tuple(v.shape)}")
-    B, H, T_q, D = q.shape
-    _, H_kv, T_k, _ = k.shape
-    if k.shape[0] != B or k.shape[3] != D:
-        raise ValueError(f"q{tuple(q.shape)} and k{tuple(k.shape)} disagree on batch size or head_dim")
-    if H_kv == 0 or H % H_kv != 0:
-        raise ValueError(f"n_kv_head={H_kv} (from k) must divide n_head={H} (from q)")
+    _, T_q, _, T_k = check_qkv(q, k, v, "flash_attention")
+    D = q.shape[3]
     lo, hi = FLASH_HEAD_DIMS
     if not lo <= D <= hi:
         raise ValueError(f"flash_attention supports head_dim {lo} to {hi}, got {D}")
