@@ -256,6 +256,8 @@ class Engine:
         for name, value in (("max_batch_size", max_batch_size), ("prefill_chunk", prefill_chunk)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if decode_attention not in _DECODE_ATTENTION:
+            raise ValueError(f"decode_attention must be one of {', '.join(map(repr, _DECODE_ATTENTION))}, got {decode_attention!r}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.block_size = block_size
@@ -279,8 +281,6 @@ class Engine:
         # not skip computing it.
         self._ready: set[int] = set()
         self._work: _DecodeSet | None = None  # the running batch's contiguous K/V (see _DecodeSet)
-        if decode_attention not in _DECODE_ATTENTION:
-            raise ValueError(f"decode_attention must be one of {', '.join(map(repr, _DECODE_ATTENTION))}, got {decode_attention!r}")
         if decode_attention == "auto":
             from fastllm import kernels
 
@@ -404,54 +404,44 @@ class Engine:
         return last if last.dtype == torch.float64 else last.float()
 
     def _decode_forward(self, seqs: list[_Seq], ends: list[int]) -> torch.Tensor:
-        """One new token per sequence through the decode set (see `_DecodeSet`); logits (B, V)."""
-        B, bs = len(seqs), self.block_size
+        """One new token per sequence through the decode set (see `_DecodeSet`) or the paged kernel; logits (B, V)."""
+        B = len(seqs)
         starts = [e - 1 for e in ends]
-        rids = tuple(s.rid for s in seqs)
         tables = [self.blocks.block_table(s.rid) for s in seqs]
-        if self.decode_attention == "triton":
-            return self._kernel_decode_forward(seqs, ends, tables)
-        work = self._work
-        if work is None or work.rids != rids or work.lens != starts or max(ends) > work.capacity:
-            work = self._build_decode_set(tables, rids, starts, max(ends))
-        P = work.prefix
-        S = max(ends) - P  # own keys to attend over
-        ids = torch.tensor([[s.out[-1]] for s in seqs], dtype=torch.long, device=self.device)  # (B, 1)
         start_t = torch.tensor(starts, dtype=torch.long, device=self.device)  # (B,)
-        write_blocks = torch.tensor([t[p // bs] for t, p in zip(tables, starts)], dtype=torch.long, device=self.device)
-        write_offsets = start_t % bs
-        rows = torch.arange(B, device=self.device)
-        own_pos = start_t - P
-        keys = torch.arange(S, device=self.device)
-        bias = torch.zeros(B, 1, 1, S, dtype=self.dtype, device=self.device)
-        bias.masked_fill_((keys[None, :] > own_pos[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, S)
-        kv = [
-            _DecodeLayerKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, work.k[i], work.v[i],
-                           work.shared_k[i] if work.shared_k else None, work.shared_v[i] if work.shared_v else None,
-                           rows, own_pos, S, bias)
-            for i in range(self.model.config.n_layer)
-        ]
+        write_blocks = torch.tensor([t[p // self.block_size] for t, p in zip(tables, starts)], dtype=torch.long, device=self.device)
+        write_offsets = start_t % self.block_size  # (B,): the new tokens' slots
+        kv: list[Any]
+        if self.decode_attention == "triton":
+            width = max(len(t) for t in tables)
+            table_t = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.int32, device=self.device)  # (B, max_blocks)
+            lens = torch.tensor(ends, dtype=torch.int32, device=self.device)  # (B,): keys per sequence, the new token's included
+            kv = [
+                _KernelDecodeKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, table_t, lens, max(ends))
+                for i in range(self.model.config.n_layer)
+            ]
+        else:
+            rids = tuple(s.rid for s in seqs)
+            work = self._work
+            if work is None or work.rids != rids or work.lens != starts or max(ends) > work.capacity:
+                work = self._build_decode_set(tables, rids, starts, max(ends))
+            P = work.prefix
+            S = max(ends) - P  # own keys to attend over
+            own_pos = start_t - P
+            keys = torch.arange(S, device=self.device)
+            bias = torch.zeros(B, 1, 1, S, dtype=self.dtype, device=self.device)
+            bias.masked_fill_((keys[None, :] > own_pos[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, S)
+            rows = torch.arange(B, device=self.device)
+            kv = [
+                _DecodeLayerKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, work.k[i], work.v[i],
+                               work.shared_k[i] if work.shared_k else None, work.shared_v[i] if work.shared_v else None,
+                               rows, own_pos, S, bias)
+                for i in range(self.model.config.n_layer)
+            ]
+        ids = torch.tensor([[s.out[-1]] for s in seqs], dtype=torch.long, device=self.device)  # (B, 1)
         logits = self.model.forward_cached(ids, start_t[:, None], kv, None, plan=self.model.decode_plan())  # (B, 1, V)
-        work.lens = list(ends)
-        last = logits[:, -1]
-        return last if last.dtype == torch.float64 else last.float()
-
-    def _kernel_decode_forward(self, seqs: list[_Seq], ends: list[int], tables: list[list[int]]) -> torch.Tensor:
-        """A decode step with the Triton paged-decode kernel reading the block tables; logits (B, V)."""
-        bs, dev = self.block_size, self.device
-        starts = [e - 1 for e in ends]
-        width = max(len(t) for t in tables)
-        table_t = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.int32, device=dev)  # (B, max_blocks)
-        lens = torch.tensor(ends, dtype=torch.int32, device=dev)  # (B,): keys per sequence, the new token's included
-        write_blocks = torch.tensor([t[p // bs] for t, p in zip(tables, starts)], dtype=torch.long, device=dev)
-        write_offsets = torch.tensor([p % bs for p in starts], dtype=torch.long, device=dev)
-        kv = [
-            _KernelDecodeKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, table_t, lens, max(ends))
-            for i in range(self.model.config.n_layer)
-        ]
-        ids = torch.tensor([[s.out[-1]] for s in seqs], dtype=torch.long, device=dev)  # (B, 1)
-        pos = torch.tensor(starts, dtype=torch.long, device=dev)[:, None]  # (B, 1)
-        logits = self.model.forward_cached(ids, pos, kv, None, plan=self.model.decode_plan())  # (B, 1, V)
+        if self.decode_attention != "triton":
+            self._work.lens = list(ends)  # the decode set now holds these tokens' K/V too
         last = logits[:, -1]
         return last if last.dtype == torch.float64 else last.float()
 
