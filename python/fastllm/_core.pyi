@@ -12,6 +12,8 @@ __all__ = [
     "WordCounter",
     "Deduper",
     "BlockManager",
+    "Decoder",
+    "DecodeState",
     "band_keys",
     "lsh_candidates",
     "cluster_pairs",
@@ -120,6 +122,46 @@ class BlockManager:
     def ref_count(self, block: int) -> int: ...
     def stats(self) -> tuple[int, int, int, int, int, int, int, int, float]: ...
     def audit(self) -> None: ...
+
+@final
+class Decoder:
+    def __new__(
+        cls,
+        vocab: int,
+        context: int,
+        n_layer: int,
+        n_head: int,
+        n_kv_head: int,
+        head_dim: int,
+        d_model: int,
+        hidden: int,
+        norm: str,
+        eps: float,
+        mlp: str,
+        positions: str,
+        bias: bool,
+    ) -> Decoder: ...
+    def layout(self) -> list[tuple[str, int, list[int]]]: ...
+    @property
+    def total(self) -> int: ...
+    def set_weights(
+        self,
+        flat: npt.NDArray[np.float32],
+        tok_emb: npt.NDArray[np.float32],
+        pos_emb: npt.NDArray[np.float32] | None = None,
+    ) -> None: ...
+    def state(self, capacity: int) -> DecodeState: ...
+    def load(self, state: DecodeState, layer: int, k: npt.NDArray[np.float32], v: npt.NDArray[np.float32], n: int) -> None: ...
+    def set_len(self, state: DecodeState, n: int) -> None: ...
+    def step(
+        self, state: DecodeState, token: int, position: int, num_threads: int, greedy: bool
+    ) -> int | npt.NDArray[np.float32]: ...
+
+@final
+class DecodeState:
+    def __len__(self) -> int: ...
+    @property
+    def capacity(self) -> int: ...
 
 def band_keys(signatures: npt.NDArray[np.uint64], bands: int, rows: int) -> npt.NDArray[np.uint64]: ...
 def lsh_candidates(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]: ...

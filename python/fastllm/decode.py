@@ -8,11 +8,18 @@ over q and k together, the cache write, SDPA, the residual adds. `generate` and 
 fetch it with `MiniGPT.decode_plan()` and pass it to `forward_cached`; the module path stays the
 reference (tests/test_decode.py checks that the two agree).
 
-The weights are copies laid out (in, out), so each GEMV streams its matrix row by row (measured
-1.15-1.5x faster than the (out, in) layout for a single row on the 2-core box; a batch-1 step is
-bound by reading the weights: ~56 MB per token at fp32 for the 14M-parameter bench model). That
-doubles the weight memory while generating; the plan is built on first use and rebuilt when any
-parameter changes (its storage or version counter: an optimizer step, `load_state_dict`, `.to()`).
+For one sequence on the CPU in float32, `NativeDecode` goes further: the whole step is one call
+into Rust (`rust/decode`), with no ATen op at all. A step streams ~56 MB of weights (the bench
+model), which evicts torch's code and data from the caches, so each small op after it cost
+20-100 us; the Rust step measured at or below the cost of the step's matrix products alone
+through torch (benches: `weights_floor`). `generate` switches to it after the prefill at batch 1.
+
+The weights are laid out (in, out) in one flat buffer whose layout the Rust decoder defines
+(`_core.Decoder.layout`): each GEMV then streams its matrix row by row (measured 1.15-1.5x faster
+than the (out, in) layout for a single row on the 2-core box), and the torch step works on views
+into the same buffer the Rust step reads, so both paths together hold one extra copy of the
+weights. The plan is built on first use and rebuilt when any parameter changes (its storage or
+version counter: an optimizer step, `load_state_dict`, `.to()`).
 
 >>> import torch
 >>> from fastllm.model import MiniGPT, MiniGPTConfig
@@ -24,38 +31,69 @@ True
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from fastllm import _core
 from fastllm._attention import _SDPA_HAS_GQA
 
-__all__ = ["DecodePlan"]
+__all__ = ["DecodePlan", "NativeDecode"]
 
 
 class _Layer:
     __slots__ = ("ln1", "ln2", "wqkv", "bqkv", "wo", "bo", "w1", "b1", "w2", "b2")
 
-    def __init__(self, block: Any, swiglu: bool) -> None:
-        a, m = block.attn, block.mlp
+    def __init__(self, block: Any, views: dict[str, torch.Tensor], i: int) -> None:
         self.ln1, self.ln2 = block.ln_1, block.ln_2
-        self.wqkv = _t(torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)))  # (d_model, (H + 2 H_kv) D)
-        self.bqkv = None if a.q_proj.bias is None else torch.cat((a.q_proj.bias, a.k_proj.bias, a.v_proj.bias))
-        self.wo, self.bo = _t(a.o_proj.weight), a.o_proj.bias
-        if swiglu:
-            self.w1 = _t(torch.cat((m.gate_proj.weight, m.up_proj.weight)))  # (d_model, 2 hidden)
-            self.b1 = None if m.gate_proj.bias is None else torch.cat((m.gate_proj.bias, m.up_proj.bias))
-            self.w2, self.b2 = _t(m.down_proj.weight), m.down_proj.bias
-        else:
-            self.w1, self.b1 = _t(m.fc.weight), m.fc.bias
-            self.w2, self.b2 = _t(m.proj.weight), m.proj.bias
+        for name in self.__slots__[2:]:
+            setattr(self, name, views.get(f"layers.{i}.{name}"))
 
 
-def _t(weight: torch.Tensor) -> torch.Tensor:
-    """A Linear weight (out, in) as a contiguous (in, out) copy: x @ W^T then streams W row by row
-    (an axpy-style GEMV), measured 1.3-1.5x faster than reading the (out, in) layout at batch 1."""
-    return weight.detach().t().contiguous()
+def _sources(model: Any) -> dict[str, torch.Tensor]:
+    """Every tensor of the flat decode buffer, by the name `_core.Decoder.layout` gives it:
+    Linear weights (out, in) transposed to (in, out) (x @ W then streams W row by row, measured
+    1.3-1.5x faster than the (out, in) layout at batch 1), q|k|v and gate|up concatenated."""
+    c = model.config
+    out: dict[str, torch.Tensor] = {}
+
+    def norm(name: str, m: Any) -> None:
+        out[f"{name}.weight"] = m.weight
+        if getattr(m, "bias", None) is not None:
+            out[f"{name}.bias"] = m.bias
+
+    def bias(name: str, *linears: Any) -> None:
+        if linears[0].bias is not None:
+            out[name] = torch.cat([lin.bias for lin in linears])
+
+    for i, block in enumerate(model.blocks):
+        a, m, p = block.attn, block.mlp, f"layers.{i}."
+        norm(p + "ln1", block.ln_1)
+        norm(p + "ln2", block.ln_2)
+        out[p + "wqkv"] = torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)).t()  # (d_model, (H + 2 H_kv) D)
+        bias(p + "bqkv", a.q_proj, a.k_proj, a.v_proj)
+        out[p + "wo"] = a.o_proj.weight.t()
+        bias(p + "bo", a.o_proj)
+        first = (m.gate_proj, m.up_proj) if c.mlp == "swiglu" else (m.fc,)
+        out[p + "w1"] = torch.cat([lin.weight for lin in first]).t()  # (d_model, hidden or 2 hidden)
+        bias(p + "b1", *first)
+        last = m.down_proj if c.mlp == "swiglu" else m.proj
+        out[p + "w2"] = last.weight.t()
+        bias(p + "b2", last)
+    norm("ln_f", model.ln_f)
+    out["lm_head"] = model.lm_head.weight.t()  # (d_model, vocab)
+    if c.positions == "rope":
+        # cos/sin of every position, computed as fastllm.model._rope does (float32, then cast), so
+        # that table lookups give the module path's values bit for bit.
+        p = model.tok_emb.weight
+        hd = c.head_dim
+        inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, device=p.device, dtype=torch.float32) / hd))
+        freqs = torch.arange(c.context, device=p.device).to(torch.float32)[:, None] * inv_freq  # (context, hd/2)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (context, hd)
+        out["rope.cos"], out["rope.sin"] = emb.cos().to(p.dtype), emb.sin().to(p.dtype)
+    return out
 
 
 def _linear(x: torch.Tensor, wt: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -73,21 +111,35 @@ class DecodePlan:
         c = model.config
         self.config = c
         self.key = _weights_key(model)
-        with torch.no_grad(), torch.inference_mode(False):
-            self.layers = [_Layer(b, c.mlp == "swiglu") for b in model.blocks]
+        p = model.tok_emb.weight
+        # The layout of the fused weights is the Rust decoder's (one flat buffer); the torch step
+        # below works on views into the same buffer, so the two paths share one copy.
+        core = _core.Decoder(c.vocab_size, c.context, c.n_layer, c.n_head, c.n_kv_head, c.head_dim, c.d_model,
+                             c.mlp_hidden, c.norm, float(c.norm_eps), c.mlp, c.positions, c.bias)
+        with torch.inference_mode(False), torch.no_grad():  # this order: no_grad must be innermost
+            flat = torch.empty(core.total, dtype=p.dtype, device=p.device)
+            sources = _sources(model)
+            views = {}
+            for name, offset, shape in core.layout():
+                view = flat.narrow(0, offset, math.prod(shape)).view(shape)
+                view.copy_(sources[name])
+                views[name] = view
+            self.flat = flat
+            self.layers = [_Layer(b, views, i) for i, b in enumerate(model.blocks)]
             self.rope: tuple[torch.Tensor, torch.Tensor] | None = None
             if c.positions == "rope":
-                # cos/sin of every position, computed as fastllm.model._rope does (float32, then
-                # cast), so that table lookups give the module path's values bit for bit.
-                p = model.tok_emb.weight
-                hd = c.head_dim
-                inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, device=p.device, dtype=torch.float32) / hd))
-                freqs = torch.arange(c.context, device=p.device).to(torch.float32)[:, None] * inv_freq  # (context, hd/2)
-                emb = torch.cat((freqs, freqs), dim=-1)  # (context, hd)
-                self.rope = (emb.cos().to(p.dtype), emb.sin().to(p.dtype))
-            self.lm_head = _t(model.lm_head.weight)  # (d_model, vocab)
-        self.tok_emb = model.tok_emb.weight
-        self.pos_emb = None if model.pos_emb is None else model.pos_emb.weight
+                self.rope = (views["rope.cos"], views["rope.sin"])
+            self.lm_head = views["lm_head"]  # (d_model, vocab)
+            self.tok_emb = model.tok_emb.weight.detach()
+            self.pos_emb = None if model.pos_emb is None else model.pos_emb.weight.detach()
+            # The Rust step (one call per token) where it applies: CPU, float32.
+            self.native = None
+            if p.device.type == "cpu" and p.dtype == torch.float32 and self.tok_emb.is_contiguous() and (
+                self.pos_emb is None or self.pos_emb.is_contiguous()
+            ):
+                core.set_weights(flat.numpy(), self.tok_emb.reshape(-1).numpy(),
+                                 None if self.pos_emb is None else self.pos_emb.reshape(-1).numpy())
+                self.native = core
         self.ln_f = model.ln_f
         self.gelu = "tanh" if c.mlp == "gelu_tanh" else "none"
 
@@ -150,3 +202,36 @@ class DecodePlan:
                 h = F.gelu(h, approximate=self.gelu)
             x = x + _linear(h, layer.w2, layer.b2)
         return torch.mm(self._norm(self.ln_f, x), self.lm_head)  # (B, vocab)
+
+
+class NativeDecode:
+    """One sequence decoded by the Rust step (`_core.Decoder`): a CPU float32 plan's fastest path
+    at batch 1, where the whole step is one call instead of ~80 ATen ops. Built after a prefill
+    from the torch cache's first `length` slots (`layers`: MiniGPT's per-layer caches with `k`,
+    `v` of shape (1, n_kv_head, capacity, head_dim)); its own K/V then grow one token per `step`.
+
+    The arithmetic is the module path's in float32 with a different summation order; tests
+    compare the two under hypothesis (tests/test_decode.py)."""
+
+    __slots__ = ("core", "state")
+
+    def __init__(self, plan: DecodePlan, layers: list[Any], length: int, capacity: int) -> None:
+        if plan.native is None:
+            raise ValueError("this plan has no native step (it needs CPU float32 weights)")
+        self.core = plan.native
+        self.state = self.core.state(capacity)
+        for i, layer in enumerate(layers):
+            k = layer.k[0, :, :length].contiguous().reshape(-1)  # (n_kv_head * length * head_dim,)
+            v = layer.v[0, :, :length].contiguous().reshape(-1)
+            self.core.load(self.state, i, k.numpy(), v.numpy(), length)
+        self.core.set_len(self.state, length)
+
+    def step(self, token: int, position: int) -> torch.Tensor:
+        """Logits (1, vocab) float32 of `token` at `position`, on torch's thread count."""
+        return torch.from_numpy(self.core.step(self.state, token, position, torch.get_num_threads(), False))[None]
+
+    def step_greedy(self, token: int, position: int) -> int:
+        """The argmax of `step`'s logits (torch.argmax's tie and NaN rule), with no tensor made:
+        after a step has streamed the weights through the caches, every torch op costs tens of
+        microseconds."""
+        return self.core.step(self.state, token, position, torch.get_num_threads(), True)

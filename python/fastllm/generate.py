@@ -38,6 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fastllm.decode import NativeDecode
+
 __all__ = ["KVCache", "SamplingParams", "generate", "sample_next", "process_logits"]
 
 
@@ -300,27 +302,39 @@ def generate(
         raise TypeError(f"pad_token_id must be an int, got {pad_token_id!r}")
     pad = pad_token_id if pad_token_id is not None else (stop_ids[0][-1] if stop_ids else 0)
     cur = P
+    native: NativeDecode | None = None  # one CPU float32 sequence: the Rust step after the prefill
+    # greedy with nothing else to compute from the logits: the step answers the argmax itself
+    native_greedy = params.greedy and seen is None and not return_logprobs
+    new: list[int] = []
     for step in range(max_new_tokens):
-        if cache is not None:
-            start = 0 if step == 0 else cur - 1  # prefill the prompt, then one token per step
-            logits = model.forward_cached(tokens[:, start:cur], positions_all[:, start:cur], cache.layers,
-                                          mask_for(start, cur), last_only=True, plan=plan)
-            cache.advance(cur - start)
+        if native is not None and native_greedy:
+            new = [native.step_greedy(new[0], cur - 1)]  # an unpadded row's position is its slot
         else:
-            logits = model.forward_cached(tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur), last_only=True)
-        last = logits[:, -1]  # (B, V)
-        if last.dtype != torch.float64:
-            last = last.float()
-        nxt = sample_next(last, params, seen, generator)  # (B,)
-        if stopped is not None:
-            nxt = nxt.masked_fill(stopped, 0)  # stopped rows: any valid id (never output)
-        if return_logprobs:
-            lp = F.log_softmax(last, dim=-1).gather(1, nxt[:, None]).squeeze(1).tolist()
-        tokens[:, cur] = nxt
-        if seen is not None:
-            seen[torch.arange(B, device=device), nxt] = True
+            if native is not None:
+                logits = native.step(new[0], cur - 1)[:, None]  # (1, 1, V)
+            elif cache is not None:
+                start = 0 if step == 0 else cur - 1  # prefill the prompt, then one token per step
+                logits = model.forward_cached(tokens[:, start:cur], positions_all[:, start:cur], cache.layers,
+                                              mask_for(start, cur), last_only=True, plan=plan)
+                cache.advance(cur - start)
+                if step == 0 and B == 1 and plan is not None and getattr(plan, "native", None) is not None:
+                    native = NativeDecode(plan, cache.layers, cur, total)
+            else:
+                logits = model.forward_cached(tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur), last_only=True)
+            last = logits[:, -1]  # (B, V)
+            if last.dtype != torch.float64:
+                last = last.float()
+            nxt = sample_next(last, params, seen, generator)  # (B,)
+            if stopped is not None:
+                nxt = nxt.masked_fill(stopped, 0)  # stopped rows: any valid id (never output)
+            if return_logprobs:
+                lp = F.log_softmax(last, dim=-1).gather(1, nxt[:, None]).squeeze(1).tolist()
+            if native is None:
+                tokens[:, cur] = nxt  # the next step's input (the native step takes ints)
+            if seen is not None:
+                seen[torch.arange(B, device=device), nxt] = True
+            new = nxt.tolist()
         cur += 1
-        new = nxt.tolist()
         if callback is not None:
             callback([None if was else t for was, t in zip(finished, new)])
         changed = False
@@ -342,8 +356,7 @@ def generate(
         if changed:
             stopped = torch.tensor(finished, dtype=torch.bool, device=device)
     model.train(was_training)
-    lengths = [P + len(g) for g in generated]  # slots used per row (prompt + generated)
-    out_rows = [tokens[i, P - len(rows[i]) : lengths[i]] for i in range(B)]
+    out_rows = [torch.tensor(rows[i] + generated[i], dtype=torch.long, device=device) for i in range(B)]
     if tensor_in:
         width = P + (cur - P)
         out = torch.full((B, width), pad, dtype=torch.long, device=device)

@@ -47,3 +47,9 @@ impl<T> IntoPy<T> for Result<T, KvError> {
         })
     }
 }
+
+impl<T> IntoPy<T> for Result<T, decode::DecodeError> {
+    fn py_err(self) -> pyo3::PyResult<T> {
+        self.map_err(|err| PyValueError::new_err(err.to_string()))
+    }
+}

@@ -4,6 +4,7 @@
 mod errors;
 mod pool;
 mod py_bpe;
+mod py_decode;
 mod py_kvcache;
 mod py_minhash;
 
@@ -16,6 +17,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_bpe::WordCounter>()?;
     m.add_class::<py_minhash::Deduper>()?;
     m.add_class::<py_kvcache::CoreBlockManager>()?;
+    m.add_class::<py_decode::CoreDecoder>()?;
+    m.add_class::<py_decode::CoreDecodeState>()?;
     m.add_function(wrap_pyfunction!(py_minhash::band_keys, m)?)?;
     m.add_function(wrap_pyfunction!(py_minhash::lsh_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(py_minhash::cluster_pairs, m)?)?;
