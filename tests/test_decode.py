@@ -131,3 +131,20 @@ def test_no_plan_where_it_would_differ():
         assert calls  # generate took the module path and the hook ran
         handle.remove()
         assert model.decode_plan() is not None
+
+
+def test_plan_follows_replaced_parameters_and_modules():
+    model = _model("gpt2")
+    with torch.no_grad():
+        plan = model.decode_plan()
+        model.blocks[1].attn.o_proj.weight = torch.nn.Parameter(torch.zeros_like(model.blocks[1].attn.o_proj.weight))
+        fresh = model.decode_plan()
+        assert fresh is not plan and torch.equal(fresh.layers[1].wo, torch.zeros_like(fresh.layers[1].wo))
+        model.blocks[0].mlp = type(model.blocks[0].mlp)(model.config).double()  # a new submodule
+        newer = model.decode_plan()
+        assert newer is not fresh
+        torch.testing.assert_close(newer.layers[0].w1, model.blocks[0].mlp.fc.weight.t())
+        assert model.decode_plan() is newer  # and cached again
+        handle = model.register_forward_hook(lambda *a: None)  # a hook on the root module
+        assert model.decode_plan() is None
+        handle.remove()

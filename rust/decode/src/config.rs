@@ -63,15 +63,15 @@ impl Config {
             ("d_model", self.d_model),
             ("hidden", self.hidden),
         ] {
-            if v == 0 {
-                return bad(format!("{name} must be positive"));
+            if v == 0 || v > 1 << 31 {
+                return bad(format!("{name}={v} must be in [1, 2^31]"));
             }
         }
         if self.n_head % self.n_kv_head != 0 {
             return bad(format!("n_kv_head={} must divide n_head={}", self.n_kv_head, self.n_head));
         }
-        if self.n_head * self.head_dim != self.d_model {
-            return bad(format!("n_head*head_dim={} must equal d_model={}", self.n_head * self.head_dim, self.d_model));
+        if self.n_head.checked_mul(self.head_dim) != Some(self.d_model) {
+            return bad(format!("n_head={} * head_dim={} must equal d_model={}", self.n_head, self.head_dim, self.d_model));
         }
         if self.positions == Positions::Rope && self.head_dim % 2 != 0 {
             return bad(format!("RoPE needs an even head_dim, got {}", self.head_dim));
@@ -148,6 +148,16 @@ pub struct Layout {
 impl Layout {
     pub fn new(c: &Config) -> Result<Layout> {
         c.validate()?;
+        // Every size fits in usize with room to spare: the largest tensor is at most
+        // max(dim)^2, and the total at most (6 n_layer + 8) of them.
+        let largest = [c.vocab, c.context, c.d_model, c.hidden, c.qkv(), c.fc()].into_iter().max().unwrap_or(0);
+        let room = largest
+            .checked_mul(largest)
+            .and_then(|m| m.checked_mul(c.n_layer.checked_mul(6)?.checked_add(8)?))
+            .is_some();
+        if !room {
+            return Err(DecodeError::Config(format!("sizes too large: n_layer={} and a dimension of {largest}", c.n_layer)));
+        }
         let mut entries = Vec::new();
         let mut total = 0usize;
         let mut add = |name: String, shape: Vec<usize>| -> usize {

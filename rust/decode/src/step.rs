@@ -161,6 +161,7 @@ impl Model {
                 Err(DecodeError::Size { name: "pos_emb", got: p.len(), expected: c.context * c.d_model })
             }
             (Positions::Learned, None) => Err(DecodeError::Size { name: "pos_emb", got: 0, expected: c.context * c.d_model }),
+            (Positions::Rope, Some(p)) => Err(DecodeError::Size { name: "pos_emb", got: p.len(), expected: 0 }),
             _ => Ok(()),
         }
     }
