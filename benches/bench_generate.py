@@ -14,11 +14,13 @@ Batch rows, batch 1 and batch 16, random 32-token prompts (fixed seed), 128 new 
   transformers     GPT2LMHeadModel.generate(ids, max_new_tokens=128, min_new_tokens=128,
                    do_sample=False, eos_token_id=None, pad_token_id=0), its default cache and
                    attention (skipped without transformers)
-  fastllm_cache    model.generate(ids, 128, temperature=0): the contiguous KV cache
+  fastllm_cache    model.generate(ids, 128, temperature=0): the contiguous KV cache; at batch 1
+                   every step after the prefill runs in Rust (fastllm.decode.NativeDecode)
   weights_floor    not generation, a bound: per new token only the decode step's weight matrix
-                   products (fastllm's fused plan, B rows), nothing else. At batch 1 on a CPU the
-                   step is bound by reading every weight once per token; this row says how fast
-                   any fp32 step could be, so what a ratio against transformers can reach
+                   products through torch (fastllm's fused plan, B rows), nothing else. At batch 1
+                   on a CPU the step is bound by reading every weight once per token; this row
+                   says how fast a torch fp32 step could be (the Rust batch-1 step streams the
+                   weights at least as fast, so it can come close to it or pass it)
 Before timing, the fastllm_cache and transformers outputs are checked to be identical to the
 recompute output at batch 1 (greedy, same weights).
 

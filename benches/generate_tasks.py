@@ -118,9 +118,10 @@ def make_transformers(models: Models, prompts: torch.Tensor, new_tokens: int):
 def make_weights_floor(models: Models, prompts: torch.Tensor, new_tokens: int):
     """Not generation: a bound on it. Per new token, only the weight matrix products of a decode
     step (fastllm's fused decode plan: q|k|v, o, fc, proj per layer, then the vocabulary
-    projection) on B rows, nothing else (no attention, norms, activations, sampling). A batch-1
-    decode step on a CPU is bound by reading every weight once per token; no fp32 implementation
-    of the step can beat this row by much."""
+    projection) on B rows through torch (MKL), nothing else (no attention, norms, activations,
+    sampling). A batch-1 decode step on a CPU is bound by reading every weight once per token, so
+    a torch implementation of the step cannot beat this row; fastllm's batch-1 step (Rust, see
+    fastllm.decode.NativeDecode) streams the weights at least as fast and can."""
     model = models.minigpt
     B = prompts.shape[0]
 
