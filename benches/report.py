@@ -138,7 +138,7 @@ def gen_table(rows: list[dict]) -> str:
     for b in batches:
         ratio(f"fastllm_cache / recompute tokens/s, batch {b}", get("fastllm_cache", b), get("recompute", b))
     for b in batches:
-        ratio(f"weights_floor (weight matmuls alone) / transformers tokens/s, batch {b}: the most any step could reach",
+        ratio(f"weights_floor (the weight matmuls alone, through torch) / transformers tokens/s, batch {b}",
               get("weights_floor", b), get("transformers", b))
         ratio(f"fastllm_cache / weights_floor tokens/s, batch {b}", get("fastllm_cache", b), get("weights_floor", b))
     seq = get("shared_prefix_sequential")

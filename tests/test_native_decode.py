@@ -214,3 +214,35 @@ def test_bad_input_raises_value_error():
         fresh.step(fresh.state(4), 1, 0, 1, True)
     with pytest.raises(ValueError, match="weights holds 3 floats"):
         fresh.set_weights(torch.zeros(3).numpy(), torch.zeros(97 * 32).numpy(), torch.zeros(48 * 32).numpy())
+
+
+def test_rust_gelu_tanh_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat((torch.randn(4096, generator=g) * 4, torch.tensor([0.0, -0.0, 20.0, -20.0, 1e4, -1e4])))
+    want = torch.nn.functional.gelu(x.double(), approximate="tanh")
+    got = x.clone()
+    _core.gelu_tanh_(got.numpy())
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="contiguous"):
+        _core.gelu_tanh_(torch.zeros(4, 8)[:, ::2].numpy())
+
+
+def test_batched_plan_step_uses_rust_gelu_and_stays_close():
+    # batch 3 through the torch plan step (the Rust GELU inside) against the float64 module path
+    model = _model("gpt2")
+    ref = _f64(model)
+    plan = _plan(model)
+    assert plan.rust_gelu
+    cache = _random_cache(model, 6, 8, seed=3)
+    B = 3
+    big = KVCache(model, B, 8, torch.device("cpu"), torch.float32)
+    ref_cache = KVCache(ref, B, 8, torch.device("cpu"), torch.float64)
+    for a, b, src in zip(big.layers, ref_cache.layers, cache.layers):
+        a.k.copy_(src.k.expand(B, -1, -1, -1)), a.v.copy_(src.v.expand(B, -1, -1, -1))
+        b.k.copy_(src.k.expand(B, -1, -1, -1)), b.v.copy_(src.v.expand(B, -1, -1, -1))
+    big.length = ref_cache.length = 6
+    ids, pos = torch.tensor([[1], [50], [96]]), torch.tensor([[6], [6], [6]])
+    with torch.inference_mode():
+        got = model.forward_cached(ids, pos, big.layers, plan=plan)
+        want = ref.forward_cached(ids, pos, ref_cache.layers)
+    torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-4 * float(want.abs().max()))

@@ -14,6 +14,7 @@ __all__ = [
     "BlockManager",
     "Decoder",
     "DecodeState",
+    "gelu_tanh_",
     "band_keys",
     "lsh_candidates",
     "cluster_pairs",
@@ -163,6 +164,7 @@ class DecodeState:
     @property
     def capacity(self) -> int: ...
 
+def gelu_tanh_(x: npt.NDArray[np.float32]) -> None: ...
 def band_keys(signatures: npt.NDArray[np.uint64], bands: int, rows: int) -> npt.NDArray[np.uint64]: ...
 def lsh_candidates(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint32]: ...
 def cluster_pairs(

@@ -166,6 +166,7 @@ class DecodePlan:
                 self.native = core
         self.ln_f = model.ln_f
         self.gelu = "tanh" if c.mlp == "gelu_tanh" else "none"
+        self.rust_gelu = self.native is not None and self.gelu == "tanh"  # CPU float32
 
     @classmethod
     def for_model(cls, model: Any) -> DecodePlan | None:
@@ -229,6 +230,8 @@ class DecodePlan:
             if c.mlp == "swiglu":
                 gate, up = h.chunk(2, dim=-1)
                 h = F.silu(gate) * up  # (B, hidden)
+            elif self.rust_gelu:
+                _core.gelu_tanh_(h.numpy())  # in place on the fresh product: vectorised, ~15x ATen's here
             else:
                 h = F.gelu(h, approximate=self.gelu)
             x = x + _linear(h, layer.w2, layer.b2)

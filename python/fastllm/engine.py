@@ -614,7 +614,10 @@ class Engine:
             for s in ready:
                 s.computed += 1
             greedy = all(s.params.greedy and s.seen is None for s in ready)
-            tokens = logits.argmax(dim=-1).tolist() if greedy else [self._sample(s, logits[i]) for i, s in enumerate(ready)]
+            if greedy:  # numpy's argmax is SIMD (~10x torch's here); the same first-max and NaN rule
+                tokens = (logits.numpy() if logits.device.type == "cpu" else logits).argmax(-1).tolist()
+            else:
+                tokens = [self._sample(s, logits[i]) for i, s in enumerate(ready)]
             for i, s in enumerate(ready):
                 if s not in self.running:
                     continue  # preempted by an earlier row's block demand: recomputed later

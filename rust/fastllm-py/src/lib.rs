@@ -22,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_minhash::band_keys, m)?)?;
     m.add_function(wrap_pyfunction!(py_minhash::lsh_candidates, m)?)?;
     m.add_function(wrap_pyfunction!(py_minhash::cluster_pairs, m)?)?;
+    m.add_function(wrap_pyfunction!(py_decode::gelu_tanh_, m)?)?;
     m.add_function(wrap_pyfunction!(pool::set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(pool::get_num_threads, m)?)?;
     Ok(())
