@@ -10,32 +10,12 @@
 use std::sync::OnceLock;
 
 use decode::kernels;
+
+mod common;
+use common::Rng;
 use proptest::prelude::*;
 
 const EPS: f64 = f32::EPSILON as f64;
-
-/// SplitMix64: a deterministic source of test data from one proptest-chosen seed (the data of a
-/// large GEMV would make proptest's shrinking slow and pointless).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.unit() * scale).collect()
-    }
-}
 
 fn pool(n: usize) -> &'static rayon::ThreadPool {
     static POOLS: [OnceLock<rayon::ThreadPool>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];

@@ -43,6 +43,22 @@ fn slice<'a>(a: &'a PyReadonlyArray1<'_, f32>, name: &str) -> PyResult<&'a [f32]
     a.as_slice().map_err(|_| PyValueError::new_err(format!("{name} must be a C-contiguous float32 array")))
 }
 
+/// The step's weights from borrowed arrays.
+fn weights<'a>(
+    flat: &'a PyReadonlyArray1<'_, f32>,
+    tok_emb: &'a PyReadonlyArray1<'_, f32>,
+    pos_emb: Option<&'a PyReadonlyArray1<'_, f32>>,
+) -> PyResult<Weights<'a>> {
+    Ok(Weights {
+        flat: slice(flat, "flat")?,
+        tok_emb: slice(tok_emb, "tok_emb")?,
+        pos_emb: match pos_emb {
+            Some(p) => Some(slice(p, "pos_emb")?),
+            None => None,
+        },
+    })
+}
+
 #[pymethods]
 impl CoreDecoder {
     #[new]
@@ -103,15 +119,7 @@ impl CoreDecoder {
         {
             let (f, t) = (flat.readonly(), tok_emb.readonly());
             let p = pos_emb.as_ref().map(|p| p.readonly());
-            let w = Weights {
-                flat: slice(&f, "flat")?,
-                tok_emb: slice(&t, "tok_emb")?,
-                pos_emb: match &p {
-                    Some(p) => Some(slice(p, "pos_emb")?),
-                    None => None,
-                },
-            };
-            self.model.check(&w).py_err()?;
+            self.model.check(&weights(&f, &t, p.as_ref())?).py_err()?;
         }
         self.flat = Some(flat.unbind());
         self.tok_emb = Some(tok_emb.unbind());
@@ -157,14 +165,7 @@ impl CoreDecoder {
         let f = self.flat.as_ref().ok_or_else(missing)?.bind(py).readonly();
         let t = self.tok_emb.as_ref().ok_or_else(missing)?.bind(py).readonly();
         let p = self.pos_emb.as_ref().map(|p| p.bind(py).readonly());
-        let w = Weights {
-            flat: slice(&f, "flat")?,
-            tok_emb: slice(&t, "tok_emb")?,
-            pos_emb: match &p {
-                Some(p) => Some(slice(p, "pos_emb")?),
-                None => None,
-            },
-        };
+        let w = weights(&f, &t, p.as_ref())?;
         let st = &mut state.inner;
         let model = &self.model;
         if num_threads <= 1 {
