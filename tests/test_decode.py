@@ -145,6 +145,10 @@ def test_plan_follows_replaced_parameters_and_modules():
         assert newer is not fresh
         torch.testing.assert_close(newer.layers[0].w1, model.blocks[0].mlp.fc.weight.t())
         assert model.decode_plan() is newer  # and cached again
+        torch.nn.Linear(3, 3)  # a module built elsewhere registers parameters: no rebuild for that
+        assert model.decode_plan() is newer
+        model.blocks[1].ln_1 = torch.nn.LayerNorm(model.config.d_model).double()  # a new module: rebuilt
+        assert model.decode_plan() is not newer
         handle = model.register_forward_hook(lambda *a: None)  # a hook on the root module
         assert model.decode_plan() is None
         handle.remove()

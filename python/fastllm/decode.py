@@ -179,7 +179,9 @@ class DecodePlan:
             modules, params = list(model.modules())[1:], list(model.parameters())
         if any(m._forward_hooks or m._forward_pre_hooks for m in (model, *modules)):
             return None
-        if plan is None or plan.structure != _structure[0] or plan.key != _weights_key(params):
+        if plan is not None and plan.structure != _structure[0] and modules == plan.modules and _weights_key(params) == plan.key:
+            plan.structure = _structure[0]  # something registered elsewhere (another module built): still valid
+        elif plan is None or plan.structure != _structure[0] or plan.key != _weights_key(params):
             plan = cls(model)
             model.__dict__["_fastllm_decode_plan"] = plan  # not a submodule: not in state_dict
         return plan
