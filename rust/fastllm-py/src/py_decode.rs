@@ -43,6 +43,11 @@ fn slice<'a>(a: &'a PyReadonlyArray1<'_, f32>, name: &str) -> PyResult<&'a [f32]
     a.as_slice().map_err(|_| PyValueError::new_err(format!("{name} must be a C-contiguous float32 array")))
 }
 
+/// A read-only borrow of a weight array: an error, not a panic, when something holds it mutably.
+fn borrow<'py>(a: &Bound<'py, PyArray1<f32>>, name: &str) -> PyResult<PyReadonlyArray1<'py, f32>> {
+    a.try_readonly().map_err(|e| PyValueError::new_err(format!("{name} is being written elsewhere: {e}")))
+}
+
 /// The step's weights from borrowed arrays.
 fn weights<'a>(
     flat: &'a PyReadonlyArray1<'_, f32>,
@@ -117,8 +122,8 @@ impl CoreDecoder {
         pos_emb: Option<Bound<'_, PyArray1<f32>>>,
     ) -> PyResult<()> {
         {
-            let (f, t) = (flat.readonly(), tok_emb.readonly());
-            let p = pos_emb.as_ref().map(|p| p.readonly());
+            let (f, t) = (borrow(&flat, "flat")?, borrow(&tok_emb, "tok_emb")?);
+            let p = pos_emb.as_ref().map(|p| borrow(p, "pos_emb")).transpose()?;
             self.model.check(&weights(&f, &t, p.as_ref())?).py_err()?;
         }
         self.flat = Some(flat.unbind());
@@ -162,9 +167,9 @@ impl CoreDecoder {
         greedy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let missing = || PyValueError::new_err("set_weights was not called");
-        let f = self.flat.as_ref().ok_or_else(missing)?.bind(py).readonly();
-        let t = self.tok_emb.as_ref().ok_or_else(missing)?.bind(py).readonly();
-        let p = self.pos_emb.as_ref().map(|p| p.bind(py).readonly());
+        let f = borrow(self.flat.as_ref().ok_or_else(missing)?.bind(py), "flat")?;
+        let t = borrow(self.tok_emb.as_ref().ok_or_else(missing)?.bind(py), "tok_emb")?;
+        let p = self.pos_emb.as_ref().map(|p| borrow(p.bind(py), "pos_emb")).transpose()?;
         let w = weights(&f, &t, p.as_ref())?;
         let st = &mut state.inner;
         let model = &self.model;
