@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import rss
 
 import dedup_tasks
+import rss
 from dedup_tasks import read_docs, score, shingle_sets, similar_pairs, write_corpus
 
 PEERS = "the `bench` extra installs the peers: pip install -e '.[bench]'"
@@ -83,8 +83,14 @@ def run_dedup(benchmark):
     def run(impl: str, task: str, params: dict, corpus: Corpus, rounds: int = ROUNDS, **extra):
         fn = getattr(dedup_tasks, f"make_{task}")(**params)
         result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
-        benchmark.extra_info.update(impl=impl, MB=corpus.mb, docs=corpus.n, peak_rss_mb=child_peak_rss(task, params),
-                                    interpreter_rss_mb=rss.interpreter_rss(TASKS), **extra)
+        benchmark.extra_info.update(
+            impl=impl,
+            MB=corpus.mb,
+            docs=corpus.n,
+            peak_rss_mb=child_peak_rss(task, params),
+            interpreter_rss_mb=rss.interpreter_rss(TASKS),
+            **extra,
+        )
         if task.startswith("dedup_"):
             benchmark.extra_info.update(score(result, corpus.n, corpus.truth, corpus.sets, THRESHOLD))
         return result
@@ -93,13 +99,14 @@ def run_dedup(benchmark):
 
 
 def _fastllm_banding(verify: str = "exact") -> tuple[int, int]:
-    from fastllm.dedup import MinHashDeduper
+    from fastllm.data.dedup import MinHashDeduper
 
     d = MinHashDeduper(threshold=THRESHOLD, verify=verify)
     return d.bands, d.rows
 
 
 # ---- dedup-50k ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("impl", ["fastllm", "fastllm-none", "datasketch", "rensa", "gaoya"])
 def test_dedup_50k(benchmark, run_dedup, corpus_50k, impl):
@@ -108,8 +115,15 @@ def test_dedup_50k(benchmark, run_dedup, corpus_50k, impl):
     if impl.startswith("fastllm"):
         verify = "none" if impl == "fastllm-none" else "exact"
         bands, rows = _fastllm_banding(verify)
-        run_dedup("fastllm", "dedup_fastllm", {**params, "verify": verify}, corpus_50k, variant=f"verify={verify}",
-                  bands=bands, rows=rows)
+        run_dedup(
+            "fastllm",
+            "dedup_fastllm",
+            {**params, "verify": verify},
+            corpus_50k,
+            variant=f"verify={verify}",
+            bands=bands,
+            rows=rows,
+        )
         if verify == "exact":  # the oracle, untimed: every reported pair is a true one
             assert benchmark.extra_info["precision"] == 1.0
         return
@@ -123,10 +137,13 @@ def test_dedup_50k(benchmark, run_dedup, corpus_50k, impl):
         run_dedup(impl, "dedup_rensa", {**params, "num_bands": 16}, corpus_50k, bands=16, rows=8)
     else:
         bands, rows = _fastllm_banding("estimate")  # datasketch's choice, (9, 13) at 0.8
-        run_dedup(impl, "dedup_gaoya", {**params, "bands": bands, "rows": rows}, corpus_50k, bands=bands, rows=rows)
+        run_dedup(
+            impl, "dedup_gaoya", {**params, "bands": bands, "rows": rows}, corpus_50k, bands=bands, rows=rows
+        )
 
 
 # ---- dedup-5k -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("impl", ["fastllm", "reference"])
 def test_dedup_5k(benchmark, run_dedup, corpus_5k, impl):
@@ -136,12 +153,20 @@ def test_dedup_5k(benchmark, run_dedup, corpus_5k, impl):
     if impl == "fastllm":
         run_dedup(impl, "dedup_fastllm", params, corpus_5k, bands=bands, rows=rows)
     else:
-        run_dedup(impl, "dedup_reference", {**params, "bands": bands, "rows": rows}, corpus_5k, rounds=1,
-                  bands=bands, rows=rows)
+        run_dedup(
+            impl,
+            "dedup_reference",
+            {**params, "bands": bands, "rows": rows},
+            corpus_5k,
+            rounds=1,
+            bands=bands,
+            rows=rows,
+        )
     assert benchmark.extra_info["precision"] == 1.0  # both verify with exact Jaccard
 
 
 # ---- signatures -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_signatures(benchmark, run_dedup, corpus_50k, threads):
@@ -152,4 +177,6 @@ def test_signatures(benchmark, run_dedup, corpus_50k, threads):
     if threads != 1:  # untimed: the thread count does not change a signature
         import numpy as np
 
-        assert np.array_equal(sigs, dedup_tasks.make_signatures_fastllm(str(corpus_50k.path), num_threads=1)())
+        assert np.array_equal(
+            sigs, dedup_tasks.make_signatures_fastllm(str(corpus_50k.path), num_threads=1)()
+        )

@@ -15,7 +15,7 @@ Batch rows, batch 1 and batch 16, random 32-token prompts (fixed seed), 128 new 
                    do_sample=False, eos_token_id=None, pad_token_id=0), its default cache and
                    attention (skipped without transformers)
   fastllm_cache    model.generate(ids, 128, temperature=0): the contiguous KV cache; at batch 1
-                   every step after the prefill runs in Rust (fastllm.decode.NativeDecode)
+                   every step after the prefill runs in Rust (fastllm.generation.decode.NativeDecode)
   weights_floor    not generation, a bound: per new token only the decode step's weight matrix
                    products through torch (fastllm's fused plan, B rows), nothing else. At batch 1
                    on a CPU the step is bound by reading every weight once per token; this row
@@ -103,7 +103,12 @@ def checked(models):
 
 
 def _info(models, **extra) -> dict:
-    return {"params": sum(p.numel() for p in models.minigpt.parameters()), "threads": 1, "dtype": "float32", **extra}
+    return {
+        "params": sum(p.numel() for p in models.minigpt.parameters()),
+        "threads": 1,
+        "dtype": "float32",
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("batch", BATCHES, ids=lambda b: f"b{b}")
@@ -121,14 +126,24 @@ def test_generate(benchmark, models, checked, case, batch):
     median = benchmark.stats.stats.median
     tokens = batch * NEW_TOKENS
     impl = {"transformers": "transformers", "weights_floor": "bound"}.get(case, "fastllm")
-    info = _info(models, impl=impl, case=case, batch=batch,
-                 prompt_tokens=gt.PROMPT, new_tokens=NEW_TOKENS, tokens=tokens, tokens_per_s=tokens / median,
-                 ms_per_token=median / NEW_TOKENS * 1e3)
+    info = _info(
+        models,
+        impl=impl,
+        case=case,
+        batch=batch,
+        prompt_tokens=gt.PROMPT,
+        new_tokens=NEW_TOKENS,
+        tokens=tokens,
+        tokens_per_s=tokens / median,
+        ms_per_token=median / NEW_TOKENS * 1e3,
+    )
     if case == "transformers":
         import transformers
 
-        info.update(attn_implementation=getattr(models.hf.config, "_attn_implementation", None),
-                    transformers_version=transformers.__version__)
+        info.update(
+            attn_implementation=getattr(models.hf.config, "_attn_implementation", None),
+            transformers_version=transformers.__version__,
+        )
     benchmark.extra_info.update(info)
 
 
@@ -154,11 +169,23 @@ def _record_shared(benchmark, models, results, prompts, case, reference=None, **
     mid = min(results, key=lambda r: abs(r.seconds - median))
     tokens = sum(len(t) for t in mid.token_ids)
     assert tokens == len(prompts) * SHARED_NEW, (tokens, len(prompts) * SHARED_NEW)
-    info = _info(models, impl="fastllm", case=case, batch=len(prompts), requests=len(prompts),
-                 system_prompt_tokens=gt.SYSTEM, prompt_tokens=gt.SYSTEM + gt.SUFFIX, new_tokens=SHARED_NEW,
-                 tokens=tokens, tokens_per_s=tokens / median, ms_per_token=statistics.fmean(mid.tpot_s()) * 1e3,
-                 mean_ttft_ms=statistics.fmean(mid.ttft_s) * 1e3, max_ttft_ms=max(mid.ttft_s) * 1e3,
-                 mean_ttft_ms_rounds=[statistics.fmean(r.ttft_s) * 1e3 for r in results], **extra)
+    info = _info(
+        models,
+        impl="fastllm",
+        case=case,
+        batch=len(prompts),
+        requests=len(prompts),
+        system_prompt_tokens=gt.SYSTEM,
+        prompt_tokens=gt.SYSTEM + gt.SUFFIX,
+        new_tokens=SHARED_NEW,
+        tokens=tokens,
+        tokens_per_s=tokens / median,
+        ms_per_token=statistics.fmean(mid.tpot_s()) * 1e3,
+        mean_ttft_ms=statistics.fmean(mid.ttft_s) * 1e3,
+        max_ttft_ms=max(mid.ttft_s) * 1e3,
+        mean_ttft_ms_rounds=[statistics.fmean(r.ttft_s) * 1e3 for r in results],
+        **extra,
+    )
     if reference is not None:
         info["matches_sequential"] = all(r.token_ids == reference for r in results)
     benchmark.extra_info.update(info)
@@ -171,8 +198,14 @@ def test_generate_shared_prefix_sequential(benchmark, models, shared_prompts):
     run = gt.make_shared_prefix_sequential(models, shared_prompts, SHARED_NEW)
     results = []
     benchmark.pedantic(lambda: results.append(run()), rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    _record_shared(benchmark, models, results, shared_prompts, "shared_prefix_sequential",
-                   ttft="measured: run start to first token, streaming callback")
+    _record_shared(
+        benchmark,
+        models,
+        results,
+        shared_prompts,
+        "shared_prefix_sequential",
+        ttft="measured: run start to first token, streaming callback",
+    )
 
 
 @pytest.mark.parametrize("prefix_caching", [True, False], ids=["engine", "engine_noprefix"])
@@ -194,5 +227,14 @@ def test_generate_shared_prefix_engine(benchmark, models, shared_prompts, sequen
 
     benchmark.pedantic(run, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=0)
     case = "shared_prefix_engine" if prefix_caching else "shared_prefix_engine_noprefix"
-    _record_shared(benchmark, models, results, shared_prompts, case, reference=sequential_outputs,
-                   prefix_caching=prefix_caching, block_size=16, ttft="Engine ttft_s: submission to first token")
+    _record_shared(
+        benchmark,
+        models,
+        results,
+        shared_prompts,
+        case,
+        reference=sequential_outputs,
+        prefix_caching=prefix_caching,
+        block_size=16,
+        ttft="Engine ttft_s: submission to first token",
+    )

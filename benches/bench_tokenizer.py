@@ -29,6 +29,7 @@ def _peer(name: str):
 
 # ---- training -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("vocab_size", [8192, 32768])
 @pytest.mark.parametrize("impl", ["fastllm", "hf", "sentencepiece", "bpeasy"])
 def test_train(benchmark, run_task, train_file, impl, vocab_size):
@@ -43,8 +44,13 @@ def test_train(benchmark, run_task, train_file, impl, vocab_size):
 def test_train_small(benchmark, run_task, small_train_file, impl):
     benchmark.group = "train-small"
     task = "train_fastllm" if impl == "fastllm" else "train_reference"
-    result = run_task(impl, task, {"path": str(small_train_file), "vocab_size": 512}, megabytes(small_train_file),
-                      rounds=1 if impl == "reference" else 3)
+    result = run_task(
+        impl,
+        task,
+        {"path": str(small_train_file), "vocab_size": 512},
+        megabytes(small_train_file),
+        rounds=1 if impl == "reference" else 3,
+    )
     if impl == "fastllm":  # the oracle, once, untimed: same merges as the reference
         import tasks
 
@@ -52,6 +58,7 @@ def test_train_small(benchmark, run_task, small_train_file, impl):
 
 
 # ---- encoding -----------------------------------------------------------------------------------
+
 
 def _expected(vocab: str, vocab_dir, imdb, nbytes):
     import tasks
@@ -78,8 +85,16 @@ def test_encode_gpt2(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl):
 def test_encode_gpt2_small(benchmark, run_task, vocab_dir, imdb, small_encode_bytes, impl):
     benchmark.group = "encode-gpt2-small"
     _peer("tiktoken")  # its data-gym loader turns the GPT-2 files into the reference's ranks
-    params = {"lib": impl, "vocab": "gpt2", "vocab_dir": vocab_dir, "path": str(imdb), "nbytes": small_encode_bytes}
-    ids = run_task(impl, "encode", params, megabytes(nbytes=small_encode_bytes), rounds=1 if impl == "reference" else 3)
+    params = {
+        "lib": impl,
+        "vocab": "gpt2",
+        "vocab_dir": vocab_dir,
+        "path": str(imdb),
+        "nbytes": small_encode_bytes,
+    }
+    ids = run_task(
+        impl, "encode", params, megabytes(nbytes=small_encode_bytes), rounds=1 if impl == "reference" else 3
+    )
     assert ids == _expected("gpt2", vocab_dir, imdb, small_encode_bytes)
 
 
@@ -89,29 +104,57 @@ def test_encode_cl100k(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl)
     _peer("tiktoken")
     if impl == "rs-bpe":
         _peer("rs_bpe")
-    params = {"lib": impl, "vocab": "cl100k", "vocab_dir": vocab_dir, "path": str(imdb), "nbytes": encode_bytes}
+    params = {
+        "lib": impl,
+        "vocab": "cl100k",
+        "vocab_dir": vocab_dir,
+        "path": str(imdb),
+        "nbytes": encode_bytes,
+    }
     ids = run_task(impl, "encode", params, megabytes(nbytes=encode_bytes))
     benchmark.extra_info["n_tokens"] = len(ids)
     if impl == "fastllm":
         assert ids == _expected("cl100k", vocab_dir, imdb, encode_bytes)
     else:
-        benchmark.extra_info["same_ids_as_tiktoken"] = list(ids) == _expected("cl100k", vocab_dir, imdb, encode_bytes)
+        benchmark.extra_info["same_ids_as_tiktoken"] = list(ids) == _expected(
+            "cl100k", vocab_dir, imdb, encode_bytes
+        )
 
 
-BATCH = [("fastllm", 1, False), ("fastllm", 2, False), ("fastllm", 1, True), ("fastllm", 2, True),
-         ("tiktoken", 1, False), ("tiktoken", 2, False), ("hf", None, False)]
+BATCH = [
+    ("fastllm", 1, False),
+    ("fastllm", 2, False),
+    ("fastllm", 1, True),
+    ("fastllm", 2, True),
+    ("tiktoken", 1, False),
+    ("tiktoken", 2, False),
+    ("hf", None, False),
+]
 
 
-@pytest.mark.parametrize("impl,threads,numpy", BATCH, ids=[f"{i}-t{t or 'all'}{'-numpy' if n else ''}" for i, t, n in BATCH])
+@pytest.mark.parametrize(
+    "impl,threads,numpy", BATCH, ids=[f"{i}-t{t or 'all'}{'-numpy' if n else ''}" for i, t, n in BATCH]
+)
 def test_encode_batch(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl, threads, numpy):
     benchmark.group = "encode-batch"
     if impl != "fastllm":
         _peer(impl if impl != "hf" else "tokenizers")
-    params = {"lib": impl, "vocab_dir": vocab_dir, "path": str(imdb), "nbytes": encode_bytes, "num_threads": threads}
+    params = {
+        "lib": impl,
+        "vocab_dir": vocab_dir,
+        "path": str(imdb),
+        "nbytes": encode_bytes,
+        "num_threads": threads,
+    }
     if numpy:
         params["numpy"] = True
-    result = run_task(impl, "encode_batch", params, megabytes(nbytes=encode_bytes),
-                      variant=f"threads={threads or 'all'}" + (", numpy" if numpy else ""))
+    result = run_task(
+        impl,
+        "encode_batch",
+        params,
+        megabytes(nbytes=encode_bytes),
+        variant=f"threads={threads or 'all'}" + (", numpy" if numpy else ""),
+    )
     if impl == "fastllm" and not numpy:
         import tasks
 

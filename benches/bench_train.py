@@ -9,7 +9,7 @@ Every row runs on ONE torch thread (torch.set_num_threads(1)):
                            in fp32 and with nothing changed but bf16 autocast
   transformers_gpt2_fp32   transformers' GPT2LMHeadModel of the same shape (exact GELU, its default
                            attention), trained by the same plain loop (skipped without transformers)
-  minigpt_default          fastllm.train.Trainer with its defaults (dtype="auto") on
+  minigpt_default          fastllm.train.trainer.Trainer with its defaults (dtype="auto") on
                            MiniGPT(MiniGPTConfig(..., mlp="gelu")): the same math as the reference
   minigpt_bf16, minigpt_fp32   the same with TrainConfig(dtype="bfloat16") / dtype="float32"
 A round is K optimizer steps (FASTLLM_BENCH_TRAIN_STEPS, default 3) after 2 untimed warm-up steps.
@@ -31,8 +31,8 @@ import math
 import os
 
 import pytest
-import rss
 
+import rss
 import train_tasks
 from train_tasks import CASES, TOKENS_PER_STEP
 
@@ -82,7 +82,7 @@ def test_train_step(benchmark, one_thread, token_data, tmp_path, case):
     if impl == "transformers":
         pytest.importorskip("transformers", reason=f"transformers missing; {PEERS}")
     if impl == "fastllm":
-        pytest.importorskip("fastllm.train", reason="fastllm.train not available yet")
+        pytest.importorskip("fastllm.train.trainer", reason="fastllm.train.trainer not available yet")
     params = {"data": token_data}
     if impl == "fastllm":
         params["out_dir"] = str(tmp_path)
@@ -119,7 +119,11 @@ def test_train_step(benchmark, one_thread, token_data, tmp_path, case):
     if impl == "transformers":
         info["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     trainer = getattr(step, "trainer", None)
-    for name in ("autocast_dtype", "dtype", "amp_dtype"):  # what dtype="auto" resolved to, if the Trainer says
+    for name in (
+        "autocast_dtype",
+        "dtype",
+        "amp_dtype",
+    ):  # what dtype="auto" resolved to, if the Trainer says
         value = getattr(trainer, name, None)
         if value is not None:
             info["resolved_dtype"] = str(value)

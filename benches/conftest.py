@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 import rss
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
@@ -93,8 +94,13 @@ def run_task(benchmark):
     def run(impl: str, task: str, params: dict, mb: float, rounds: int = ROUNDS, **extra):
         fn = getattr(tasks, f"make_{task}")(**params)
         result = benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
-        benchmark.extra_info.update(impl=impl, MB=mb, peak_rss_mb=child_peak_rss(task, params),
-                                    interpreter_rss_mb=rss.interpreter_rss(TASKS), **extra)
+        benchmark.extra_info.update(
+            impl=impl,
+            MB=mb,
+            peak_rss_mb=child_peak_rss(task, params),
+            interpreter_rss_mb=rss.interpreter_rss(TASKS),
+            **extra,
+        )
         return result
 
     return run

@@ -43,6 +43,7 @@ MASK = (1 << 64) - 1
 
 # ---- corpus ---------------------------------------------------------------------------------------
 
+
 def imdb_vocabulary(imdb: str, max_bytes: int | None = None) -> tuple[list[str], np.ndarray]:
     """Words (lowercase a-z runs, HTML `br` dropped) of the imdb file, most frequent first, and
     their relative frequencies."""
@@ -76,7 +77,9 @@ def build_corpus(imdb: str, n_docs: int, dup_fraction: float = 0.1, seed: int = 
 
 
 def write_corpus(imdb: str, out: Path, n_docs: int, dup_fraction: float = 0.1, seed: int = 0) -> Path:
-    out.write_text("".join(d + "\n" for d in build_corpus(imdb, n_docs, dup_fraction, seed)), encoding="utf-8")
+    out.write_text(
+        "".join(d + "\n" for d in build_corpus(imdb, n_docs, dup_fraction, seed)), encoding="utf-8"
+    )
     return out
 
 
@@ -93,11 +96,14 @@ def python_shingles(doc: str, n: int = NGRAM) -> list[str]:
 
 # ---- exact oracle ---------------------------------------------------------------------------------
 
+
 def shingle_sets(docs: list[str], n: int = NGRAM) -> list[np.ndarray]:
     """Each document's word n-grams as a sorted array of distinct 64-bit keys (Python's string hash
     of the shingle: consistent within a process; a collision among ~10^7 shingles has probability
     ~10^-5, the same regime as the 64-bit hashes the libraries use)."""
-    return [np.unique(np.fromiter((hash(s) & MASK for s in python_shingles(d, n)), dtype=np.uint64)) for d in docs]
+    return [
+        np.unique(np.fromiter((hash(s) & MASK for s in python_shingles(d, n)), dtype=np.uint64)) for d in docs
+    ]
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -144,24 +150,35 @@ def score(edges, n: int, truth: dict, sets: list[np.ndarray], threshold: float) 
     good = sum(1 for e in edges if e in truth or exact_jaccard(sets[e[0]], sets[e[1]]) >= threshold)
     label = {x: k for k, c in enumerate(dedup_corpus.components(n, edges)) for x in c}
     found = sum(1 for a, b in truth if a in label and label.get(b) == label[a])
-    return {"precision": round(good / len(edges), 4) if edges else 1.0,
-            "recall": round(found / len(truth), 4) if truth else 1.0,
-            "edges": len(edges), "true_pairs": len(truth)}
+    return {
+        "precision": round(good / len(edges), 4) if edges else 1.0,
+        "recall": round(found / len(truth), 4) if truth else 1.0,
+        "edges": len(edges),
+        "true_pairs": len(truth),
+    }
 
 
 # ---- the jobs -------------------------------------------------------------------------------------
 
-def make_dedup_fastllm(path: str, threshold: float = 0.8, num_perm: int = 128, verify: str = "exact",
-                       num_threads: int | None = None):
-    from fastllm.dedup import MinHashDeduper
+
+def make_dedup_fastllm(
+    path: str,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    verify: str = "exact",
+    num_threads: int | None = None,
+):
+    from fastllm.data.dedup import MinHashDeduper
 
     docs = read_docs(path)
-    d = MinHashDeduper(threshold=threshold, num_perm=num_perm, ngram=NGRAM, verify=verify, num_threads=num_threads)
+    d = MinHashDeduper(
+        threshold=threshold, num_perm=num_perm, ngram=NGRAM, verify=verify, num_threads=num_threads
+    )
     return lambda: [(i, j) for i, j, _ in d.dedup(docs).pairs]
 
 
 def make_signatures_fastllm(path: str, num_perm: int = 128, num_threads: int | None = None):
-    from fastllm.dedup import MinHashDeduper
+    from fastllm.data.dedup import MinHashDeduper
 
     docs = read_docs(path)
     d = MinHashDeduper(num_perm=num_perm, ngram=NGRAM, num_threads=num_threads)
@@ -214,8 +231,15 @@ def make_dedup_gaoya(path: str, threshold: float = 0.8, bands: int = 9, rows: in
     docs = read_docs(path)
 
     def run():
-        index = MinHashStringIndex(hash_size=32, jaccard_threshold=threshold, num_bands=bands, band_size=rows,
-                                   analyzer="word", lowercase=True, ngram_range=(NGRAM, NGRAM))
+        index = MinHashStringIndex(
+            hash_size=32,
+            jaccard_threshold=threshold,
+            num_bands=bands,
+            band_size=rows,
+            analyzer="word",
+            lowercase=True,
+            ngram_range=(NGRAM, NGRAM),
+        )
         index.par_bulk_insert_docs(list(range(len(docs))), docs)
         return _query_edges(index.par_bulk_query(docs))
 
@@ -223,6 +247,7 @@ def make_dedup_gaoya(path: str, threshold: float = 0.8, bands: int = 9, rows: in
 
 
 # ---- the pure-Python/numpy baseline ---------------------------------------------------------------
+
 
 def _splitmix64(state: int) -> tuple[int, int]:
     state = (state + 0x9E3779B97F4A7C15) & MASK
@@ -240,8 +265,9 @@ def _fmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(33))
 
 
-def make_dedup_reference(path: str, threshold: float = 0.8, num_perm: int = 128, bands: int = 14, rows: int = 9,
-                         seed: int = 0):
+def make_dedup_reference(
+    path: str, threshold: float = 0.8, num_perm: int = 128, bands: int = 14, rows: int = 9, seed: int = 0
+):
     """The same algorithm as fastllm, written plainly: Python shingling with a blake2b 64-bit hash
     per shingle; numpy signatures min(a * fmix64(x) + b) (fastllm's permutation family); exact pass
     on the normalized text; banding into a dict; exact Jaccard on Python sets; union of edges."""
@@ -283,7 +309,13 @@ def make_dedup_reference(path: str, threshold: float = 0.8, num_perm: int = 128,
                 continue
             for j in range(bands):
                 buckets.setdefault((j, sig[j * rows : (j + 1) * rows].tobytes()), []).append(i)
-        candidates = {(x, y) for ids in buckets.values() if len(ids) > 1 for k, x in enumerate(ids) for y in ids[k + 1 :]}
+        candidates = {
+            (x, y)
+            for ids in buckets.values()
+            if len(ids) > 1
+            for k, x in enumerate(ids)
+            for y in ids[k + 1 :]
+        }
         for x, y in sorted(candidates):
             inter = len(sets[x] & sets[y])
             if inter / (len(sets[x]) + len(sets[y]) - inter) >= threshold:
@@ -302,4 +334,3 @@ if __name__ == "__main__":
     name, params = sys.argv[1], json.loads(sys.argv[2])
     globals()[f"make_{name}"](**params)()
     print(json.dumps({"peak_rss_mb": round(peak_rss_mb(), 1)}))
-

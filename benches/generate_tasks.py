@@ -40,15 +40,26 @@ def hf_gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD,
-                     activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     bos_token_id=0, eos_token_id=None, pad_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=CONTEXT,
+        n_embd=D_MODEL,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
     return GPT2LMHeadModel(cfg).eval()
 
 
 def build_models(with_hf: bool = True) -> Models:
     """MiniGPT (and transformers' GPT-2 with the same weights when `with_hf` and it is installed)."""
-    from fastllm.model import MiniGPT, MiniGPTConfig
+    from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
     torch.set_num_threads(1)
     hf = None
@@ -59,8 +70,16 @@ def build_models(with_hf: bool = True) -> Models:
             hf = None
     if hf is None:
         torch.manual_seed(0)
-        model = MiniGPT(MiniGPTConfig(vocab_size=VOCAB, context=CONTEXT, n_layer=N_LAYER, n_head=N_HEAD,
-                                      d_model=D_MODEL, mlp="gelu_tanh")).eval()
+        model = MiniGPT(
+            MiniGPTConfig(
+                vocab_size=VOCAB,
+                context=CONTEXT,
+                n_layer=N_LAYER,
+                n_head=N_HEAD,
+                d_model=D_MODEL,
+                mlp="gelu_tanh",
+            )
+        ).eval()
         return Models(model)
     tmp = tempfile.TemporaryDirectory(prefix="fastllm-bench-gen-")
     hf.save_pretrained(tmp.name)
@@ -109,8 +128,15 @@ def make_transformers(models: Models, prompts: torch.Tensor, new_tokens: int):
     def run(n: int = new_tokens) -> torch.Tensor:
         with torch.inference_mode():
             # eos_token_id=None and min_new_tokens=n: every row produces exactly n tokens
-            return models.hf.generate(prompts, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                      do_sample=False, eos_token_id=None, pad_token_id=0)
+            return models.hf.generate(
+                prompts,
+                attention_mask=mask,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                eos_token_id=None,
+                pad_token_id=0,
+            )
 
     return run
 
@@ -121,22 +147,32 @@ def make_weights_floor(models: Models, prompts: torch.Tensor, new_tokens: int):
     projection) on B rows through torch (MKL), nothing else (no attention, norms, activations,
     sampling). A batch-1 decode step on a CPU is bound by reading every weight once per token, so
     a torch implementation of the step cannot beat this row; fastllm's batch-1 step (Rust, see
-    fastllm.decode.NativeDecode) streams the weights at least as fast and can."""
+    fastllm.generation.decode.NativeDecode) streams the weights at least as fast and can."""
     model = models.minigpt
     B = prompts.shape[0]
 
     def run(n: int = new_tokens) -> torch.Tensor:
         with torch.inference_mode():
             plan = model.decode_plan()
-            mats = [(w, b) for layer in plan.layers
-                    for w, b in ((layer.wqkv, layer.bqkv), (layer.wo, layer.bo), (layer.w1, layer.b1), (layer.w2, layer.b2))]
+            mats = [
+                (w, b)
+                for layer in plan.layers
+                for w, b in (
+                    (layer.wqkv, layer.bqkv),
+                    (layer.wo, layer.bo),
+                    (layer.w1, layer.b1),
+                    (layer.w2, layer.b2),
+                )
+            ]
             rows = {w.shape[0]: torch.randn(B, w.shape[0]) for w, _ in mats}  # inputs by width
             x = rows[model.config.d_model]
             for _ in range(n):
                 for w, b in mats:
                     torch.addmm(b, rows[w.shape[0]], w) if b is not None else torch.mm(rows[w.shape[0]], w)
                 torch.mm(x, plan.lm_head)
-        return torch.cat((prompts, torch.zeros(B, n, dtype=prompts.dtype)), dim=1)  # the shape of a generate output
+        return torch.cat(
+            (prompts, torch.zeros(B, n, dtype=prompts.dtype)), dim=1
+        )  # the shape of a generate output
 
     return run
 
@@ -179,7 +215,7 @@ def make_shared_prefix_sequential(models: Models, prompts: list[list[int]], new_
                 out = model.generate(torch.tensor([prompt]), n, temperature=0, callback=note)
                 latency.append(time.perf_counter() - start)
                 ttft.append(first[0] - start)
-                outs.append(out[0, len(prompt):].tolist())
+                outs.append(out[0, len(prompt) :].tolist())
         return RunResult(outs, ttft, latency, time.perf_counter() - start)
 
     return run
@@ -199,8 +235,9 @@ def engine_available() -> str | None:
 def new_engine(models: Models, prefix_caching: bool):
     from fastllm import Engine
 
-    return Engine(models.minigpt, tokenizer=None, num_blocks=None, block_size=16,
-                  enable_prefix_caching=prefix_caching)
+    return Engine(
+        models.minigpt, tokenizer=None, num_blocks=None, block_size=16, enable_prefix_caching=prefix_caching
+    )
 
 
 def run_engine(engine: Any, prompts: list[list[int]], n: int) -> RunResult:
@@ -215,6 +252,6 @@ def run_engine(engine: Any, prompts: list[list[int]], n: int) -> RunResult:
     for prompt, o in zip(prompts, outs):
         row = list(o.token_ids)
         if len(row) > len(prompt) and row[: len(prompt)] == prompt:  # the output carries its prompt
-            row = row[len(prompt):]
+            row = row[len(prompt) :]
         ids.append(row)
     return RunResult(ids, [float(o.ttft_s) for o in outs], [float(o.latency_s) for o in outs], seconds)

@@ -18,8 +18,9 @@ def child_peak_rss(script: Path, task: str, params: dict) -> float | None:
     """Run `script task params` once and return its peak RSS in MB (None if FASTLLM_BENCH_RSS=0)."""
     if os.environ.get("FASTLLM_BENCH_RSS", "1") == "0":
         return None
-    out = subprocess.run([sys.executable, str(script), task, json.dumps(params)], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, str(script), task, json.dumps(params)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 

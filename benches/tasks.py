@@ -47,6 +47,7 @@ def megabytes(path: Path | None = None, nbytes: int | None = None) -> float:
 
 # ---- training -----------------------------------------------------------------------------------
 
+
 def make_train_fastllm(path: str, vocab_size: int, num_threads: int | None = None):
     from fastllm import BPETokenizer
 
@@ -58,12 +59,15 @@ def make_train_hf(path: str, vocab_size: int):
 
     def run():
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(HF_GPT4), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ])
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(HF_GPT4), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+        )
         tok.train([path], trainer=trainer)
         return tok
 
@@ -80,10 +84,18 @@ def make_train_sentencepiece(path: str, vocab_size: int):
 
     def run():
         model = io.BytesIO()  # the model proto, in memory rather than in model_prefix files
-        spm.SentencePieceTrainer.train(input=path, model_writer=model, vocab_size=vocab_size, model_type="bpe",
-                                       byte_fallback=True, character_coverage=1.0, num_threads=2,
-                                       input_sentence_size=0, max_sentence_length=1 << 20,  # every line, any length
-                                       minloglevel=2)
+        spm.SentencePieceTrainer.train(
+            input=path,
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            byte_fallback=True,
+            character_coverage=1.0,
+            num_threads=2,
+            input_sentence_size=0,
+            max_sentence_length=1 << 20,  # every line, any length
+            minloglevel=2,
+        )
         return model.getvalue()
 
     return run
@@ -107,6 +119,7 @@ def make_train_reference(path: str, vocab_size: int):
 
 # ---- encoding -----------------------------------------------------------------------------------
 
+
 def fastllm_gpt2(vocab_dir: str):
     from fastllm import BPETokenizer
 
@@ -116,28 +129,40 @@ def fastllm_gpt2(vocab_dir: str):
 def gpt2_ranks(vocab_dir: str) -> dict[bytes, int]:
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    return data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=f"{vocab_dir}/gpt2_vocab.bpe",
-                                           encoder_json_file=f"{vocab_dir}/gpt2_encoder.json")
+    return data_gym_to_mergeable_bpe_ranks(
+        vocab_bpe_file=f"{vocab_dir}/gpt2_vocab.bpe", encoder_json_file=f"{vocab_dir}/gpt2_encoder.json"
+    )
 
 
 def tiktoken_gpt2(vocab_dir: str):
     import tiktoken
 
-    return tiktoken.Encoding("gpt2_local", pat_str=ref.GPT2_PATTERN, mergeable_ranks=gpt2_ranks(vocab_dir),
-                             special_tokens={"<|endoftext|>": 50256})
+    return tiktoken.Encoding(
+        "gpt2_local",
+        pat_str=ref.GPT2_PATTERN,
+        mergeable_ranks=gpt2_ranks(vocab_dir),
+        special_tokens={"<|endoftext|>": 50256},
+    )
 
 
 def hf_gpt2(vocab_dir: str):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    tok = Tokenizer(models.BPE.from_file(vocab=f"{vocab_dir}/gpt2_encoder.json", merges=f"{vocab_dir}/gpt2_vocab.bpe"))
+    tok = Tokenizer(
+        models.BPE.from_file(vocab=f"{vocab_dir}/gpt2_encoder.json", merges=f"{vocab_dir}/gpt2_vocab.bpe")
+    )
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
 
 
-CL100K_SPECIALS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-                   "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+CL100K_SPECIALS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 
 
 def fastllm_cl100k(vocab_dir: str):
@@ -151,8 +176,9 @@ def tiktoken_cl100k(vocab_dir: str):
     from tiktoken.load import load_tiktoken_bpe
 
     ranks = load_tiktoken_bpe(f"{vocab_dir}/cl100k_base.tiktoken")
-    return tiktoken.Encoding("cl100k_local", pat_str=ref.GPT4_PATTERN, mergeable_ranks=ranks,
-                             special_tokens=CL100K_SPECIALS)
+    return tiktoken.Encoding(
+        "cl100k_local", pat_str=ref.GPT4_PATTERN, mergeable_ranks=ranks, special_tokens=CL100K_SPECIALS
+    )
 
 
 def rs_bpe_cl100k(vocab_dir: str):
@@ -181,12 +207,15 @@ def make_encode(lib: str, vocab: str, vocab_dir: str, path: str, nbytes: int, of
     if lib == "reference":
         assert vocab == "gpt2"
         ranks = gpt2_ranks(vocab_dir)
-        return lambda: [i for piece in ref.pretokenize(text, "gpt2") for i in ref.encode_piece_ranks(piece, ranks)]
+        return lambda: [
+            i for piece in ref.pretokenize(text, "gpt2") for i in ref.encode_piece_ranks(piece, ranks)
+        ]
     raise ValueError(f"unknown library {lib!r}")
 
 
-def make_encode_batch(lib: str, vocab_dir: str, path: str, nbytes: int, num_threads: int | None = None,
-                      numpy: bool = False):
+def make_encode_batch(
+    lib: str, vocab_dir: str, path: str, nbytes: int, num_threads: int | None = None, numpy: bool = False
+):
     """Encode a list of documents (the lines of the text) with the GPT-2 vocabulary."""
     docs = read_text(path, nbytes).splitlines(keepends=True)
     if lib == "fastllm":

@@ -135,7 +135,9 @@ def configure_optimizer(model: nn.Module, lr: float = 6e-4, weight_decay: float 
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))  # foreach by default; fused only on CUDA
 
 
-def plain_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> float:
+def plain_step(
+    model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool
+) -> float:
     """One optimizer step on (x, y) of shape (B, T): forward (under bf16 autocast if asked), full-logits
     cross-entropy, backward, clip the gradient norm at 1.0, AdamW step, zero the grads. Returns the loss.
 

@@ -3,7 +3,7 @@ zero-argument callable that does one optimizer step on the next batch (building 
 optimizer and the batch stream happens in `make_*`), and the random-token corpus they all read.
 
 Every case runs on one torch thread, batch 8 x 256, the ~13.9M-parameter shape below, and reads
-its batches from the same `fastllm.dataset.TokenDataset`, so data loading costs the same everywhere.
+its batches from the same `fastllm.data.dataset.TokenDataset`, so data loading costs the same everywhere.
 
 Run as a script (`python benches/train_tasks.py CASE '{"data": DIR, "steps": 3}'`) it does `steps`
 optimizer steps in a fresh process and prints `{"peak_rss_mb": ...}` (VmHWM, like
@@ -29,12 +29,19 @@ from train_baseline import GPT, GPTConfig, configure_optimizer, plain_step  # no
 VOCAB, CONTEXT, N_LAYER, N_HEAD, D_MODEL, BATCH = 8192, 256, 6, 6, 384, 8
 TOKENS_PER_STEP = BATCH * CONTEXT
 CORPUS_TOKENS = 1 << 20  # random ids; windows are drawn at random offsets, so size barely matters
-CASES = ("plain_fp32", "plain_bf16", "transformers_gpt2_fp32", "minigpt_default", "minigpt_bf16", "minigpt_fp32")
+CASES = (
+    "plain_fp32",
+    "plain_bf16",
+    "transformers_gpt2_fp32",
+    "minigpt_default",
+    "minigpt_bf16",
+    "minigpt_fp32",
+)
 
 
 def write_corpus(directory: str | Path, tokens: int = CORPUS_TOKENS, seed: int = 0) -> Path:
     """Uniform random ids in [0, VOCAB) with a fixed seed, as one train shard in `directory`."""
-    from fastllm.shards import ShardWriter
+    from fastllm.data.shards import ShardWriter
 
     ids = np.random.default_rng(seed).integers(0, VOCAB, size=tokens, dtype=np.int64)
     with ShardWriter(directory, split="train", vocab_size=VOCAB, eot_id=0, tokenizer_sha256="0" * 64) as w:
@@ -43,7 +50,7 @@ def write_corpus(directory: str | Path, tokens: int = CORPUS_TOKENS, seed: int =
 
 
 def _dataset(data: str):
-    from fastllm.dataset import TokenDataset
+    from fastllm.data.dataset import TokenDataset
 
     return TokenDataset(data, context=CONTEXT)
 
@@ -65,7 +72,9 @@ def _plain_loop(model: torch.nn.Module, data: str, bf16: bool):
 def make_plain(data: str, bf16: bool = False):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=CONTEXT, n_layer=N_LAYER, n_head=N_HEAD, n_embd=D_MODEL))
+    model = GPT(
+        GPTConfig(vocab_size=VOCAB, block_size=CONTEXT, n_layer=N_LAYER, n_head=N_HEAD, n_embd=D_MODEL)
+    )
     return _plain_loop(model, data, bf16)
 
 
@@ -82,9 +91,20 @@ def gpt2_model():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=CONTEXT, n_embd=D_MODEL, n_layer=N_LAYER, n_head=N_HEAD,
-                     activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                     bos_token_id=0, eos_token_id=0, use_cache=False)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=CONTEXT,
+        n_embd=D_MODEL,
+        n_layer=N_LAYER,
+        n_head=N_HEAD,
+        activation_function="gelu",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+        use_cache=False,
+    )
     return GPT2LMHeadModel(cfg)
 
 
@@ -95,16 +115,28 @@ def make_transformers_gpt2_fp32(data: str):
 
 def minigpt_trainer(data: str, dtype: str, out_dir: str):
     """fastllm's Trainer with its defaults but for `dtype`, on MiniGPT of the benchmark's shape."""
-    from fastllm.model import MiniGPT, MiniGPTConfig
-    from fastllm.train import TrainConfig, Trainer
+    from fastllm.model.gpt import MiniGPT, MiniGPTConfig
+    from fastllm.train.trainer import TrainConfig, Trainer
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = MiniGPT(MiniGPTConfig(vocab_size=VOCAB, context=CONTEXT, n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL,
-                                  mlp="gelu"))
+    model = MiniGPT(
+        MiniGPTConfig(
+            vocab_size=VOCAB, context=CONTEXT, n_layer=N_LAYER, n_head=N_HEAD, d_model=D_MODEL, mlp="gelu"
+        )
+    )
     # device="cpu": the rows compare CPU training (dtype="auto" would otherwise follow a GPU if one is there)
-    cfg = TrainConfig(out_dir=out_dir, batch_size=BATCH, max_steps=1_000_000, dtype=dtype, device="cpu",
-                      progress=False, eval_interval=0, checkpoint_interval=0, seed=0)
+    cfg = TrainConfig(
+        out_dir=out_dir,
+        batch_size=BATCH,
+        max_steps=1_000_000,
+        dtype=dtype,
+        device="cpu",
+        progress=False,
+        eval_interval=0,
+        checkpoint_interval=0,
+        seed=0,
+    )
     return Trainer(model, _dataset(data), val_data=None, config=cfg)
 
 
@@ -135,7 +167,7 @@ def make_minigpt_fp32(data: str, out_dir: str | None = None):
 
 def make_noop(data: str | None = None):
     """The floor under the peak RSS figures: the interpreter with torch and fastllm's model imported."""
-    import fastllm.model  # noqa: F401
+    import fastllm.model.gpt  # noqa: F401
 
     return lambda: None
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from fastllm.train import Trainer  # noqa: E402
+from fastllm.train.trainer import Trainer  # noqa: E402
 from train_util import dataset, params, tiny_model, train_config, train_losses  # noqa: E402
 
 
@@ -24,11 +24,21 @@ def main() -> None:
     out, data, steps, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rank = int(os.environ["RANK"])
     model = tiny_model(0)
-    trainer = Trainer(model, dataset(data), config=train_config(out / "run", max_steps=steps, batch_size=batch, grad_accum=1))
+    trainer = Trainer(
+        model,
+        dataset(data),
+        config=train_config(out / "run", max_steps=steps, batch_size=batch, grad_accum=1),
+    )
     result = trainer.fit()
     torch.save(
-        {"params": params(model), "losses": train_losses(result.history), "world_size": trainer.world_size,
-         "rank": trainer.rank, "step": result.step, "tokens_per_step": trainer.tokens_per_step},
+        {
+            "params": params(model),
+            "losses": train_losses(result.history),
+            "world_size": trainer.world_size,
+            "rank": trainer.rank,
+            "step": result.step,
+            "tokens_per_step": trainer.tokens_per_step,
+        },
         out / f"rank{rank}.pt",
     )
     torch.distributed.destroy_process_group()

@@ -1,6 +1,6 @@
 """Labeled near-duplicate corpora and the exact-Jaccard oracle for the dedup tests and benchmarks.
 
-The oracle is fastllm.dedup's documented rules written the slow, obvious way, for ASCII text:
+The oracle is fastllm.data.dedup's documented rules written the slow, obvious way, for ASCII text:
 normalize (lowercase; punctuation deleted if asked; whitespace runs collapsed to one space and
 trimmed; NFC is the identity on ASCII), cut into word n-grams (n consecutive whitespace-separated
 words) or character n-grams, and compare the *sets* of shingles with exact Jaccard
@@ -33,16 +33,91 @@ WORD_NGRAM = 5
 # Standard-library modules whose docstrings make the base documents. Modules missing from this
 # Python (removed, frozen or built in) are skipped; the corpus only needs ~100k words.
 STDLIB_MODULES = (
-    "argparse", "difflib", "textwrap", "json.decoder", "collections", "functools", "inspect", "typing",
-    "email.message", "http.client", "logging", "pathlib", "subprocess", "tarfile", "zipfile", "unittest.case",
-    "configparser", "calendar", "datetime", "fractions", "statistics", "random", "shutil", "tempfile",
-    "threading", "pydoc", "doctest", "pickle", "smtplib", "ftplib", "imaplib", "urllib.parse", "urllib.request",
-    "xml.dom.minidom", "csv", "gettext", "locale", "optparse", "pprint", "queue", "shlex", "socket", "ssl",
-    "tokenize", "traceback", "uuid", "weakref", "contextlib", "dataclasses", "enum", "heapq", "ipaddress",
-    "mailbox", "plistlib", "_pydecimal", "asyncio.events", "asyncio.tasks", "concurrent.futures._base",
-    "multiprocessing.pool", "ast", "_pyio", "string", "base64", "sched", "selectors", "socketserver",
-    "http.server", "http.cookiejar", "email.utils", "email.feedparser", "poplib", "netrc", "wave", "cmd",
-    "code", "bdb", "pdb", "profile", "pstats", "timeit", "trace", "warnings", "numbers", "copy", "glob",
+    "argparse",
+    "difflib",
+    "textwrap",
+    "json.decoder",
+    "collections",
+    "functools",
+    "inspect",
+    "typing",
+    "email.message",
+    "http.client",
+    "logging",
+    "pathlib",
+    "subprocess",
+    "tarfile",
+    "zipfile",
+    "unittest.case",
+    "configparser",
+    "calendar",
+    "datetime",
+    "fractions",
+    "statistics",
+    "random",
+    "shutil",
+    "tempfile",
+    "threading",
+    "pydoc",
+    "doctest",
+    "pickle",
+    "smtplib",
+    "ftplib",
+    "imaplib",
+    "urllib.parse",
+    "urllib.request",
+    "xml.dom.minidom",
+    "csv",
+    "gettext",
+    "locale",
+    "optparse",
+    "pprint",
+    "queue",
+    "shlex",
+    "socket",
+    "ssl",
+    "tokenize",
+    "traceback",
+    "uuid",
+    "weakref",
+    "contextlib",
+    "dataclasses",
+    "enum",
+    "heapq",
+    "ipaddress",
+    "mailbox",
+    "plistlib",
+    "_pydecimal",
+    "asyncio.events",
+    "asyncio.tasks",
+    "concurrent.futures._base",
+    "multiprocessing.pool",
+    "ast",
+    "_pyio",
+    "string",
+    "base64",
+    "sched",
+    "selectors",
+    "socketserver",
+    "http.server",
+    "http.cookiejar",
+    "email.utils",
+    "email.feedparser",
+    "poplib",
+    "netrc",
+    "wave",
+    "cmd",
+    "code",
+    "bdb",
+    "pdb",
+    "profile",
+    "pstats",
+    "timeit",
+    "trace",
+    "warnings",
+    "numbers",
+    "copy",
+    "glob",
 )
 
 # Appended (or prepended) by the "boilerplate" edit: the footers that real crawled copies carry.
@@ -58,6 +133,7 @@ ASCII_PUNCTUATION = frozenset(string.punctuation) - frozenset("$+<=>^`|~")  # ca
 
 # ---- the oracle -----------------------------------------------------------------------------------
 
+
 def normalize(text: str, *, lowercase: bool = True, strip_punctuation: bool = False) -> str:
     """The documented normalization, for ASCII text only (NFC is the identity there)."""
     assert text.isascii(), "the oracle only covers ASCII text"
@@ -68,8 +144,14 @@ def normalize(text: str, *, lowercase: bool = True, strip_punctuation: bool = Fa
     return " ".join(text.split())
 
 
-def shingles(text: str, n: int = WORD_NGRAM, *, char_ngrams: bool = False, lowercase: bool = True,
-             strip_punctuation: bool = False) -> frozenset[str]:
+def shingles(
+    text: str,
+    n: int = WORD_NGRAM,
+    *,
+    char_ngrams: bool = False,
+    lowercase: bool = True,
+    strip_punctuation: bool = False,
+) -> frozenset[str]:
     """The shingle set of `text`: word n-grams (joined by one space) or character n-grams."""
     norm = normalize(text, lowercase=lowercase, strip_punctuation=strip_punctuation)
     units = list(norm) if char_ngrams else norm.split(" ") if norm else []
@@ -122,6 +204,7 @@ def components(n: int, pairs) -> list[list[int]]:
 
 # ---- base documents -------------------------------------------------------------------------------
 
+
 @functools.cache
 def stdlib_words(max_words: int = 200_000) -> tuple[str, ...]:
     """Printable-ASCII words of standard-library docstrings, in a fixed order (module list order,
@@ -156,6 +239,7 @@ def word_windows(words, n_docs: int, rng: random.Random, lo: int = 100, hi: int 
 
 
 # ---- edits ----------------------------------------------------------------------------------------
+
 
 def _substitute(w, rng, vocab):
     k = rng.randint(1, 6)
@@ -229,12 +313,13 @@ def render(words: list[str], rng: random.Random, messy: bool = False) -> str:
 
 # ---- the labeled corpus ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class LabeledCorpus:
     texts: list[str]
-    origin: list[int]          # the base document each text derives from
-    label: list[str]           # "base" or the edits that made it
-    sets: list[frozenset]      # word 5-gram shingle sets (default normalization)
+    origin: list[int]  # the base document each text derives from
+    label: list[str]  # "base" or the edits that made it
+    sets: list[frozenset]  # word 5-gram shingle sets (default normalization)
     overlap: dict[tuple[int, int], float]  # exact Jaccard of every pair (i < j) sharing a shingle
 
     def jaccard(self, i: int, j: int) -> float:
@@ -265,7 +350,9 @@ def build_labeled_corpus(n_base: int, seed: int, words=None) -> LabeledCorpus:
     rng.shuffle(docs)
     texts = [render(w, rng, messy=label.startswith("recase")) for w, _, label in docs]
     sets = [shingles(t) for t in texts]
-    return LabeledCorpus(texts, [o for _, o, _ in docs], [lab for _, _, lab in docs], sets, overlapping_pairs(sets))
+    return LabeledCorpus(
+        texts, [o for _, o, _ in docs], [lab for _, _, lab in docs], sets, overlapping_pairs(sets)
+    )
 
 
 @functools.cache
@@ -275,6 +362,7 @@ def labeled_corpus(n_base: int = 600, seed: int = 0) -> LabeledCorpus:
 
 
 # ---- LSH oracles ----------------------------------------------------------------------------------
+
 
 def candidate_probability(s, bands: int, rows: int):
     """P(two documents with Jaccard s share at least one of `bands` bands of `rows` values)."""
@@ -329,6 +417,7 @@ def exact_followers(texts, n: int = WORD_NGRAM, *, char_ngrams: bool = False, **
 
 # ---- checks on a DedupResult ----------------------------------------------------------------------
 
+
 def check_result(r, n: int) -> None:
     """The accounting every DedupResult must satisfy: types and shapes; each cluster sorted, of two
     or more, ordered by first member, disjoint; its first member kept and the rest removed; every
@@ -337,7 +426,11 @@ def check_result(r, n: int) -> None:
     import numpy as np
 
     assert isinstance(r.keep, np.ndarray) and r.keep.dtype == np.bool_ and r.keep.shape == (n,)
-    assert isinstance(r.cluster_ids, np.ndarray) and r.cluster_ids.dtype == np.int64 and r.cluster_ids.shape == (n,)
+    assert (
+        isinstance(r.cluster_ids, np.ndarray)
+        and r.cluster_ids.dtype == np.int64
+        and r.cluster_ids.shape == (n,)
+    )
     expected_ids = np.full(n, -1, dtype=np.int64)
     firsts = [c[0] for c in r.clusters]
     assert firsts == sorted(firsts)

@@ -94,7 +94,9 @@ def merge_word(word: list[int], pair: Merge, new_id: int) -> list[int]:
     return out
 
 
-def train(piece_counts: dict[bytes, int], vocab_size: int, min_frequency: int = 1, n_special: int = 0) -> list[Merge]:
+def train(
+    piece_counts: dict[bytes, int], vocab_size: int, min_frequency: int = 1, n_special: int = 0
+) -> list[Merge]:
     """The merges (rank order) learned from unique pieces with their frequencies."""
     if vocab_size < 256 + n_special:
         raise ValueError(f"vocab_size {vocab_size} < 256 + {n_special} specials")
@@ -150,7 +152,9 @@ def encode_piece(piece: bytes, merges: Sequence[Merge]) -> list[int]:
     return word
 
 
-def encode(text: str, merges: Sequence[Merge], pattern: str = "gpt4", specials: Sequence[str] = ()) -> list[int]:
+def encode(
+    text: str, merges: Sequence[Merge], pattern: str = "gpt4", specials: Sequence[str] = ()
+) -> list[int]:
     """Encode `text` with a trained vocabulary; specials (ids after the merges) are kept whole."""
     ids: list[int] = []
     for is_special, part in segments(text, specials):

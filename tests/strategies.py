@@ -16,8 +16,29 @@ CHARS = st.characters(blacklist_categories=("Cs", "Cn"))
 any_text = st.text(CHARS, max_size=300)
 
 PIECES = [
-    *"abcxyzAB", *"0123456789", " ", "  ", "\n", "\n\n", "\t", "\r\n", "\xa0", "'", "'s", "'LL", "'ſ",
-    *".,!?-_()", "中", "文字", "😀", "👍🏽", "👨\u200d👩\u200d👧", "e\u0301", "é", "ß", "Ω",
+    *"abcxyzAB",
+    *"0123456789",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "\r\n",
+    "\xa0",
+    "'",
+    "'s",
+    "'LL",
+    "'ſ",
+    *".,!?-_()",
+    "中",
+    "文字",
+    "😀",
+    "👍🏽",
+    "👨\u200d👩\u200d👧",
+    "e\u0301",
+    "é",
+    "ß",
+    "Ω",
 ]
 word = st.lists(st.sampled_from(PIECES), min_size=1, max_size=6).map("".join)
 
@@ -36,7 +57,9 @@ SPECIALS = ("<|endoftext|>", "<|pad|>")
 @st.composite
 def text_with_specials(draw, specials=SPECIALS) -> str:
     """Wordy text with specials (and near misses such as "<|endof") spliced in."""
-    parts = draw(st.lists(st.one_of(wordy_text(20), st.sampled_from([*specials, "<|endof", "|>", "<|"])), max_size=8))
+    parts = draw(
+        st.lists(st.one_of(wordy_text(20), st.sampled_from([*specials, "<|endof", "|>", "<|"])), max_size=8)
+    )
     return "".join(parts)
 
 

@@ -18,8 +18,14 @@ from strategies import source_corpus
 
 
 def fastllm(*args, input=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastllm", *map(str, args)], capture_output=True, text=True,
-                          encoding="utf-8", input=input, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fastllm", *map(str, args)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        input=input,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +38,17 @@ def corpus(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("args", [["--help"], ["tokenizer", "--help"], ["tokenizer", "train", "--help"],
-                                  ["tokenizer", "encode", "--help"], ["--version"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["tokenizer", "--help"],
+        ["tokenizer", "train", "--help"],
+        ["tokenizer", "encode", "--help"],
+        ["--version"],
+    ],
+    ids=" ".join,
+)
 def test_help(args):
     out = fastllm(*args)
     assert out.returncode == 0, out.stderr
@@ -42,16 +57,32 @@ def test_help(args):
 
 def test_help_lists_the_options():
     text = fastllm("tokenizer", "train", "--help").stdout
-    for option in ("--vocab-size", "--output", "--pattern", "--special-token", "--min-frequency", "--threads"):
+    for option in (
+        "--vocab-size",
+        "--output",
+        "--pattern",
+        "--special-token",
+        "--min-frequency",
+        "--threads",
+    ):
         assert option in text
 
 
-@pytest.mark.parametrize("extra,kw", [
-    ([], {}),
-    (["--pattern", "gpt2", "--min-frequency", "40", "--threads", "1"], {"pattern": "gpt2", "min_frequency": 40, "num_threads": 1}),
-    (["--special-token", "<|endoftext|>", "--special-token", "<|pad|>", "--threads", "2"],
-     {"special_tokens": ["<|endoftext|>", "<|pad|>"], "num_threads": 2}),
-], ids=["defaults", "gpt2-minfreq", "specials"])
+@pytest.mark.parametrize(
+    "extra,kw",
+    [
+        ([], {}),
+        (
+            ["--pattern", "gpt2", "--min-frequency", "40", "--threads", "1"],
+            {"pattern": "gpt2", "min_frequency": 40, "num_threads": 1},
+        ),
+        (
+            ["--special-token", "<|endoftext|>", "--special-token", "<|pad|>", "--threads", "2"],
+            {"special_tokens": ["<|endoftext|>", "<|pad|>"], "num_threads": 2},
+        ),
+    ],
+    ids=["defaults", "gpt2-minfreq", "specials"],
+)
 def test_train_writes_the_api_tokenizer(corpus, tmp_path, extra, kw):
     out_path = tmp_path / "tok.json"
     out = fastllm("tokenizer", "train", *corpus, "--vocab-size", 300, "-o", out_path, "--quiet", *extra)
@@ -90,14 +121,18 @@ def test_encode_specials_need_the_flag(corpus, tok_path):
     tok = BPETokenizer.from_file(tok_path)
     out = fastllm("tokenizer", "encode", "--tokenizer", tok_path, corpus[1])
     assert out.returncode != 0 and "<|endoftext|>" in out.stderr and "Traceback" not in out.stderr
-    out = fastllm("tokenizer", "encode", "--tokenizer", tok_path, "--allow-special", "--format", "json", corpus[1])
+    out = fastllm(
+        "tokenizer", "encode", "--tokenizer", tok_path, "--allow-special", "--format", "json", corpus[1]
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == tok.encode(corpus[1].read_text(encoding="utf-8"), allowed_special="all")
 
 
 def test_encode_reads_stdin(tok_path):
     tok = BPETokenizer.from_file(tok_path)
-    out = fastllm("tokenizer", "encode", "--tokenizer", tok_path, "--format", "json", input="hello stdin 😀\n")
+    out = fastllm(
+        "tokenizer", "encode", "--tokenizer", tok_path, "--format", "json", input="hello stdin 😀\n"
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == tok.encode("hello stdin 😀\n")
 
@@ -109,12 +144,27 @@ def _bad_invalid_utf8(tmp_path, corpus, tok_path):
 
 
 BAD_CALLS = {
-    "missing-training-file": lambda t, c, k: (["tokenizer", "train", t / "nope.txt", "--vocab-size", 300, "-o", t / "o.json", "--quiet"], "nope.txt"),
-    "vocab-too-small": lambda t, c, k: (["tokenizer", "train", *c, "--vocab-size", 100, "-o", t / "o.json", "--quiet"], "100"),
-    "bad-pattern": lambda t, c, k: (["tokenizer", "train", *c, "--pattern", "(", "-o", t / "o.json", "--quiet"], "("),
-    "bad-threads": lambda t, c, k: (["tokenizer", "train", *c, "--threads", -3, "-o", t / "o.json", "--quiet"], "-3"),
+    "missing-training-file": lambda t, c, k: (
+        ["tokenizer", "train", t / "nope.txt", "--vocab-size", 300, "-o", t / "o.json", "--quiet"],
+        "nope.txt",
+    ),
+    "vocab-too-small": lambda t, c, k: (
+        ["tokenizer", "train", *c, "--vocab-size", 100, "-o", t / "o.json", "--quiet"],
+        "100",
+    ),
+    "bad-pattern": lambda t, c, k: (
+        ["tokenizer", "train", *c, "--pattern", "(", "-o", t / "o.json", "--quiet"],
+        "(",
+    ),
+    "bad-threads": lambda t, c, k: (
+        ["tokenizer", "train", *c, "--threads", -3, "-o", t / "o.json", "--quiet"],
+        "-3",
+    ),
     "invalid-utf8": _bad_invalid_utf8,
-    "missing-tokenizer": lambda t, c, k: (["tokenizer", "encode", "--tokenizer", t / "none.json", c[0]], "none.json"),
+    "missing-tokenizer": lambda t, c, k: (
+        ["tokenizer", "encode", "--tokenizer", t / "none.json", c[0]],
+        "none.json",
+    ),
     "missing-input": lambda t, c, k: (["tokenizer", "encode", "--tokenizer", k, t / "gone.txt"], "gone.txt"),
     "unknown-command": lambda t, c, k: (["tokenizer", "frobnicate"], "frobnicate"),
 }

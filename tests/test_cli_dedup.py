@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from fastllm.dedup import MinHashDeduper
+from fastllm.data.dedup import MinHashDeduper
 
-WORDS = ("data model token train loss batch layer head query value key cache merge byte text "
-         "python rust kernel thread sample paper corpus vocab shard seed graph fast slow").split()
+WORDS = (
+    "data model token train loss batch layer head query value key cache merge byte text "
+    "python rust kernel thread sample paper corpus vocab shard seed graph fast slow"
+).split()
 
 
 def _docs(n: int = 60, seed: int = 0) -> list[str]:
@@ -36,7 +38,9 @@ def _docs(n: int = 60, seed: int = 0) -> list[str]:
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastllm", "dedup", *args, "--quiet"], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "fastllm", "dedup", *args, "--quiet"], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def test_lines_output_and_clusters_report(tmp_path):
@@ -98,7 +102,9 @@ def test_files_format_writes_a_folder(tmp_path):
     r = run(*paths, "--format", "files", "-o", "kept", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     keep = MinHashDeduper().dedup(docs).keep
-    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [f"doc{i:02d}.txt" for i, k in enumerate(keep) if k]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+        f"doc{i:02d}.txt" for i, k in enumerate(keep) if k
+    ]
 
 
 def test_parquet_round_trip(tmp_path):

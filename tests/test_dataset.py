@@ -16,15 +16,22 @@ import numpy as np
 import pytest
 import torch
 
-import fastllm.dataset
-from fastllm.dataset import TokenDataset
-from fastllm.shards import ShardWriter, list_shards
+import fastllm.data.dataset
+from fastllm.data.dataset import TokenDataset
+from fastllm.data.shards import ShardWriter, list_shards
 
 N, VOCAB, SHARD = 1003, 500, 97  # a prime shard size: windows of every length cross shard borders
 
 
 def _write(directory, ids, *, split="train", vocab_size=VOCAB, shard_tokens=SHARD, sha="ab"):
-    with ShardWriter(directory, split=split, vocab_size=vocab_size, eot_id=0, tokenizer_sha256=sha, shard_tokens=shard_tokens) as w:
+    with ShardWriter(
+        directory,
+        split=split,
+        vocab_size=vocab_size,
+        eot_id=0,
+        tokenizer_sha256=sha,
+        shard_tokens=shard_tokens,
+    ) as w:
         w.write(ids)
 
 
@@ -37,7 +44,9 @@ def shards(tmp_path):
 
 def _stream(directory, split="train") -> np.ndarray:
     """The oracle: the raw .bin files of the split, concatenated."""
-    return np.concatenate([np.fromfile(h.with_suffix(".bin"), dtype="<u2") for h in list_shards(directory, split)]).astype(np.int64)
+    return np.concatenate(
+        [np.fromfile(h.with_suffix(".bin"), dtype="<u2") for h in list_shards(directory, split)]
+    ).astype(np.int64)
 
 
 @pytest.mark.parametrize("context", [1, 5, 96, 97, 98, 500, 1002])
@@ -86,7 +95,11 @@ def test_random_batches_are_stream_slices_and_deterministic_per_seed(shards):
     other = list(itertools.islice(ds.batches(4, seed=2), 6))
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
-    starts = {int(np.flatnonzero((slices == row).all(axis=1))[0]) for x, y in first for row in torch.cat([x, y[:, -1:]], 1).numpy()}
+    starts = {
+        int(np.flatnonzero((slices == row).all(axis=1))[0])
+        for x, y in first
+        for row in torch.cat([x, y[:, -1:]], 1).numpy()
+    }
     assert len(starts) > 12  # random offsets, not a handful of fixed windows
     assert any(s % T for s in starts)  # and not only the non-overlapping ones
 
@@ -100,7 +113,10 @@ def test_ranks_are_disjoint_and_interleave_to_the_single_process_order(shards, s
     ds = TokenDataset(shards, 7)
     world = 3
     take = None if not shuffle else 5
-    per_rank = [list(itertools.islice(ds.batches(4, seed=3, rank=r, world_size=world, shuffle=shuffle), take)) for r in range(world)]
+    per_rank = [
+        list(itertools.islice(ds.batches(4, seed=3, rank=r, world_size=world, shuffle=shuffle), take))
+        for r in range(world)
+    ]
     lengths = {len(b) for b in per_rank}
     assert len(lengths) == 1  # every rank takes the same number of steps
     m = lengths.pop()
@@ -119,7 +135,9 @@ def test_start_skips_exactly(shards, shuffle):
     ds = TokenDataset(shards, 6)
     for rank, world in ((0, 1), (1, 2)):
         full = list(itertools.islice(ds.batches(3, seed=4, rank=rank, world_size=world, shuffle=shuffle), 12))
-        resumed = list(itertools.islice(ds.batches(3, seed=4, rank=rank, world_size=world, shuffle=shuffle, start=5), 7))
+        resumed = list(
+            itertools.islice(ds.batches(3, seed=4, rank=rank, world_size=world, shuffle=shuffle, start=5), 7)
+        )
         assert _equal(resumed, full[5:12])
 
 
@@ -153,7 +171,9 @@ def test_mixed_shards_are_refused(tmp_path):
     _write(b, np.arange(200) + 65530, vocab_size=70000, shard_tokens=100)  # uint32 ids
     (a / "train_00001.bin").write_bytes((b / "train_00001.bin").read_bytes())
     (a / "train_00001.json").write_bytes((b / "train_00001.json").read_bytes())
-    with pytest.raises(ValueError, match="disagree on dtype: train_00000.json has 'uint16', train_00001.json has 'uint32'"):
+    with pytest.raises(
+        ValueError, match="disagree on dtype: train_00000.json has 'uint16', train_00001.json has 'uint32'"
+    ):
         TokenDataset(a, 8)
     c = tmp_path / "c"
     _write(c, np.arange(200) % 300, shard_tokens=100)
@@ -175,7 +195,7 @@ def test_uint32_shards_and_separate_splits(tmp_path):
 
 
 def test_docstring_examples():
-    result = doctest.testmod(fastllm.dataset, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(fastllm.data.dataset, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -187,7 +207,9 @@ def test_truncated_or_mistyped_shards_are_refused(tmp_path):
     data = header.with_suffix(".bin")
     full = data.read_bytes()
     data.write_bytes(full[:-3])  # truncated
-    with pytest.raises(ValueError, match=r"size is 197 bytes but its header says 100 uint16 ids = 200 bytes \(truncated"):
+    with pytest.raises(
+        ValueError, match=r"size is 197 bytes but its header says 100 uint16 ids = 200 bytes \(truncated"
+    ):
         TokenDataset(tmp_path, 8)
     data.write_bytes(full)
     meta = json.loads(header.read_text())

@@ -1,4 +1,4 @@
-"""The fused decode step (`fastllm.decode.DecodePlan`) against MiniGPT's module path.
+"""The fused decode step (`fastllm.generation.decode.DecodePlan`) against MiniGPT's module path.
 
 Oracle: `model.forward_cached(..., plan=None)`, the nn.Module layers, on the same cache contents
 and the same new token, in float64 (the two differ only in rounding); plus the K/V each writes.
@@ -14,17 +14,39 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastllm.decode import DecodePlan
-from fastllm.generate import KVCache
-from fastllm.model import MiniGPT, MiniGPTConfig
+from fastllm.generation.decode import DecodePlan
+from fastllm.generation.loop import KVCache
+from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 CONFIGS = {
     "gpt2": dict(vocab_size=97, context=48, n_layer=2, n_head=4, d_model=32),
     "gpt2_exact_gelu": dict(vocab_size=97, context=48, n_layer=1, n_head=2, d_model=32, mlp="gelu"),
-    "llama_gqa": dict(vocab_size=97, context=48, n_layer=2, n_head=4, n_kv_head=2, d_model=32, mlp="swiglu",
-                      mlp_hidden=48, norm="rmsnorm", positions="rope", bias=False, tied_embeddings=False),
-    "llama_mha": dict(vocab_size=97, context=48, n_layer=1, n_head=2, d_model=32, mlp="swiglu", mlp_hidden=40,
-                      norm="rmsnorm", positions="rope", bias=False),
+    "llama_gqa": dict(
+        vocab_size=97,
+        context=48,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        d_model=32,
+        mlp="swiglu",
+        mlp_hidden=48,
+        norm="rmsnorm",
+        positions="rope",
+        bias=False,
+        tied_embeddings=False,
+    ),
+    "llama_mha": dict(
+        vocab_size=97,
+        context=48,
+        n_layer=1,
+        n_head=2,
+        d_model=32,
+        mlp="swiglu",
+        mlp_hidden=40,
+        norm="rmsnorm",
+        positions="rope",
+        bias=False,
+    ),
 }
 
 
@@ -52,7 +74,9 @@ def _filled_cache(model: MiniGPT, B: int, length: int, seed: int) -> KVCache:
 
 
 def _clone(cache: KVCache, model: MiniGPT) -> KVCache:
-    other = KVCache(model, cache.layers[0].k.shape[0], cache.capacity, torch.device("cpu"), cache.layers[0].k.dtype)
+    other = KVCache(
+        model, cache.layers[0].k.shape[0], cache.capacity, torch.device("cpu"), cache.layers[0].k.dtype
+    )
     for a, b in zip(other.layers, cache.layers):
         a.k.copy_(b.k)
         a.v.copy_(b.v)
@@ -61,8 +85,13 @@ def _clone(cache: KVCache, model: MiniGPT) -> KVCache:
 
 
 @settings(max_examples=40, deadline=None)
-@given(name=st.sampled_from(sorted(CONFIGS)), B=st.integers(1, 4), length=st.integers(1, 40),
-       padded=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    name=st.sampled_from(sorted(CONFIGS)),
+    B=st.integers(1, 4),
+    length=st.integers(1, 40),
+    padded=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_step_equals_module_path(name, B, length, padded, seed):
     model = _model(name)
     g = torch.Generator().manual_seed(seed)
@@ -137,7 +166,9 @@ def test_plan_follows_replaced_parameters_and_modules():
     model = _model("gpt2")
     with torch.no_grad():
         plan = model.decode_plan()
-        model.blocks[1].attn.o_proj.weight = torch.nn.Parameter(torch.zeros_like(model.blocks[1].attn.o_proj.weight))
+        model.blocks[1].attn.o_proj.weight = torch.nn.Parameter(
+            torch.zeros_like(model.blocks[1].attn.o_proj.weight)
+        )
         fresh = model.decode_plan()
         assert fresh is not plan and torch.equal(fresh.layers[1].wo, torch.zeros_like(fresh.layers[1].wo))
         model.blocks[0].mlp = type(model.blocks[0].mlp)(model.config).double()  # a new submodule

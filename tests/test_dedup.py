@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import fastllm.dedup
+import fastllm.data.dedup
 from dedup_corpus import (
     banded_pairs,
     candidate_probability,
@@ -33,7 +33,7 @@ from dedup_corpus import (
     shingles,
     weighted_errors,
 )
-from fastllm.dedup import MinHashDeduper
+from fastllm.data.dedup import MinHashDeduper
 
 T = 0.8
 U64_MAX = np.iinfo(np.uint64).max
@@ -60,11 +60,12 @@ def estimate(sigs: np.ndarray, i: int, j: int) -> float:
 
 
 def test_docstring_examples():
-    result = doctest.testmod(fastllm.dedup, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(fastllm.data.dedup, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
 # ---- verify="exact" on the labeled corpus ---------------------------------------------------------
+
 
 def test_corpus_is_interesting(corpus):
     """The oracle's own sanity: enough pairs on both sides of the threshold, and near it."""
@@ -105,7 +106,10 @@ def test_exact_recall_matches_lsh_theory(corpus, exact_run, record_property):
     record_property("recall", recall)
     record_property("expected_recall", expected)
     assert recall >= expected - 5 * sd - 1e-9, (recall, expected, sd, d.bands, d.rows)
-    assert candidate_probability(0.8, d.bands, d.rows) >= 0.95 and candidate_probability(0.9, d.bands, d.rows) > 0.99
+    assert (
+        candidate_probability(0.8, d.bands, d.rows) >= 0.95
+        and candidate_probability(0.9, d.bands, d.rows) > 0.99
+    )
     assert recall >= 0.99
     high = {q for q in truth if corpus.overlap[q] >= 0.9}
     assert len(high & found) >= 0.99 * len(high)
@@ -145,6 +149,7 @@ def test_exact_mode_equals_oracle_with_one_row_bands(corpus):
 
 
 # ---- verify="estimate" and "none" -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def modes(corpus, exact_run):
@@ -210,16 +215,21 @@ def test_modes_nest(corpus, modes):
 
 # ---- determinism ----------------------------------------------------------------------------------
 
+
 def _same(a, b):
     assert a.keep.tolist() == b.keep.tolist()
     assert a.cluster_ids.tolist() == b.cluster_ids.tolist()
     assert a.clusters == b.clusters and a.pairs == b.pairs
-    assert {k: v for k, v in a.stats.items() if k != "seconds"} == {k: v for k, v in b.stats.items() if k != "seconds"}
+    assert {k: v for k, v in a.stats.items() if k != "seconds"} == {
+        k: v for k, v in b.stats.items() if k != "seconds"
+    }
 
 
 @pytest.mark.parametrize("verify", ["exact", "estimate"])
 def test_deterministic_across_threads_and_runs(corpus, verify):
-    results = [MinHashDeduper(threshold=T, verify=verify, num_threads=n).dedup(corpus.texts) for n in (1, 2, 2, None)]
+    results = [
+        MinHashDeduper(threshold=T, verify=verify, num_threads=n).dedup(corpus.texts) for n in (1, 2, 2, None)
+    ]
     for other in results[1:]:
         _same(results[0], other)
 
@@ -237,6 +247,7 @@ def test_order_of_input_decides_who_is_kept(corpus):
 
 # ---- signatures -----------------------------------------------------------------------------------
 
+
 def test_signature_shape_dtype_and_determinism(corpus):
     texts = corpus.texts[:300]
     d = MinHashDeduper(threshold=T)
@@ -245,7 +256,9 @@ def test_signature_shape_dtype_and_determinism(corpus):
     assert np.array_equal(sigs, d.signatures(texts))
     for n in (1, 2):
         assert np.array_equal(sigs, MinHashDeduper(threshold=T, num_threads=n).signatures(texts))
-    assert np.array_equal(sigs, MinHashDeduper(threshold=0.5, verify="none").signatures(texts))  # banding is not signing
+    assert np.array_equal(
+        sigs, MinHashDeduper(threshold=0.5, verify="none").signatures(texts)
+    )  # banding is not signing
     assert np.array_equal(sigs[[5, 7]], d.signatures([texts[5], texts[7]]))  # a row depends on its text only
     assert MinHashDeduper(num_perm=64).signatures(texts).shape == (300, 64)
     assert d.signatures([]).shape == (0, 128)
@@ -307,8 +320,10 @@ def test_signature_of_a_union_is_the_elementwise_min(corpus, char_ngrams):
             wa, wb = a.split(), b.split()
             whole, join = a + " " + b, " ".join(wa[-(n - 1) :] + wb[: n - 1])
         assert shingles(whole, n, char_ngrams=char_ngrams) == (
-            shingles(a, n, char_ngrams=char_ngrams) | shingles(b, n, char_ngrams=char_ngrams)
-            | shingles(join, n, char_ngrams=char_ngrams))
+            shingles(a, n, char_ngrams=char_ngrams)
+            | shingles(b, n, char_ngrams=char_ngrams)
+            | shingles(join, n, char_ngrams=char_ngrams)
+        )
         s = d.signatures([whole, a, b, join])
         assert np.array_equal(s[0], np.minimum.reduce([s[1], s[2], s[3]]))
         rep = d.signatures([a + " " + a if not char_ngrams else a + a, a])  # a set: repeats add nothing new
@@ -319,8 +334,10 @@ def test_signature_of_a_union_is_the_elementwise_min(corpus, char_ngrams):
 
 # ---- exact pass, short and empty texts ------------------------------------------------------------
 
-BASE = ("The quick brown fox jumps over the lazy dog while the cat watches from the warm windowsill "
-        "and the farmer walks slowly down the long dusty road towards the old red barn")
+BASE = (
+    "The quick brown fox jumps over the lazy dog while the cat watches from the warm windowsill "
+    "and the farmer walks slowly down the long dusty road towards the old red barn"
+)
 
 
 def test_exact_pass_catches_normalization_variants():
@@ -360,8 +377,18 @@ def test_strip_punctuation_and_lowercase_options():
 def test_too_short_and_empty_texts_are_kept_and_counted():
     """Texts with no shingle are similar to nothing and always kept, even when equal to each other
     (they skip the exact pass); each is counted in stats["too_short"]."""
-    texts = ["one two three four", "", BASE, "   \n\t", "five words make one shingle", "x", BASE.lower(),
-             "one two three four", "1 2 3 4", "FIVE  words make one shingle"]
+    texts = [
+        "one two three four",
+        "",
+        BASE,
+        "   \n\t",
+        "five words make one shingle",
+        "x",
+        BASE.lower(),
+        "one two three four",
+        "1 2 3 4",
+        "FIVE  words make one shingle",
+    ]
     r = MinHashDeduper(threshold=T).dedup(texts)
     check_result(r, len(texts))
     assert r.clusters == [[2, 6], [4, 9]]  # five words = one shingle: long enough
@@ -376,7 +403,9 @@ def test_empty_input_and_all_empty():
     assert r.clusters == [] and r.pairs == [] and r.stats["candidates"] == 0
     r = MinHashDeduper().dedup(["", "", " ", "a b", "a b"])
     check_result(r, 5)
-    assert r.clusters == [] and r.keep.all() and r.stats["too_short"] == 5 and r.stats["exact_duplicates"] == 0
+    assert (
+        r.clusters == [] and r.keep.all() and r.stats["too_short"] == 5 and r.stats["exact_duplicates"] == 0
+    )
 
 
 def test_too_short_texts_never_match_by_lsh():
@@ -415,19 +444,32 @@ def test_reported_jaccard_at_exactly_the_threshold():
 
 # ---- banding parameters ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("threshold,num_perm,verify", [(0.8, 128, "exact"), (0.8, 128, "estimate"), (0.5, 64, "none"),
-                                                       (0.9, 256, "exact"), (0.3, 32, "estimate")])
+
+@pytest.mark.parametrize(
+    "threshold,num_perm,verify",
+    [
+        (0.8, 128, "exact"),
+        (0.8, 128, "estimate"),
+        (0.5, 64, "none"),
+        (0.9, 256, "exact"),
+        (0.3, 32, "estimate"),
+    ],
+)
 def test_default_banding_minimises_datasketch_objective(threshold, num_perm, verify):
     """(bands, rows) minimise datasketch's weighted false-positive/false-negative integral over all
     b * r <= num_perm, for the weights the facade documents for the verify mode (datasketch's own
     0.5/0.5 without exact verification)."""
     d = MinHashDeduper(threshold=threshold, num_perm=num_perm, verify=verify)
-    fp_w, fn_w = fastllm.dedup._WEIGHTS[verify]
+    fp_w, fn_w = fastllm.data.dedup._WEIGHTS[verify]
     if verify != "exact":
         assert (fp_w, fn_w) == (0.5, 0.5)
     errors = weighted_errors(threshold, num_perm, fp_w, fn_w)
     assert d.bands * d.rows <= num_perm
-    assert errors[d.bands, d.rows] <= min(errors.values()) + 1e-9, (d.bands, d.rows, min(errors, key=errors.get))
+    assert errors[d.bands, d.rows] <= min(errors.values()) + 1e-9, (
+        d.bands,
+        d.rows,
+        min(errors, key=errors.get),
+    )
 
 
 def test_datasketch_choice_at_0_8():
@@ -458,6 +500,7 @@ SPACES = [" ", "  ", "\n", "\t", "\r\n", "\x0b", "\x0c"]
 def small_corpus(draw):
     """Up to 10 texts over a 10-word vocabulary with mixed spacing, plus up to 3 copies of drawn
     texts with 0-2 words appended (exact and near duplicates)."""
+
     def text():
         words = draw(st.lists(st.sampled_from(VOCAB), max_size=14))
         seps = draw(st.lists(st.sampled_from(SPACES), min_size=len(words) + 1, max_size=len(words) + 1))
@@ -470,21 +513,33 @@ def small_corpus(draw):
     return docs
 
 
-@given(texts=small_corpus(), threshold=st.sampled_from([0.25, 0.4, 0.5, 0.6, 2 / 3, 0.75, 0.8, 0.9]),
-       ngram=st.integers(1, 4), char_ngrams=st.booleans(), lowercase=st.booleans(), strip=st.booleans())
+@given(
+    texts=small_corpus(),
+    threshold=st.sampled_from([0.25, 0.4, 0.5, 0.6, 2 / 3, 0.75, 0.8, 0.9]),
+    ngram=st.integers(1, 4),
+    char_ngrams=st.booleans(),
+    lowercase=st.booleans(),
+    strip=st.booleans(),
+)
 def test_property_one_row_bands_equal_oracle(texts, threshold, ngram, char_ngrams, lowercase, strip):
     """64 one-row bands miss a pair with Jaccard >= 0.25 with probability 0.75^64 < 1e-7; exact
     verification then leaves exactly the oracle's graph: texts with shingles that are equal after
     normalization or have Jaccard >= t (too-short texts match nothing, not even each other)."""
     norm = {"lowercase": lowercase, "strip_punctuation": strip}
-    d = MinHashDeduper(threshold=threshold, num_perm=64, bands=64, rows=1, ngram=ngram, char_ngrams=char_ngrams, **norm)
+    d = MinHashDeduper(
+        threshold=threshold, num_perm=64, bands=64, rows=1, ngram=ngram, char_ngrams=char_ngrams, **norm
+    )
     r = d.dedup(texts)
     check_result(r, len(texts))
     sets = [shingles(t, ngram, char_ngrams=char_ngrams, **norm) for t in texts]
     keys = [normalize(t, **norm) for t in texts]
     n = len(texts)
-    edges = [(i, j) for i in range(n) for j in range(i + 1, n)
-             if sets[i] and sets[j] and (keys[i] == keys[j] or jaccard(sets[i], sets[j]) >= threshold)]
+    edges = [
+        (i, j)
+        for i in range(n)
+        for j in range(i + 1, n)
+        if sets[i] and sets[j] and (keys[i] == keys[j] or jaccard(sets[i], sets[j]) >= threshold)
+    ]
     assert r.clusters == components(n, edges)
     followers = exact_followers(texts, ngram, char_ngrams=char_ngrams, **norm)
     assert r.stats["exact_duplicates"] == sum(followers)

@@ -1,4 +1,4 @@
-"""Bad input to `fastllm.dedup` gets a clear Python exception naming the bad value.
+"""Bad input to `fastllm.data.dedup` gets a clear Python exception naming the bad value.
 
 Oracle: the API contract (ValueError for a bad value, TypeError for a wrong type, each message
 naming the argument or the offending text's index), checked on the constructor and on every method
@@ -12,14 +12,16 @@ import re
 
 import pytest
 
-from fastllm.dedup import MinHashDeduper
+from fastllm.data.dedup import MinHashDeduper
 
 METHODS = ["signatures", "dedup", "add", "query"]
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0, -0.5, 1.5, math.nan, math.inf, -math.inf])
 def test_threshold_outside_open_unit_interval(threshold):
-    with pytest.raises(ValueError, match=rf"threshold.*{re.escape(repr(threshold))}|{re.escape(repr(threshold))}.*threshold"):
+    with pytest.raises(
+        ValueError, match=rf"threshold.*{re.escape(repr(threshold))}|{re.escape(repr(threshold))}.*threshold"
+    ):
         MinHashDeduper(threshold=threshold)
 
 
@@ -28,9 +30,20 @@ def test_threshold_wrong_type():
         MinHashDeduper(threshold="0.8")
 
 
-@pytest.mark.parametrize("name,value", [("num_perm", 0), ("num_perm", -1), ("ngram", 0), ("ngram", -3),
-                                        ("num_threads", 0), ("num_threads", -2), ("seed", -1),
-                                        ("bands", 0), ("rows", 0)])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("num_perm", 0),
+        ("num_perm", -1),
+        ("ngram", 0),
+        ("ngram", -3),
+        ("num_threads", 0),
+        ("num_threads", -2),
+        ("seed", -1),
+        ("bands", 0),
+        ("rows", 0),
+    ],
+)
 def test_integers_below_minimum(name, value):
     kw = {name: value}
     if name in ("bands", "rows"):
@@ -69,7 +82,9 @@ def test_verify_wrong_type():
         MinHashDeduper(verify=None)
 
 
-@pytest.mark.parametrize("bands,rows,num_perm", [(20, 10, 128), (129, 1, 128), (1, 129, 128), (8, 9, 64), (2, 2, 3)])
+@pytest.mark.parametrize(
+    "bands,rows,num_perm", [(20, 10, 128), (129, 1, 128), (1, 129, 128), (8, 9, 64), (2, 2, 3)]
+)
 def test_bands_times_rows_exceeds_num_perm(bands, rows, num_perm):
     with pytest.raises(ValueError, match=rf"(?s)(?=.*\b{bands}\b)(?=.*\b{rows}\b)(?=.*\b{num_perm}\b)"):
         MinHashDeduper(num_perm=num_perm, bands=bands, rows=rows)
@@ -93,6 +108,7 @@ def test_arguments_are_keyword_only():
 
 
 # ---- texts ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bad", [3, None, b"bytes", ["nested"], 2.5])
@@ -135,6 +151,7 @@ def test_tuples_and_generators_of_str_are_accepted():
 
 
 # ---- load -----------------------------------------------------------------------------------------
+
 
 def test_load_bad_num_threads(tmp_path):
     path = tmp_path / "i.fmh"

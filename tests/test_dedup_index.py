@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dedup_corpus import exact_followers, labeled_corpus, normalize
-from fastllm.dedup import MinHashDeduper
+from fastllm.data.dedup import MinHashDeduper
 
 T = 0.8
 
@@ -36,8 +36,11 @@ def expected_matches(corpus, query: int, indexed: list[int]) -> list[int]:
     """Index positions of the indexed texts that `query` is a near-duplicate of: equal after
     normalization, or exact Jaccard >= T."""
     key = normalize(corpus.texts[query])
-    return [pos for pos, i in enumerate(indexed)
-            if corpus.jaccard(query, i) >= T or normalize(corpus.texts[i]) == key]
+    return [
+        pos
+        for pos, i in enumerate(indexed)
+        if corpus.jaccard(query, i) >= T or normalize(corpus.texts[i]) == key
+    ]
 
 
 def test_query_equals_oracle_with_one_row_bands(corpus, split):
@@ -71,8 +74,12 @@ def test_query_agrees_with_batch_dedup(corpus):
         for j in ids:
             assert i in got[j]
             assert keys[i] == keys[j] or corpus.jaccard(i, j) >= T, (i, j)
-    from_query = {(i, j) for i, ids in enumerate(got) for j in ids
-                  if i < j and not follower[i] and not follower[j] and keys[i] != keys[j]}
+    from_query = {
+        (i, j)
+        for i, ids in enumerate(got)
+        for j in ids
+        if i < j and not follower[i] and not follower[j] and keys[i] != keys[j]
+    }
     from_batch = {(i, j) for i, j, _ in batch.pairs if keys[i] != keys[j]}
     assert from_query == from_batch
 
@@ -125,8 +132,23 @@ def test_concurrent_queries_match_sequential(corpus):
 
 SETTINGS = [
     {"threshold": T},
-    {"threshold": 0.6, "num_perm": 64, "ngram": 3, "seed": 7, "verify": "estimate", "strip_punctuation": True},
-    {"threshold": 0.7, "ngram": 6, "char_ngrams": True, "verify": "none", "lowercase": False, "bands": 10, "rows": 6},
+    {
+        "threshold": 0.6,
+        "num_perm": 64,
+        "ngram": 3,
+        "seed": 7,
+        "verify": "estimate",
+        "strip_punctuation": True,
+    },
+    {
+        "threshold": 0.7,
+        "ngram": 6,
+        "char_ngrams": True,
+        "verify": "none",
+        "lowercase": False,
+        "bands": 10,
+        "rows": 6,
+    },
 ]
 
 

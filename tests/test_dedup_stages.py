@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dedup_corpus import labeled_corpus
-from fastllm.dedup import MinHashDeduper, band_keys, candidate_pairs, cluster
+from fastllm.data.dedup import MinHashDeduper, band_keys, candidate_pairs, cluster
 
 
 @pytest.fixture(scope="module")

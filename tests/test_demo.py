@@ -19,8 +19,8 @@ import torch
 from click.testing import CliRunner
 
 from fastllm.cli import main
-from fastllm.demo import STAGES, DemoConfig, DemoInterrupted, read_documents, run_demo
-from fastllm.demo_report import PLOTS
+from fastllm.demo.report import PLOTS
+from fastllm.demo.run import STAGES, DemoConfig, DemoInterrupted, read_documents, run_demo
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +37,8 @@ QUICK = dict(max_docs=120, max_steps=24, eval_interval=12, gen_batches=(1, 2), g
 def _check_outputs(out, state):
     import matplotlib.image as mpimg
 
-    from fastllm.model import MiniGPT
-    from fastllm.shards import list_shards, load_shard
+    from fastllm.data.shards import list_shards, load_shard
+    from fastllm.model.gpt import MiniGPT
     from fastllm.tokenizer import BPETokenizer
 
     assert set(state["stages"]) == set(STAGES)
@@ -49,7 +49,10 @@ def _check_outputs(out, state):
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
     d = state["stages"]["dedup"]
     kept = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
-    assert len(kept) == d["docs_out"] and d["docs_out"] + d["exact_duplicates"] + d["near_duplicates"] == d["docs_in"]
+    assert (
+        len(kept) == d["docs_out"]
+        and d["docs_out"] + d["exact_duplicates"] + d["near_duplicates"] == d["docs_in"]
+    )
     texts = [k["text"] for k in kept]
     assert len(set(texts)) == len(texts)  # no exact duplicate survived
     tok = BPETokenizer.from_file(out / "tokenizer.json")
@@ -58,7 +61,9 @@ def _check_outputs(out, state):
     for header in list_shards(out / "shards", "train"):
         counts += np.bincount(load_shard(header).astype(np.int64), minlength=tok.vocab_size)
     p = counts[counts > 0] / counts.sum()
-    assert state["stages"]["tokenize"]["unigram_entropy"] == pytest.approx(float(-(p * np.log(p)).sum()), rel=1e-9)
+    assert state["stages"]["tokenize"]["unigram_entropy"] == pytest.approx(
+        float(-(p * np.log(p)).sum()), rel=1e-9
+    )
     model = MiniGPT.from_pretrained(out / "train" / "model").eval()
     ids = tok.encode("def ")
     new = model.generate([ids], 5, temperature=0)[0]
@@ -78,8 +83,21 @@ def test_quick_demo_end_to_end_on_the_standard_library(tmp_path):
     # the quick run's model has learned something: validation loss under the unigram entropy
     assert state["stages"]["train"]["val_loss"] < state["stages"]["tokenize"]["unigram_entropy"]
     # the checkpoint works with the other commands
-    gen = CliRunner().invoke(main, ["generate", "def ", "--checkpoint", str(out / "train" / "model"), "--tokenizer",
-                                    str(out / "tokenizer.json"), "--max-new-tokens", "5", "--seed", "0"])
+    gen = CliRunner().invoke(
+        main,
+        [
+            "generate",
+            "def ",
+            "--checkpoint",
+            str(out / "train" / "model"),
+            "--tokenizer",
+            str(out / "tokenizer.json"),
+            "--max-new-tokens",
+            "5",
+            "--seed",
+            "0",
+        ],
+    )
     assert gen.exit_code == 0, gen.output
     again = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])
     assert again.exit_code == 1 and "already holds a demo run; pass --resume" in again.output
@@ -88,7 +106,7 @@ def test_quick_demo_end_to_end_on_the_standard_library(tmp_path):
 def test_resume_after_ctrl_c_in_training(tmp_path, monkeypatch):
     """Ctrl-C in the train stage (a real SIGINT: the Trainer finishes the step and saves) keeps
     the finished stages; --resume skips them and continues from the checkpoint."""
-    from fastllm.train import Trainer
+    from fastllm.train.trainer import Trainer
 
     out = tmp_path / "demo"
     cfg = DemoConfig.quick(**QUICK)
@@ -119,11 +137,17 @@ def test_resume_after_ctrl_c_in_training(tmp_path, monkeypatch):
     assert train["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-6)
     _check_outputs(out, resumed.state)
     with pytest.raises(ValueError, match="other settings than the run .* max_steps was 24, now 30"):
-        run_demo(DemoConfig.quick(**{**QUICK, "max_steps": 30}), out, resume=True, progress=False, say=lambda s: None)
+        run_demo(
+            DemoConfig.quick(**{**QUICK, "max_steps": 30}),
+            out,
+            resume=True,
+            progress=False,
+            say=lambda s: None,
+        )
 
 
 def test_interrupt_between_stages_keeps_the_finished_ones(tmp_path, monkeypatch):
-    import fastllm.demo as demo
+    import fastllm.demo.run as demo
 
     out = tmp_path / "demo"
     cfg = DemoConfig.quick(**QUICK)
@@ -138,14 +162,19 @@ def test_interrupt_between_stages_keeps_the_finished_ones(tmp_path, monkeypatch)
     assert list(json.loads((out / "state.json").read_text())["stages"]) == ["dedup", "tokenizer"]
     assert (out / "report.md").exists() is False
     monkeypatch.setattr(demo, "stage_tokenize", real)
-    result = CliRunner().invoke(main, ["demo", "--quick", "--quiet", "--resume", "--out", str(out), "--max-docs", "120",
-                                       "--steps", "24"])
+    result = CliRunner().invoke(
+        main,
+        ["demo", "--quick", "--quiet", "--resume", "--out", str(out), "--max-docs", "120", "--steps", "24"],
+    )
     # the CLI's quick settings differ from QUICK in other fields: --resume refuses, naming one
     assert result.exit_code == 1 and "other settings" in result.output
     # `--resume` alone carries on with the run's own settings
     result = CliRunner().invoke(main, ["demo", "--resume", "--quiet", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "dedup: done before (resumed)" in result.output and "tokenizer: done before (resumed)" in result.output
+    assert (
+        "dedup: done before (resumed)" in result.output
+        and "tokenizer: done before (resumed)" in result.output
+    )
     state = json.loads((out / "state.json").read_text())
     assert state["settings"] == cfg.to_dict() and list(state["stages"]) == list(STAGES)
 
@@ -163,24 +192,52 @@ def test_user_corpus_folder(tmp_path):
     (corpus / "sub" / "again.txt").write_text(base + "\n")  # an exact duplicate
     (corpus / "binary.bin").write_bytes(b"\xff\xfe\x00bad")  # not UTF-8: skipped
     out = tmp_path / "demo"
-    state = run_demo(DemoConfig.quick(corpus=str(corpus), max_steps=10, eval_interval=5, gen_batches=(1,), gen_tokens=4,
-                                      sample_tokens=4, compression_sizes=(300, 400)),
-                     out, progress=False, say=lambda s: None).state
+    state = run_demo(
+        DemoConfig.quick(
+            corpus=str(corpus),
+            max_steps=10,
+            eval_interval=5,
+            gen_batches=(1,),
+            gen_tokens=4,
+            sample_tokens=4,
+            compression_sizes=(300, 400),
+        ),
+        out,
+        progress=False,
+        say=lambda s: None,
+    ).state
     d = state["stages"]["dedup"]
-    assert d["docs_in"] == 15 and d["exact_duplicates"] == 1 and d["near_duplicates"] == 1 and d["docs_out"] == 13
+    assert (
+        d["docs_in"] == 15
+        and d["exact_duplicates"] == 1
+        and d["near_duplicates"] == 1
+        and d["docs_out"] == 13
+    )
     assert d["cluster_sizes"] == [3]
-    assert {m.split("/")[-1] for m in d["largest_clusters"][0]["members"]} == {"copy.txt", "near.txt", "again.txt"}
+    assert {m.split("/")[-1] for m in d["largest_clusters"][0]["members"]} == {
+        "copy.txt",
+        "near.txt",
+        "again.txt",
+    }
     _check_outputs(out, state)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda p: p / "missing", "corpus not found"),
-    (lambda p: (p / "empty").mkdir() or p / "empty", "has 0 non-empty UTF-8 document"),
-    (lambda p: (p / "blank.txt").write_text("\n\n   \n") and p / "blank.txt", "has 0 non-empty UTF-8 document"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "corpus not found"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "has 0 non-empty UTF-8 document"),
+        (
+            lambda p: (p / "blank.txt").write_text("\n\n   \n") and p / "blank.txt",
+            "has 0 non-empty UTF-8 document",
+        ),
+    ],
+)
 def test_missing_or_empty_corpus_is_a_clear_error(tmp_path, make, message):
     path = make(tmp_path)
-    result = CliRunner().invoke(main, ["demo", "--quick", "--corpus", str(path), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main, ["demo", "--quick", "--corpus", str(path), "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     with pytest.raises((FileNotFoundError, ValueError), match=message):
         read_documents(str(path))
@@ -205,8 +262,12 @@ def test_bad_out_and_resume_without_a_run(tmp_path):
 def test_stdlib_corpus_has_the_charmap_near_duplicates():
     texts, sources, _ = read_documents(None)
     assert len(texts) > 500 and any(s.startswith("pydoc_data/topics:") for s in sources)
-    from fastllm.dedup import MinHashDeduper
+    from fastllm.data.dedup import MinHashDeduper
 
-    codecs = [i for i, s in enumerate(sources) if s.startswith("encodings/cp") or s.startswith("encodings/mac_")]
+    codecs = [
+        i for i, s in enumerate(sources) if s.startswith("encodings/cp") or s.startswith("encodings/mac_")
+    ]
     r = MinHashDeduper(threshold=0.8).dedup([texts[i] for i in codecs])
-    assert len(r.clusters) >= 1 and int((~r.keep).sum()) >= 5  # the charmap codecs are near copies of each other
+    assert (
+        len(r.clusters) >= 1 and int((~r.keep).sum()) >= 5
+    )  # the charmap codecs are near copies of each other

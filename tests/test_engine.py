@@ -1,6 +1,6 @@
 """The Engine: continuous batching over the paged KV cache.
 
-Oracle: `fastllm.generate.generate` on each prompt alone (contiguous cache, itself checked against
+Oracle: `fastllm.generation.loop.generate` on each prompt alone (contiguous cache, itself checked against
 full recomputation and transformers in test_generate.py). Greedy outputs, and seeded sampled ones,
 must be the same token for token whatever the arrival order, the batch size, the block size, the
 prefill chunk, prefix caching on or off, and however often sequences are preempted for lack of
@@ -12,13 +12,13 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
 
-from fastllm.engine import Engine
-from fastllm.generate import SamplingParams, generate
-from fastllm.model import MiniGPT, MiniGPTConfig
+from fastllm.generation.engine import Engine
+from fastllm.generation.loop import SamplingParams, generate
+from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 
 def _model(kind: str) -> MiniGPT:
@@ -26,7 +26,9 @@ def _model(kind: str) -> MiniGPT:
     if kind == "gpt2":
         cfg = MiniGPTConfig.preset("tiny", vocab_size=128, context=96)
     else:
-        cfg = MiniGPTConfig.preset("small", vocab_size=128, n_layer=2, context=96, d_model=48, n_head=4, n_kv_head=2, mlp_hidden=64)
+        cfg = MiniGPTConfig.preset(
+            "small", vocab_size=128, n_layer=2, context=96, d_model=48, n_head=4, n_kv_head=2, mlp_hidden=64
+        )
     return MiniGPT(cfg).double().eval()
 
 
@@ -42,10 +44,19 @@ def _prompts(n: int, seed: int, shared: int = 0) -> list[list[int]]:
 
 
 def _alone(model, prompt, params: SamplingParams) -> list[int]:
-    out = generate(model, [prompt], params.max_new_tokens, temperature=params.temperature, top_k=params.top_k,
-                   top_p=params.top_p, min_p=params.min_p, repetition_penalty=params.repetition_penalty,
-                   stop=params.stop, seed=params.seed)[0]
-    return out[len(prompt):].tolist()
+    out = generate(
+        model,
+        [prompt],
+        params.max_new_tokens,
+        temperature=params.temperature,
+        top_k=params.top_k,
+        top_p=params.top_p,
+        min_p=params.min_p,
+        repetition_penalty=params.repetition_penalty,
+        stop=params.stop,
+        seed=params.seed,
+    )[0]
+    return out[len(prompt) :].tolist()
 
 
 @pytest.mark.parametrize("block_size,num_blocks,chunk", [(4, 200, 512), (16, 60, 7), (3, 40, 5)])
@@ -95,7 +106,12 @@ def test_preemption_recomputes_the_same_tokens(model):
 
 def test_seeded_sampling_equals_alone(model):
     prompts = _prompts(6, seed=9, shared=5)
-    params = [SamplingParams(max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=i) for i in range(6)]
+    params = [
+        SamplingParams(
+            max_new_tokens=10, temperature=0.9, top_k=20, top_p=0.9, repetition_penalty=1.2, seed=i
+        )
+        for i in range(6)
+    ]
     outs = Engine(model, num_blocks=100, block_size=4).generate(prompts, params)
     for p, sp, o in zip(prompts, params, outs):
         assert o.token_ids == _alone(model, p, sp)
@@ -129,7 +145,9 @@ def test_stops_logprobs_and_stream(model):
     stop = greedy[3]
     first_at = greedy.index(stop)
     engine = Engine(model, num_blocks=50, block_size=4)
-    o = engine.generate([prompt], SamplingParams(max_new_tokens=8, temperature=0, stop=[stop], logprobs=True))[0]
+    o = engine.generate(
+        [prompt], SamplingParams(max_new_tokens=8, temperature=0, stop=[stop], logprobs=True)
+    )[0]
     assert o.token_ids == greedy[: first_at + 1] and o.finish_reason == "stop"
     # log-probabilities: the model's own distribution at each step (full recomputation in float64)
     seq = torch.tensor([prompt + o.token_ids])
@@ -175,7 +193,9 @@ def test_text_prompts_stop_strings_and_streamed_text():
     text = tok.decode(greedy)
     o = engine.generate(prompt, SamplingParams(max_new_tokens=10, temperature=0))[0]
     assert o.prompt_token_ids == ids and o.token_ids == greedy and o.text == text
-    streamed = "".join(e.text for e in engine.stream(prompt, SamplingParams(max_new_tokens=10, temperature=0)))
+    streamed = "".join(
+        e.text for e in engine.stream(prompt, SamplingParams(max_new_tokens=10, temperature=0))
+    )
     assert streamed == text
     # a stop string: generation ends once the decoded text contains it, and .text is cut before it
     stop = tok.decode(greedy[2:4])
@@ -210,15 +230,19 @@ def test_decode_steps_attend_over_the_shared_prefix_once(model, monkeypatch):
 
 @settings(max_examples=40, deadline=None)
 @given(
-    B=st.integers(1, 5), heads=st.sampled_from([(4, 4), (4, 2), (6, 1)]), blocks=st.integers(0, 3),
-    block_size=st.sampled_from([1, 4]), tails=st.lists(st.integers(1, 9), min_size=5, max_size=5), seed=st.integers(0, 2**16),
+    B=st.integers(1, 5),
+    heads=st.sampled_from([(4, 4), (4, 2), (6, 1)]),
+    blocks=st.integers(0, 3),
+    block_size=st.sampled_from([1, 4]),
+    tails=st.lists(st.integers(1, 9), min_size=5, max_size=5),
+    seed=st.integers(0, 2**16),
 )
 def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_size, tails, seed):
     """`_DecodeLayerKV.attend` (shared keys once + each sequence's own tail, one softmax) against
     `fastllm.attention` over each sequence's whole key list, in float64; the new token's K/V land
     in the paged cache and in the sequence's own buffer."""
     from fastllm import attention
-    from fastllm.engine import _DecodeLayerKV
+    from fastllm.generation.engine import _DecodeLayerKV
 
     Hq, H = heads
     D, P = 8, blocks * block_size
@@ -229,12 +253,27 @@ def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_
     shared_k, shared_v = rnd(H, P, D), rnd(H, P, D)
     own_k, own_v = rnd(B, H, cap, D), rnd(B, H, cap, D)
     q, k, v = rnd(B, Hq, 1, D), rnd(B, H, 1, D), rnd(B, H, 1, D)
-    k_cache, v_cache = torch.zeros(B, 1, H, D, dtype=torch.float64), torch.zeros(B, 1, H, D, dtype=torch.float64)
+    k_cache, v_cache = (
+        torch.zeros(B, 1, H, D, dtype=torch.float64),
+        torch.zeros(B, 1, H, D, dtype=torch.float64),
+    )
     own_pos = torch.tensor([n - 1 - P for n in lens])
     bias = torch.zeros(B, 1, 1, S, dtype=torch.float64)
     bias.masked_fill_((torch.arange(S)[None] > own_pos[:, None])[:, None, None], float("-inf"))
-    layer = _DecodeLayerKV(k_cache, v_cache, torch.arange(B), torch.zeros(B, dtype=torch.long), own_k, own_v,
-                           shared_k if P else None, shared_v if P else None, torch.arange(B), own_pos, S, bias)
+    layer = _DecodeLayerKV(
+        k_cache,
+        v_cache,
+        torch.arange(B),
+        torch.zeros(B, dtype=torch.long),
+        own_k,
+        own_v,
+        shared_k if P else None,
+        shared_v if P else None,
+        torch.arange(B),
+        own_pos,
+        S,
+        bias,
+    )
     y = layer.attend(q, k, v)
     assert torch.equal(k_cache[:, 0], k[:, :, 0]) and torch.equal(v_cache[:, 0], v[:, :, 0])
     for i, n in enumerate(lens):

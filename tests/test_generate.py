@@ -1,4 +1,4 @@
-"""Generation (`fastllm.generate`): KV cache, ragged batches, samplers, stops, bad input.
+"""Generation (`fastllm.generation.loop`): KV cache, ragged batches, samplers, stops, bad input.
 
 Oracles:
 - the recompute path (`use_cache=False`: the whole sequence re-run every step) for the KV cache,
@@ -20,14 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers  # noqa: E402  (the `test` extra: the oracle)
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-import fastllm
-from fastllm.generate import SamplingParams, generate, process_logits
-from fastllm.model import MiniGPT, MiniGPTConfig
-
-import transformers  # noqa: E402  (the `test` extra: the oracle)
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
@@ -35,6 +30,10 @@ from transformers.generation.logits_process import (
     TopKLogitsWarper,
     TopPLogitsWarper,
 )
+
+import fastllm
+from fastllm.generation.loop import SamplingParams, generate, process_logits
+from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -90,7 +89,7 @@ def _prompts(batch: int, seed: int, vocab: int = 512, max_len: int = 12) -> list
 
 def _greedy(model, prompt: list[int], n: int) -> list[int]:
     """The new tokens of greedy generation of one prompt, recompute path (no cache)."""
-    return generate(model, [prompt], n, temperature=0, use_cache=False)[0][len(prompt):].tolist()
+    return generate(model, [prompt], n, temperature=0, use_cache=False)[0][len(prompt) :].tolist()
 
 
 # ------------------------------------------------------------------ cache == recompute
@@ -105,7 +104,7 @@ def test_cache_equals_recompute_ragged(mini, batch):
     for p, a, b in zip(prompts, cached, recomputed):
         assert a.tolist() == b.tolist()
         assert a.tolist()[: len(p)] == p and a.numel() == len(p) + 20
-    assert len({tuple(r[len(p):].tolist()) for p, r in zip(prompts, cached)}) > batch // 2  # not degenerate
+    assert len({tuple(r[len(p) :].tolist()) for p, r in zip(prompts, cached)}) > batch // 2  # not degenerate
 
 
 @pytest.mark.parametrize("batch", [2, 5, 16])
@@ -115,14 +114,16 @@ def test_ragged_row_equals_alone(mini, batch):
     for p, row in zip(prompts, together):
         alone = generate(mini, [p], 16, temperature=0)[0]
         assert row.tolist() == alone.tolist()
-        assert len(set(alone[len(p):].tolist())) > 2  # the model does not just repeat one token
+        assert len(set(alone[len(p) :].tolist())) > 2  # the model does not just repeat one token
 
 
 @settings(max_examples=12)
 @given(data=st.data())
 def test_cache_equals_recompute_property(gpt2_mini, llama_mini, data):
     model = data.draw(st.sampled_from([gpt2_mini, llama_mini]))
-    prompts = data.draw(st.lists(st.lists(st.integers(0, 511), min_size=1, max_size=10), min_size=1, max_size=4))
+    prompts = data.draw(
+        st.lists(st.lists(st.integers(0, 511), min_size=1, max_size=10), min_size=1, max_size=4)
+    )
     n = data.draw(st.integers(0, 10))
     penalty = data.draw(st.sampled_from([1.0, 1.3]))
     cached = generate(model, prompts, n, temperature=0, repetition_penalty=penalty)
@@ -172,8 +173,10 @@ def test_tensor_and_list_forms(gpt2_mini):
     flat = generate(gpt2_mini, ids[0].tolist(), 9, temperature=0)  # a flat list is one prompt
     assert isinstance(flat, list) and len(flat) == 1 and torch.equal(flat[0], out[0])
     assert torch.equal(gpt2_mini.generate(ids, 9, temperature=0), out)
-    assert torch.equal(gpt2_mini.generate(ids, 9, temperature=1.0, top_k=50, seed=5),
-                       generate(gpt2_mini, ids, 9, temperature=1.0, top_k=50, seed=5))
+    assert torch.equal(
+        gpt2_mini.generate(ids, 9, temperature=1.0, top_k=50, seed=5),
+        generate(gpt2_mini, ids, 9, temperature=1.0, top_k=50, seed=5),
+    )
 
 
 def test_generate_keeps_training_mode():
@@ -203,8 +206,14 @@ def _hf_gpt2():
 def _hf_llama():
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=HF_VOCAB, max_position_embeddings=64, tie_word_embeddings=False,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=HF_VOCAB,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
     )
     cfg._attn_implementation = "eager"
     return _randomize(transformers.LlamaForCausalLM(cfg), 0.15, seed=3).eval()
@@ -226,8 +235,14 @@ def hf_pair(request, tmp_path_factory):
 def _hf_greedy(hf, ids: torch.Tensor, n: int, **kwargs) -> torch.Tensor:
     with torch.no_grad():
         out = hf.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-            pad_token_id=0, eos_token_id=None, **kwargs,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+            **kwargs,
         )
     assert out.shape == (ids.shape[0], ids.shape[1] + n)
     return out
@@ -243,7 +258,7 @@ def test_greedy_matches_transformers(hf_pair, penalty):
         expected = _hf_greedy(hf, ids, 20, **kw)
         got = generate(model, ids, 20, temperature=0, repetition_penalty=penalty)
         assert got.tolist() == expected.tolist()
-        assert len(set(got[0, ids.shape[1]:].tolist())) > 3  # a varied continuation, not one token
+        assert len(set(got[0, ids.shape[1] :].tolist())) > 3  # a varied continuation, not one token
         nocache = generate(model, ids, 20, temperature=0, repetition_penalty=penalty, use_cache=False)
         assert nocache.tolist() == expected.tolist()
 
@@ -332,7 +347,9 @@ def test_process_logits_matches_transformers(case):
     B, V = logits.shape
     seen = torch.zeros(B, V, dtype=torch.bool).scatter(1, hist, True)
     assume(_clear_of_thresholds(logits, seen, temperature, top_k, top_p, min_p, penalty))
-    params = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=penalty)
+    params = SamplingParams(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=penalty
+    )
     got = process_logits(logits, params, seen)
     expected = _hf_process(logits, hist, temperature, top_k, top_p, min_p, penalty)
     assert got.shape == expected.shape
@@ -371,7 +388,14 @@ def test_seeded_sampling_cache_equals_recompute(gpt2_mini, llama_mini, seed, whi
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(top_k=1), dict(top_k=1, temperature=0.5), dict(min_p=1.0), dict(top_p=1e-6), dict(top_k=1, top_p=0.5)]
+    "kw",
+    [
+        dict(top_k=1),
+        dict(top_k=1, temperature=0.5),
+        dict(min_p=1.0),
+        dict(top_p=1e-6),
+        dict(top_k=1, top_p=0.5),
+    ],
 )
 def test_degenerate_sampling_is_greedy(mini, kw):
     prompts = _prompts(4, seed=21)
@@ -397,15 +421,23 @@ def test_logprobs_match_forward(mini, sampling):
     assert [r.tolist() for r in out] == [r.tolist() for r in generate(mini, prompts, 12, **kw)]
     for p, row, lps in zip(prompts, out, logprobs):
         assert len(lps) == 12
-        torch.testing.assert_close(torch.tensor(lps, dtype=torch.float64),
-                                   torch.tensor(_oracle_logprobs(mini, row, len(p)), dtype=torch.float64), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(lps, dtype=torch.float64),
+            torch.tensor(_oracle_logprobs(mini, row, len(p)), dtype=torch.float64),
+            atol=1e-5,
+            rtol=1e-5,
+        )
     # tensor input: (tensor, per-row lists)
     ids = torch.tensor([prompts[2]] * 2)
     out_t, lps_t = generate(mini, ids, 5, return_logprobs=True, **kw)
     assert isinstance(out_t, torch.Tensor) and len(lps_t) == 2 and all(len(x) == 5 for x in lps_t)
     for row, lps in zip(out_t, lps_t):
-        torch.testing.assert_close(torch.tensor(lps, dtype=torch.float64),
-                                   torch.tensor(_oracle_logprobs(mini, row, ids.shape[1]), dtype=torch.float64), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(lps, dtype=torch.float64),
+            torch.tensor(_oracle_logprobs(mini, row, ids.shape[1]), dtype=torch.float64),
+            atol=1e-5,
+            rtol=1e-5,
+        )
 
 
 # ------------------------------------------------------------------ stops
@@ -519,7 +551,10 @@ def test_stop_id_sequence(mini):
 
 
 def test_stop_string_with_tokenizer():
-    text = "the quick brown fox jumps over the lazy dog. " * 10 + "pack my box with five dozen liquor jugs! " * 10
+    text = (
+        "the quick brown fox jumps over the lazy dog. " * 10
+        + "pack my box with five dozen liquor jugs! " * 10
+    )
     tok = fastllm.BPETokenizer.train([text], 300, show_progress=False)
     model = _gpt2_mini(vocab_size=tok.vocab_size)
     found = None

@@ -40,7 +40,8 @@ if INTERPRETING:
 
 REPO = Path(__file__).resolve().parents[1]
 interpreted = pytest.mark.skipif(
-    not INTERPRETING, reason="triton runs compiled in this process; test_interpreter_in_child_process runs these"
+    not INTERPRETING,
+    reason="triton runs compiled in this process; test_interpreter_in_child_process runs these",
 )
 if INTERPRETING:
     assert flash.INTERPRET and paged.INTERPRET, "fastllm.kernels was imported before TRITON_INTERPRET was set"
@@ -89,7 +90,9 @@ def check_flash(q, k, v, do, causal, blocks=None):
     torch.testing.assert_close(out.double(), ref, atol=atol_o, rtol=rtol_o, msg=lambda m: f"output: {m}")
     for name, got, want in (("dq", dq, rq), ("dk", dk, rk), ("dv", dv, rv)):
         assert got.dtype == dtype and got.shape == want.shape
-        torch.testing.assert_close(got.double(), want, atol=atol_g, rtol=rtol_g, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            got.double(), want, atol=atol_g, rtol=rtol_g, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 SHAPES = {  # B, H, H_kv, T, D
@@ -269,7 +272,10 @@ def test_attention_auto_and_sdpa_use_sdpa_on_cpu(monkeypatch, backend):
     calls = _count_kernel_calls(monkeypatch)
     q, k, v, _ = make_qkv(1, 4, 2, 7, 12, 32, torch.float32, seed=1)
     torch.testing.assert_close(
-        attention(q, k, v, causal=True, backend=backend).double(), reference(q, k, v, True), atol=2e-5, rtol=1e-4
+        attention(q, k, v, causal=True, backend=backend).double(),
+        reference(q, k, v, True),
+        atol=2e-5,
+        rtol=1e-4,
     )
     mask = torch.ones(7, 12, dtype=torch.bool).tril(12 - 7)  # the bottom-right causal mask, explicitly
     torch.testing.assert_close(
@@ -286,8 +292,12 @@ def test_attention_auto_and_sdpa_use_sdpa_on_cpu(monkeypatch, backend):
         ({"backend": "cuda"}, 32, ValueError, "'cuda'"),
         ({"backend": None}, 32, ValueError, "None"),
         ({"backend": "Triton"}, 32, ValueError, "'Triton'"),
-        ({"backend": "triton", "attn_mask": torch.ones(5, 5, dtype=torch.bool), "causal": False}, 32, ValueError,
-         "attn_mask"),
+        (
+            {"backend": "triton", "attn_mask": torch.ones(5, 5, dtype=torch.bool), "causal": False},
+            32,
+            ValueError,
+            "attn_mask",
+        ),
         ({"backend": "triton", "dropout_p": 0.1}, 32, ValueError, "dropout"),
         ({"backend": "triton"}, 8, ValueError, "head_dim 16 to 128, got 8"),
         # the checks attention() always made come first, whatever the backend
@@ -332,13 +342,15 @@ def _fake_cuda(shape, dtype=torch.float16, device="cuda:0"):
         ({"no_triton": True}, False),
         ({"compiling": True}, False),
     ],
-    ids=lambda x: str(x) if not isinstance(x, dict) else ("-".join(f"{k}={v}" for k, v in x.items()) or "base"),
+    ids=lambda x: (
+        str(x) if not isinstance(x, dict) else ("-".join(f"{k}={v}" for k, v in x.items()) or "base")
+    ),
 )
 def test_attention_auto_rule(monkeypatch, change, fits):
     """The rule of backend="auto" (the issue's: CUDA tensors, triton importable, a call the kernel
     takes; and not under torch.compile), on stand-ins for CUDA tensors so that it runs without a GPU."""
     import fastllm.kernels
-    from fastllm import _attention
+    from fastllm.model import attention as _attention
 
     if change.get("no_triton"):
         monkeypatch.setattr(fastllm.kernels, "is_available", lambda: False)
@@ -404,7 +416,9 @@ def test_paged_decode_matches_gather_sdpa(dtype, page, H, H_kv, D):
 @pytest.mark.parametrize("splits", [2, 3])
 def test_paged_decode_context_splits(splits):
     """Flash-decoding splits merged by log-sum-exp, including splits past a short context."""
-    q, kc, vc, bt, cl = paged_case([70, 3, 33], 16, 4, 1, 32, torch.float32, seed=splits, index_dtype=torch.int64)
+    q, kc, vc, bt, cl = paged_case(
+        [70, 3, 33], 16, 4, 1, 32, torch.float32, seed=splits, index_dtype=torch.int64
+    )
     out = paged.paged_decode_attention(q, kc, vc, bt, cl, _num_splits=splits, _block_n=16)
     torch.testing.assert_close(out.double(), gather_sdpa(q, kc, vc, bt, cl), atol=2e-5, rtol=1e-4)
 
@@ -416,7 +430,9 @@ def test_paged_decode_strided_tables_and_lengths():
     q, kc, vc, bt, cl = paged_case([9, 26, 2], 8, 4, 2, 32, torch.float32, seed=4)
     bt_cols = bt.t().contiguous().t()  # same values, stride (1, B)
     cl_every_other = torch.stack([cl, torch.full_like(cl, 10**6)], 1).flatten()[::2]  # stride 2
-    q_wide = torch.cat([q, torch.full_like(q, float("nan"))], -1)[..., :32]  # head_dim stride 1, row stride 64
+    q_wide = torch.cat([q, torch.full_like(q, float("nan"))], -1)[
+        ..., :32
+    ]  # head_dim stride 1, row stride 64
     assert bt_cols.stride(1) != 1 and cl_every_other.stride(0) == 2 and not q_wide.is_contiguous()
     out = paged.paged_decode_attention(q_wide, kc, vc, bt_cols, cl_every_other)
     torch.testing.assert_close(out.double(), gather_sdpa(q, kc, vc, bt, cl), atol=2e-5, rtol=1e-4)
@@ -430,11 +446,14 @@ def test_engine_decodes_through_the_paged_kernel():
     import random
 
     from fastllm import Engine, SamplingParams
-    from fastllm.model import MiniGPT, MiniGPTConfig
+    from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
     torch.manual_seed(0)
-    model = MiniGPT(MiniGPTConfig.preset("small", vocab_size=64, n_layer=1, context=48, d_model=64, n_head=4,
-                                         n_kv_head=2, mlp_hidden=64)).eval()
+    model = MiniGPT(
+        MiniGPTConfig.preset(
+            "small", vocab_size=64, n_layer=1, context=48, d_model=64, n_head=4, n_kv_head=2, mlp_hidden=64
+        )
+    ).eval()
     with torch.no_grad():  # spread the logits: no near-ties between the two fp32 paths
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -451,7 +470,9 @@ def test_engine_decodes_through_the_paged_kernel():
 
     paged.paged_decode_attention = spy
     try:
-        kernel = Engine(model, num_blocks=40, block_size=4, decode_attention="triton").generate(prompts, params)
+        kernel = Engine(model, num_blocks=40, block_size=4, decode_attention="triton").generate(
+            prompts, params
+        )
     finally:
         paged.paged_decode_attention = real
     plain = Engine(model, num_blocks=40, block_size=4, decode_attention="torch").generate(prompts, params)
@@ -669,7 +690,9 @@ if not INTERPRETING:  # defined only where the interpreter tests could not run i
         assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-3000:]
 
 
-@pytest.mark.skipif(INTERPRETING or not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)")
+@pytest.mark.skipif(
+    INTERPRETING or not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)"
+)
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 def test_compiled_kernels_on_cuda(dtype, causal):
@@ -699,7 +722,9 @@ def test_compiled_kernels_on_cuda(dtype, causal):
     torch.testing.assert_close(out.double(), gather_sdpa(q, kc, vc, bt, cl), atol=atol, rtol=rtol)
 
 
-@pytest.mark.skipif(INTERPRETING or not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)")
+@pytest.mark.skipif(
+    INTERPRETING or not torch.cuda.is_available(), reason="needs a CUDA GPU (compiled kernels)"
+)
 def test_attention_auto_dispatch_on_cuda(monkeypatch):
     """On CUDA "auto" runs the kernel for a call it takes and SDPA for one it does not (a mask,
     dropout, head_dim 8); both agree with float64 math."""
@@ -723,7 +748,9 @@ def test_attention_auto_dispatch_on_cuda(monkeypatch):
     fastllm.attention(q, kv, kv, dropout_p=0.1)
     q8, kv8 = q[..., :8], kv[..., :8]
     torch.testing.assert_close(
-        fastllm.attention(q8, kv8, kv8).double(), reference(q8.cpu(), kv8.cpu(), kv8.cpu(), True).cuda(),
-        atol=atol, rtol=rtol,
+        fastllm.attention(q8, kv8, kv8).double(),
+        reference(q8.cpu(), kv8.cpu(), kv8.cpu(), True).cuda(),
+        atol=atol,
+        rtol=rtol,
     )
     assert calls == [1]

@@ -1,4 +1,4 @@
-"""The paged KV-cache block manager (`fastllm.kvcache.BlockManager`) under random operations.
+"""The paged KV-cache block manager (`fastllm.generation.kvcache.BlockManager`) under random operations.
 
 Oracles: (1) `RefManager`, a pure-Python model of the same semantics that names cached blocks by
 their whole token prefix (a tuple) instead of a hash chain, so it is obviously collision-free;
@@ -19,8 +19,8 @@ import pytest
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-import fastllm.kvcache
-from fastllm.kvcache import Allocation, BlockManager, Slot
+import fastllm.generation.kvcache
+from fastllm.generation.kvcache import Allocation, BlockManager, Slot
 
 
 class RefManager:
@@ -152,7 +152,9 @@ SEQ = st.integers(0, 4)
 TOKEN = st.integers(0, 1)
 # A two-letter alphabet and shared stems make prefix hits and duplicate content common.
 STEMS = [[], [0, 1, 0, 1, 1, 0], [1, 1, 1, 1]]
-PROMPT = st.builds(lambda s, k, tail: STEMS[s][:k] + tail, st.integers(0, 2), st.integers(0, 6), st.lists(TOKEN, max_size=6))
+PROMPT = st.builds(
+    lambda s, k, tail: STEMS[s][:k] + tail, st.integers(0, 2), st.integers(0, 6), st.lists(TOKEN, max_size=6)
+)
 
 
 def _same_error(real_call, ref_call):
@@ -175,7 +177,9 @@ class BlockManagerMachine(RuleBasedStateMachine):
 
     @rule(sid=SEQ, toks=PROMPT)
     def allocate(self, sid: int, toks: list[int]) -> None:
-        got, expected, raised = _same_error(lambda: self.m.allocate(sid, toks), lambda: self.ref.allocate(sid, toks))
+        got, expected, raised = _same_error(
+            lambda: self.m.allocate(sid, toks), lambda: self.ref.allocate(sid, toks)
+        )
         if raised:
             return
         assert got == expected
@@ -185,7 +189,9 @@ class BlockManagerMachine(RuleBasedStateMachine):
 
     @rule(sid=SEQ, tok=TOKEN)
     def append(self, sid: int, tok: int) -> None:
-        got, expected, raised = _same_error(lambda: self.m.append(sid, tok), lambda: self.ref.append(sid, tok))
+        got, expected, raised = _same_error(
+            lambda: self.m.append(sid, tok), lambda: self.ref.append(sid, tok)
+        )
         if raised:
             return
         assert got == expected
@@ -281,7 +287,7 @@ def test_bad_sizes():
         with pytest.raises(exc, match=msg):
             BlockManager(*args)
     with pytest.raises(ValueError, match="num_blocks must be >= 1, got 0"):
-        fastllm.kvcache._core.BlockManager(0, 1, True)
+        fastllm.generation.kvcache._core.BlockManager(0, 1, True)
     with pytest.raises(TypeError, match="enable_prefix_caching must be a bool, got 1"):
         BlockManager(4, 2, enable_prefix_caching=1)
 
@@ -296,7 +302,13 @@ def test_prefix_caching_off_gives_fresh_blocks():
 
 def test_unknown_and_duplicate_seq_ids():
     m = BlockManager(4, 2)
-    for call in (lambda: m.append(7, 1), lambda: m.free(7), lambda: m.fork(7, 8), lambda: m.block_table(7), lambda: m.num_tokens(7)):
+    for call in (
+        lambda: m.append(7, 1),
+        lambda: m.free(7),
+        lambda: m.fork(7, 8),
+        lambda: m.block_table(7),
+        lambda: m.num_tokens(7),
+    ):
         with pytest.raises(KeyError, match="unknown seq id 7"):
             call()
     m.allocate(3, [1])
@@ -344,5 +356,5 @@ def test_repr_properties_and_docstring_examples():
     m = BlockManager(num_blocks=3, block_size=16)
     assert (m.num_blocks, m.block_size) == (3, 16)
     assert repr(m) == "BlockManager(num_blocks=3, block_size=16, used=0)"
-    result = doctest.testmod(fastllm.kvcache, optionflags=doctest.ELLIPSIS)
+    result = doctest.testmod(fastllm.generation.kvcache, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

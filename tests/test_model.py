@@ -15,11 +15,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers  # noqa: E402  (the `test` extra: the logits oracle)
 
 from fastllm import attention
-from fastllm.model import MiniGPT, MiniGPTConfig
-
-import transformers  # noqa: E402  (the `test` extra: the logits oracle)
+from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 VOCAB = 300
 
@@ -51,14 +50,16 @@ def test_attention_matches_naive(n_head, n_kv, causal):
     torch.manual_seed(0)
     q = torch.randn(2, n_head, 9, 8)
     k, v = torch.randn(2, n_kv, 9, 8), torch.randn(2, n_kv, 9, 8)
-    torch.testing.assert_close(attention(q, k, v, causal=causal), _naive_attention(q, k, v, causal), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        attention(q, k, v, causal=causal), _naive_attention(q, k, v, causal), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_attention_gqa_fallback_without_enable_gqa(monkeypatch):
     """The repeat_interleave path used on torch < 2.5 (no SDPA enable_gqa) agrees with the oracle."""
-    import fastllm._attention as mod
+    import fastllm.model.attention as mod
 
-    monkeypatch.setattr(mod, "_SDPA_HAS_GQA", False)
+    monkeypatch.setattr(mod, "SDPA_HAS_GQA", False)
     torch.manual_seed(2)
     q, k, v = torch.randn(2, 6, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
     torch.testing.assert_close(attention(q, k, v), _naive_attention(q, k, v), atol=1e-5, rtol=1e-5)
@@ -108,8 +109,14 @@ def _gpt2(tmp_path):
 def _llama(tmp_path, tied):
     torch.manual_seed(0)
     cfg = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=64, tie_word_embeddings=tied,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
     )
     cfg._attn_implementation = "eager"
     ref = _randomize(transformers.LlamaForCausalLM(cfg).eval(), 0.15)
@@ -131,7 +138,13 @@ def test_gpt2_logits_match_transformers(tmp_path):
     ref = _gpt2(tmp_path)
     model = MiniGPT.from_pretrained(tmp_path)
     c = model.config
-    assert (c.positions, c.norm, c.mlp, c.tied_embeddings, c.bias) == ("learned", "layernorm", "gelu_tanh", True, True)
+    assert (c.positions, c.norm, c.mlp, c.tied_embeddings, c.bias) == (
+        "learned",
+        "layernorm",
+        "gelu_tanh",
+        True,
+        True,
+    )
     assert model.lm_head.weight is model.tok_emb.weight
     assert model.num_params() == ref.num_parameters()
     _assert_same_logits(ref, model)
@@ -142,7 +155,14 @@ def test_llama_logits_match_transformers(tmp_path, tied):
     ref = _llama(tmp_path, tied)
     model = MiniGPT.from_pretrained(tmp_path)
     c = model.config
-    assert (c.positions, c.norm, c.mlp, c.n_kv_head, c.tied_embeddings, c.bias) == ("rope", "rmsnorm", "swiglu", 2, tied, False)
+    assert (c.positions, c.norm, c.mlp, c.n_kv_head, c.tied_embeddings, c.bias) == (
+        "rope",
+        "rmsnorm",
+        "swiglu",
+        2,
+        tied,
+        False,
+    )
     assert model.num_params() == ref.num_parameters()
     _assert_same_logits(ref, model)
 
@@ -191,7 +211,9 @@ def test_from_pretrained_errors(tmp_path):
     with pytest.raises(ValueError, match="'bert'"):
         MiniGPT.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_layer": 1, "n_head": 2, "n_embd": 8})
+        json.dumps(
+            {"model_type": "gpt2", "vocab_size": 10, "n_positions": 8, "n_layer": 1, "n_head": 2, "n_embd": 8}
+        )
     )
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         MiniGPT.from_pretrained(tmp_path)
@@ -302,8 +324,10 @@ def test_init_follows_gpt2():
 def test_package_attention_stays_the_function_after_model_import():
     """`fastllm.attention` is the dispatch function, also once the model (which uses it) is imported."""
     import fastllm
-    import fastllm.model  # noqa: F401  (imports the implementation module)
+    import fastllm.model.gpt  # noqa: F401  (imports the implementation module)
 
     q = torch.randn(1, 2, 3, 4)
     assert callable(fastllm.attention)
-    torch.testing.assert_close(fastllm.attention(q, q, q), _naive_attention(q, q, q, True), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fastllm.attention(q, q, q), _naive_attention(q, q, q, True), atol=1e-5, rtol=1e-5
+    )

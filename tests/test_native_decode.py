@@ -1,4 +1,4 @@
-"""The Rust decode step (`fastllm.decode.NativeDecode`, `_core.Decoder`) against MiniGPT's module
+"""The Rust decode step (`fastllm.generation.decode.NativeDecode`, `_core.Decoder`) against MiniGPT's module
 path, and generate's use of it.
 
 Oracle: the same model in float64 through `forward_cached(..., plan=None)` (the nn.Module layers)
@@ -15,21 +15,47 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastllm.generate as gen
+import fastllm.generation.loop as gen
 from fastllm import _core
-from fastllm.decode import NativeDecode
-from fastllm.generate import KVCache
-from fastllm.model import MiniGPT, MiniGPTConfig
+from fastllm.generation.decode import NativeDecode
+from fastllm.generation.loop import KVCache
+from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 CONFIGS = {
     "gpt2": dict(vocab_size=97, context=48, n_layer=2, n_head=4, d_model=32),
-    "gpt2_exact_gelu_untied": dict(vocab_size=97, context=48, n_layer=1, n_head=2, d_model=32, mlp="gelu",
-                                   tied_embeddings=False),
-    "gpt2_no_bias": dict(vocab_size=97, context=48, n_layer=2, n_head=2, d_model=24, bias=False, mlp_hidden=40),
-    "llama_gqa": dict(vocab_size=97, context=48, n_layer=2, n_head=4, n_kv_head=2, d_model=32, mlp="swiglu",
-                      mlp_hidden=48, norm="rmsnorm", positions="rope", bias=False, tied_embeddings=False),
-    "llama_mqa_bias": dict(vocab_size=97, context=48, n_layer=1, n_head=4, n_kv_head=1, d_model=32, mlp="swiglu",
-                           mlp_hidden=40, norm="rmsnorm", positions="rope", bias=True),
+    "gpt2_exact_gelu_untied": dict(
+        vocab_size=97, context=48, n_layer=1, n_head=2, d_model=32, mlp="gelu", tied_embeddings=False
+    ),
+    "gpt2_no_bias": dict(
+        vocab_size=97, context=48, n_layer=2, n_head=2, d_model=24, bias=False, mlp_hidden=40
+    ),
+    "llama_gqa": dict(
+        vocab_size=97,
+        context=48,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=2,
+        d_model=32,
+        mlp="swiglu",
+        mlp_hidden=48,
+        norm="rmsnorm",
+        positions="rope",
+        bias=False,
+        tied_embeddings=False,
+    ),
+    "llama_mqa_bias": dict(
+        vocab_size=97,
+        context=48,
+        n_layer=1,
+        n_head=4,
+        n_kv_head=1,
+        d_model=32,
+        mlp="swiglu",
+        mlp_hidden=40,
+        norm="rmsnorm",
+        positions="rope",
+        bias=True,
+    ),
 }
 
 
@@ -67,8 +93,12 @@ def _plan(model: MiniGPT):
 
 
 @settings(max_examples=40, deadline=None)
-@given(name=st.sampled_from(sorted(CONFIGS)), length=st.integers(1, 40), steps=st.integers(1, 4),
-       seed=st.integers(0, 2**16))
+@given(
+    name=st.sampled_from(sorted(CONFIGS)),
+    length=st.integers(1, 40),
+    steps=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
 def test_native_steps_equal_module_path(name, length, steps, seed):
     model = _model(name)
     ref = _f64(model)
@@ -83,7 +113,9 @@ def test_native_steps_equal_module_path(name, length, steps, seed):
         position = length + i
         got = native.step(token, position)  # (1, vocab) float32
         with torch.no_grad():
-            want = ref.forward_cached(torch.tensor([[token]]), torch.tensor([[position]]), ref_cache.layers)[:, 0]
+            want = ref.forward_cached(torch.tensor([[token]]), torch.tensor([[position]]), ref_cache.layers)[
+                :, 0
+            ]
         ref_cache.advance(1)
         assert got.dtype == torch.float32 and got.shape == (1, c.vocab_size)
         # float32 rounding of ~d_model-term sums over weights of size ~0.2-1
@@ -123,12 +155,15 @@ def test_greedy_generate_b1_equals_float64_module_path():
     assert got.tolist() == want.tolist()
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(temperature=0.8, seed=3),
-    dict(temperature=1.0, top_k=5, seed=4),
-    dict(temperature=0.7, top_p=0.9, min_p=0.05, seed=5),
-    dict(temperature=0, repetition_penalty=1.3),
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(temperature=0.8, seed=3),
+        dict(temperature=1.0, top_k=5, seed=4),
+        dict(temperature=0.7, top_p=0.9, min_p=0.05, seed=5),
+        dict(temperature=0, repetition_penalty=1.3),
+    ],
+)
 def test_sampling_with_native_equals_torch_decode_path(kwargs):
     model = _model("gpt2")
     prompt = torch.tensor([[1, 2, 3, 4]])
@@ -168,8 +203,13 @@ def test_plan_buffer_is_shared_by_torch_and_rust_paths():
     for layer in plan.layers:
         for name in ("wqkv", "bqkv", "wo", "bo", "w1", "b1", "w2", "b2"):
             assert lo <= getattr(layer, name).data_ptr() < hi  # views into the one buffer
-    want = torch.cat((model.blocks[1].attn.q_proj.weight, model.blocks[1].attn.k_proj.weight,
-                      model.blocks[1].attn.v_proj.weight)).t()
+    want = torch.cat(
+        (
+            model.blocks[1].attn.q_proj.weight,
+            model.blocks[1].attn.k_proj.weight,
+            model.blocks[1].attn.v_proj.weight,
+        )
+    ).t()
     assert torch.equal(plan.layers[1].wqkv, want)
 
 

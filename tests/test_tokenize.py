@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastllm.tokenize_corpus
-import fastllm.shards
+import fastllm.data.shards
+import fastllm.data.tokenize
 from fastllm import BPETokenizer
-from fastllm.dataset import TokenDataset
-from fastllm.tokenize_corpus import tokenize_to_shards
-from fastllm.shards import ShardWriter, list_shards, load_shard, read_header
+from fastllm.data.dataset import TokenDataset
+from fastllm.data.shards import ShardWriter, list_shards, load_shard, read_header
+from fastllm.data.tokenize import tokenize_to_shards
 
 EOT = "<|endoftext|>"
 
@@ -86,13 +86,29 @@ def _assert_round_trip(directory: Path, docs: list[str], tok: BPETokenizer) -> t
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fastllm", "tokenize", *args, "--quiet"], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "fastllm", "tokenize", *args, "--quiet"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_cli_lines_round_trip_and_headers(tmp_path, tok_path):
     docs = _documents()
     (tmp_path / "in.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
-    r = cli("in.txt", "-o", "out", "--tokenizer", str(tok_path), "--val-fraction", "0.2", "--threads", "2", cwd=tmp_path)
+    r = cli(
+        "in.txt",
+        "-o",
+        "out",
+        "--tokenizer",
+        str(tok_path),
+        "--val-fraction",
+        "0.2",
+        "--threads",
+        "2",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     tok = BPETokenizer.from_file(tok_path)
     train, val = _assert_round_trip(tmp_path / "out", docs, tok)
@@ -103,8 +119,14 @@ def test_cli_lines_round_trip_and_headers(tmp_path, tok_path):
         raw = json.loads(header_path.read_text())
         count = header_path.with_suffix(".bin").stat().st_size // 2
         assert raw == {
-            "format": "fastllm-tokens", "version": 1, "dtype": "uint16", "count": count, "vocab_size": tok.vocab_size,
-            "eot_id": tok.special_tokens[EOT], "tokenizer_sha256": sha, "documents": len(split_docs),
+            "format": "fastllm-tokens",
+            "version": 1,
+            "dtype": "uint16",
+            "count": count,
+            "vocab_size": tok.vocab_size,
+            "eot_id": tok.special_tokens[EOT],
+            "tokenizer_sha256": sha,
+            "documents": len(split_docs),
         }
     n_tokens = len(_split_ids(tmp_path / "out", "train"))
     assert f"{len(docs):,} documents (0 invalid)" in r.stdout
@@ -119,7 +141,9 @@ def test_files_format_keeps_newlines_and_literal_specials(tmp_path, tok_path):
     for i, d in enumerate(docs):
         paths.append(tmp_path / f"doc{i:03d}.txt")
         paths[-1].write_text(d, encoding="utf-8")
-    tokenize_to_shards(paths, tmp_path / "out", tokenizer=tok_path, fmt="files", val_fraction=0.3, num_threads=1)
+    tokenize_to_shards(
+        paths, tmp_path / "out", tokenizer=tok_path, fmt="files", val_fraction=0.3, num_threads=1
+    )
     _assert_round_trip(tmp_path / "out", docs, BPETokenizer.from_file(tok_path))
 
 
@@ -131,7 +155,12 @@ def test_jsonl_text_field(tmp_path, tok_path):
     assert r.returncode == 0, r.stderr
     _assert_round_trip(tmp_path / "out", docs, BPETokenizer.from_file(tok_path))
     r = cli("in.jsonl", "-o", "out2", "-t", str(tok_path), cwd=tmp_path)  # default field "text" is missing
-    assert r.returncode == 1 and "in.jsonl:1" in r.stderr and "'text'" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1
+        and "in.jsonl:1" in r.stderr
+        and "'text'" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert not list_shards(tmp_path / "out2", "train")
 
 
@@ -163,7 +192,9 @@ def test_batch_size_does_not_change_the_output(tmp_path, tok_path):
     tokenize_to_shards([tmp_path / "in.txt"], tmp_path / "b", batch_bytes=64, **kw)
     for split in ("train", "val"):
         for suffix in (".bin", ".json"):
-            assert (tmp_path / "a" / f"{split}_00000{suffix}").read_bytes() == (tmp_path / "b" / f"{split}_00000{suffix}").read_bytes()
+            assert (tmp_path / "a" / f"{split}_00000{suffix}").read_bytes() == (
+                tmp_path / "b" / f"{split}_00000{suffix}"
+            ).read_bytes()
 
 
 def test_split_is_deterministic_per_seed(tmp_path, tok_path):
@@ -172,7 +203,14 @@ def test_split_is_deterministic_per_seed(tmp_path, tok_path):
     tok = BPETokenizer.from_file(tok_path)
     vals = {}
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        tokenize_to_shards([tmp_path / "in.txt"], tmp_path / name, tokenizer=tok_path, fmt="lines", val_fraction=0.3, seed=seed)
+        tokenize_to_shards(
+            [tmp_path / "in.txt"],
+            tmp_path / name,
+            tokenizer=tok_path,
+            fmt="lines",
+            val_fraction=0.3,
+            seed=seed,
+        )
         vals[name] = _assert_round_trip(tmp_path / name, docs, tok)[1]
     assert vals["a"] == vals["b"] and vals["a"] != vals["c"]
     assert 10 < len(vals["a"]) < 50 and 10 < len(vals["c"]) < 50  # about 30 of 100
@@ -181,20 +219,30 @@ def test_split_is_deterministic_per_seed(tmp_path, tok_path):
 def test_at_least_one_val_document_and_none_at_fraction_zero(tmp_path, tok_path):
     tok = BPETokenizer.from_file(tok_path)
     (tmp_path / "in.txt").write_text("first document\nsecond document\n", encoding="utf-8")
-    s = tokenize_to_shards([tmp_path / "in.txt"], tmp_path / "a", tokenizer=tok_path, fmt="lines", val_fraction=1e-9)
+    s = tokenize_to_shards(
+        [tmp_path / "in.txt"], tmp_path / "a", tokenizer=tok_path, fmt="lines", val_fraction=1e-9
+    )
     train, val = _assert_round_trip(tmp_path / "a", ["first document", "second document"], tok)
     assert len(val) == 1 and len(train) == 1 and s.docs == {"train": 1, "val": 1}
-    tokenize_to_shards([tmp_path / "in.txt"], tmp_path / "b", tokenizer=tok_path, fmt="lines", val_fraction=0.0)
+    tokenize_to_shards(
+        [tmp_path / "in.txt"], tmp_path / "b", tokenizer=tok_path, fmt="lines", val_fraction=0.0
+    )
     assert list_shards(tmp_path / "b", "val") == [] and len(_decoded(tmp_path / "b", "train", tok)) == 2
 
 
 def test_dataset_reads_tokenize_output(tmp_path, tok_path):
     docs = _documents(50, seed=7)
     (tmp_path / "in.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
-    tokenize_to_shards([tmp_path / "in.txt"], tmp_path / "out", tokenizer=tok_path, fmt="lines", shard_tokens=100)
+    tokenize_to_shards(
+        [tmp_path / "in.txt"], tmp_path / "out", tokenizer=tok_path, fmt="lines", shard_tokens=100
+    )
     ds = TokenDataset(tmp_path / "out", 16)
     tok = BPETokenizer.from_file(tok_path)
-    assert (ds.vocab_size, ds.eot_id, ds.documents) == (tok.vocab_size, tok.special_tokens[EOT], len(_decoded(tmp_path / "out", "train", tok)))
+    assert (ds.vocab_size, ds.eot_id, ds.documents) == (
+        tok.vocab_size,
+        tok.special_tokens[EOT],
+        len(_decoded(tmp_path / "out", "train", tok)),
+    )
     np.testing.assert_array_equal(ds.tokens_at(0, ds.tokens), _split_ids(tmp_path / "out", "train"))
 
 
@@ -225,18 +273,32 @@ def test_existing_shards_need_overwrite(tmp_path, tok_path):
     assert cli(*args, cwd=tmp_path).returncode == 0
     many = len(list_shards(tmp_path / "out", "train"))
     r = cli(*args, cwd=tmp_path)
-    assert r.returncode == 1 and "--overwrite" in r.stderr and "'out'" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1
+        and "--overwrite" in r.stderr
+        and "'out'" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     r = cli("in.txt", "-o", "out", "-t", str(tok_path), "--overwrite", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert many > 1 and len(list_shards(tmp_path / "out", "train")) == 1  # old higher-index shards are gone
 
 
 def test_invalid_records_are_skipped_and_counted_or_fail_cleanly(tmp_path, tok_path):
-    (tmp_path / "in.jsonl").write_bytes(b'{"text": "good one"}\n{"text": "\\ud800 lone"}\nnot json\n{"text": "good two"}\n')
+    (tmp_path / "in.jsonl").write_bytes(
+        b'{"text": "good one"}\n{"text": "\\ud800 lone"}\nnot json\n{"text": "good two"}\n'
+    )
     r = cli("in.jsonl", "-o", "out", "-t", str(tok_path), cwd=tmp_path)
-    assert r.returncode == 1 and "in.jsonl:2" in r.stderr and "surrogate" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.returncode == 1
+        and "in.jsonl:2" in r.stderr
+        and "surrogate" in r.stderr
+        and "Traceback" not in r.stderr
+    )
     assert not list((tmp_path / "out").glob("*"))
-    r = cli("in.jsonl", "-o", "out", "-t", str(tok_path), "--skip-invalid", "--val-fraction", "0", cwd=tmp_path)
+    r = cli(
+        "in.jsonl", "-o", "out", "-t", str(tok_path), "--skip-invalid", "--val-fraction", "0", cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     assert "2 documents (2 invalid)" in r.stdout and "in.jsonl:3" in r.stderr
     assert _decoded(tmp_path / "out", "train", BPETokenizer.from_file(tok_path)) == ["good one", "good two"]
@@ -245,17 +307,23 @@ def test_invalid_records_are_skipped_and_counted_or_fail_cleanly(tmp_path, tok_p
 # ---- the shard format, directly ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("vocab_size, dtype", [(300, "uint16"), (65536, "uint16"), (65537, "uint32"), (70000, "uint32")])
+@pytest.mark.parametrize(
+    "vocab_size, dtype", [(300, "uint16"), (65536, "uint16"), (65537, "uint32"), (70000, "uint32")]
+)
 def test_writer_dtype_follows_vocab_size(tmp_path, vocab_size, dtype):
     rng = np.random.default_rng(0)
     ids = rng.integers(0, vocab_size, size=1000).astype(np.uint32)
     ids[::97] = vocab_size - 1  # the top id, > 65535 for the uint32 cases
-    with ShardWriter(tmp_path, split="train", vocab_size=vocab_size, eot_id=0, tokenizer_sha256="ab", shard_tokens=300) as w:
+    with ShardWriter(
+        tmp_path, split="train", vocab_size=vocab_size, eot_id=0, tokenizer_sha256="ab", shard_tokens=300
+    ) as w:
         w.write(ids[:450])
         w.write(ids[450:])
     headers = list_shards(tmp_path, "train")
     assert [read_header(h).count for h in headers] == [300, 300, 300, 100]
-    raw = np.concatenate([np.fromfile(h.with_suffix(".bin"), dtype=np.dtype(dtype).newbyteorder("<")) for h in headers])
+    raw = np.concatenate(
+        [np.fromfile(h.with_suffix(".bin"), dtype=np.dtype(dtype).newbyteorder("<")) for h in headers]
+    )
     np.testing.assert_array_equal(raw, ids)
     assert all(read_header(h).dtype == dtype for h in headers)
     assert sum(read_header(h).documents for h in headers) == int((ids == 0).sum())
@@ -320,7 +388,7 @@ def test_check_ids_finds_out_of_range_ids(tmp_path):
         load_shard(header, check_ids=True)
 
 
-@pytest.mark.parametrize("module", [fastllm.shards, fastllm.tokenize_corpus], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [fastllm.data.shards, fastllm.data.tokenize], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

@@ -20,7 +20,9 @@ SPECIAL = "<|endoftext|>"
 
 @pytest.fixture(scope="module")
 def tok() -> BPETokenizer:
-    return BPETokenizer.train(["hello world, hello there"] * 20, 280, special_tokens=[SPECIAL], show_progress=False)
+    return BPETokenizer.train(
+        ["hello world, hello there"] * 20, 280, special_tokens=[SPECIAL], show_progress=False
+    )
 
 
 def train(texts, vocab_size=300, **kw):
@@ -28,6 +30,7 @@ def train(texts, vocab_size=300, **kw):
 
 
 # ---- training arguments ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("vocab_size,specials", [(0, ()), (255, ()), (257, ("<a>", "<b>")), (-5, ())])
 def test_vocab_size_too_small(vocab_size, specials):
@@ -58,7 +61,9 @@ def test_invalid_pattern(pattern, tmp_path):
     with pytest.raises(ValueError, match=re.escape(pattern)):
         train(["text"], pattern=pattern)
     path = tmp_path / "bytes.tiktoken"
-    path.write_text("".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)), encoding="utf-8")
+    path.write_text(
+        "".join(f"{base64.b64encode(bytes([b])).decode()} {b}\n" for b in range(256)), encoding="utf-8"
+    )
     assert BPETokenizer.from_tiktoken(path, "gpt2").encode("ab") == [97, 98]
     with pytest.raises(ValueError, match=re.escape(pattern)):
         BPETokenizer.from_tiktoken(path, pattern)
@@ -97,6 +102,7 @@ def test_wrong_types_in_training():
 
 # ---- threads ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad", [-1, -8])
 def test_negative_thread_counts(tok, bad):
     with pytest.raises(ValueError, match=str(bad)):
@@ -123,6 +129,7 @@ def test_set_num_threads_none_and_zero_mean_all_cores():
 
 # ---- files -----------------------------------------------------------------------------------------
 
+
 def test_missing_files(tmp_path):
     missing = tmp_path / "nope.txt"
     with pytest.raises(FileNotFoundError, match="nope.txt"):
@@ -147,10 +154,18 @@ def test_invalid_utf8_training_file_names_file_and_line(tmp_path):
     assert re.search(r"\bline 3\b|:3\b", str(info.value)), str(info.value)
 
 
-@pytest.mark.parametrize("content", [
-    "", "not json", "{}", '{"model": {"type": "WordPiece", "vocab": {}}}', '[1, 2, 3]',
-    '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}',
-], ids=["empty", "not-json", "no-model", "wordpiece", "list", "dangling-merge"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",
+        "not json",
+        "{}",
+        '{"model": {"type": "WordPiece", "vocab": {}}}',
+        "[1, 2, 3]",
+        '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}',
+    ],
+    ids=["empty", "not-json", "no-model", "wordpiece", "list", "dangling-merge"],
+)
 def test_malformed_tokenizer_json(tmp_path, content):
     path = tmp_path / "broken.json"
     path.write_text(content, encoding="utf-8")
@@ -178,6 +193,7 @@ def test_malformed_gpt2_files(tmp_path):
 
 # ---- encoding and decoding -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("bad_id", [-1, 281, 10**6, 2**32, 2**40])
 def test_decode_out_of_range_id(tok, bad_id):
     with pytest.raises(ValueError, match=re.escape(str(bad_id))):
@@ -191,8 +207,12 @@ def test_decode_out_of_range_id(tok, bad_id):
 
 
 def test_lone_surrogate(tok):
-    for call in (tok.encode, tok.encode_ordinary, lambda t: tok.encode_batch(["ok", t]),
-                 lambda t: tok.encode_batch_numpy(["ok", t])):
+    for call in (
+        tok.encode,
+        tok.encode_ordinary,
+        lambda t: tok.encode_batch(["ok", t]),
+        lambda t: tok.encode_batch_numpy(["ok", t]),
+    ):
         with pytest.raises(ValueError, match="surrogate"):
             call("a\ud800b")
 

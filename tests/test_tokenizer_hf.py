@@ -10,25 +10,28 @@ from __future__ import annotations
 import json
 
 import pytest
+import tokenizers  # noqa: E402  (the `test` extra: the tokenizer.json oracle)
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from fastllm import BPETokenizer
 from shared_data import shared_text
 from strategies import SPECIALS, any_text, source_corpus, text_with_specials, wordy_text
 
-import tokenizers  # noqa: E402  (the `test` extra: the tokenizer.json oracle)
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers  # noqa: E402
-
 DIGITS = "100 200 2000 2020 2024 10000 1000000 0.001 $1,000,000 " * 5
 CORPUS = [source_corpus(8000), DIGITS + "1234567 98765 3.14159 2024-01-01 é中文😀 'S 'll\n\n  \r\n"]
-digit_runs = st.lists(st.sampled_from(["1", "2", "4", "0", "00", "000", "20", " ", ",", "\n"]), max_size=30).map("".join)
+digit_runs = st.lists(
+    st.sampled_from(["1", "2", "4", "0", "00", "000", "20", " ", ",", "\n"]), max_size=30
+).map("".join)
 texts = st.one_of(any_text, wordy_text(), text_with_specials(), digit_runs)
 
 
 @pytest.fixture(scope="module", params=["gpt4", "gpt2"])
 def saved(request, tmp_path_factory):
-    tok = BPETokenizer.train(CORPUS, 256 + 400, pattern=request.param, special_tokens=SPECIALS, show_progress=False)
+    tok = BPETokenizer.train(
+        CORPUS, 256 + 400, pattern=request.param, special_tokens=SPECIALS, show_progress=False
+    )
     path = tmp_path_factory.mktemp("hf") / f"{request.param}.json"
     tok.save(path)
     return tok, path
@@ -85,7 +88,9 @@ def test_reload_keeps_everything(saved, tmp_path):
     assert again.special_tokens == tok.special_tokens
     assert again.pattern == tok.pattern
     assert again.vocab_size == tok.vocab_size
-    assert [again.token_bytes(i) for i in range(tok.vocab_size)] == [tok.token_bytes(i) for i in range(tok.vocab_size)]
+    assert [again.token_bytes(i) for i in range(tok.vocab_size)] == [
+        tok.token_bytes(i) for i in range(tok.vocab_size)
+    ]
     again.save(tmp_path / "again.json")  # a second save is byte-for-byte stable
     assert (tmp_path / "again.json").read_text(encoding="utf-8") == path.read_text(encoding="utf-8")
 
@@ -94,8 +99,12 @@ def _train_hf(pre_tokenizer, path):
     hf = tokenizers.Tokenizer(models.BPE())
     hf.pre_tokenizer = pre_tokenizer
     hf.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     hf.train_from_iterator(CORPUS, trainer=trainer)
     hf.save(str(path))
     return tokenizers.Tokenizer.from_file(str(path))
@@ -103,13 +112,18 @@ def _train_hf(pre_tokenizer, path):
 
 # HF's regex engine (Oniguruma) reads `\p{N}{1,3}+` as "one or more runs of 1-3 digits", so an HF
 # pipeline meant to match GPT-4 writes `\p{N}{1,3}`, as Llama 3's tokenizer.json does.
-HF_GPT4 = (r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+"
-           r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s")
+HF_GPT4 = (
+    r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*+"
+    r"|\s++$|\s*[\r\n]|\s+(?!\S)|\s"
+)
 HF_PIPELINES = {
     "bytelevel-regex": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    "split-gpt4": lambda: pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(HF_GPT4), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]),
+    "split-gpt4": lambda: pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(HF_GPT4), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    ),
 }
 
 
@@ -155,8 +169,11 @@ def _variant_nfkc(data):
     data["normalizer"] = {"type": "NFKC"}
 
 
-@pytest.mark.parametrize("variant", [_variant_prefix_space, _variant_ignore_merges, _variant_lowercase, _variant_nfkc],
-                         ids=lambda f: f.__name__.removeprefix("_variant_"))
+@pytest.mark.parametrize(
+    "variant",
+    [_variant_prefix_space, _variant_ignore_merges, _variant_lowercase, _variant_nfkc],
+    ids=lambda f: f.__name__.removeprefix("_variant_"),
+)
 def test_variants_are_honoured_or_refused(tmp_path, variant):
     tok = BPETokenizer.train(CORPUS, 256 + 400, special_tokens=SPECIALS, show_progress=False)
     path = tmp_path / "variant.json"
@@ -170,7 +187,13 @@ def test_variants_are_honoured_or_refused(tmp_path, variant):
     except ValueError as e:
         assert "variant.json" in str(e)
         return
-    for text in ["Hello World", "hello world", " def return self", "ﬁ ① Ｈｅｌｌｏ", "import json\n    return None"]:
+    for text in [
+        "Hello World",
+        "hello world",
+        " def return self",
+        "ﬁ ① Ｈｅｌｌｏ",
+        "import json\n    return None",
+    ]:
         assert ours.encode(text) == hf.encode(text, add_special_tokens=False).ids, text
 
 

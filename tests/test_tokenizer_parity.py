@@ -9,29 +9,87 @@ arbitrary id sequences, every token's bytes, and tiktoken's special-token rules.
 from __future__ import annotations
 
 import pytest
+import tiktoken  # noqa: E402  (the `test` extra: the parity oracle)
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe  # noqa: E402
 
 from fastllm import BPETokenizer
 from reference_bpe import GPT2_PATTERN, GPT4_PATTERN
 from shared_data import shared_file, shared_text
 from strategies import any_text, text_with_specials, wordy_text
 
-import tiktoken  # noqa: E402  (the `test` extra: the parity oracle)
-from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe  # noqa: E402
-
-CL100K_SPECIALS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-                   "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+CL100K_SPECIALS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 
 TRICKY = [
-    "", " ", "  ", "\n", "hello ", "hello  ", "hello\n", "hello\n  ", "x\n  \ny", " \n \n ", "\t\t\n",
-    "'S", "'s", "'ſ", "'LL", "don't", "DON'T", "I'M", "we'Ve", "''s", "'", "a'",
-    "1", "12", "123", "1234", "1234567890", "١٢٣٤", "3.14159", "v1.2.3", " 42", "x²³",
-    "中文字符", "日本語のテキスト", "한국어", "Ελληνικά", "résumé", "e\u0301", "ﬁ",
-    "👨\u200d👩\u200d👧\u200d👦", "👍🏽", "🇫🇷", "😀😀😀", "a😀b",
-    "\r\n", "a\r\nb", "\r\r\n\n", "\u2028", "\xa0a", "\u3000x", "\x00\x01\x1f", "\x1c\x1d",
-    "<|endoftext|>", "<|endof", "<|endoftext|", "def f(x):\n    return x  # ok\n",
-    " " * 1000, "\n" * 500, "a" * 3000, "ab" * 1500, "😀" * 300, "1" * 1000,
+    "",
+    " ",
+    "  ",
+    "\n",
+    "hello ",
+    "hello  ",
+    "hello\n",
+    "hello\n  ",
+    "x\n  \ny",
+    " \n \n ",
+    "\t\t\n",
+    "'S",
+    "'s",
+    "'ſ",
+    "'LL",
+    "don't",
+    "DON'T",
+    "I'M",
+    "we'Ve",
+    "''s",
+    "'",
+    "a'",
+    "1",
+    "12",
+    "123",
+    "1234",
+    "1234567890",
+    "١٢٣٤",
+    "3.14159",
+    "v1.2.3",
+    " 42",
+    "x²³",
+    "中文字符",
+    "日本語のテキスト",
+    "한국어",
+    "Ελληνικά",
+    "résumé",
+    "e\u0301",
+    "ﬁ",
+    "👨\u200d👩\u200d👧\u200d👦",
+    "👍🏽",
+    "🇫🇷",
+    "😀😀😀",
+    "a😀b",
+    "\r\n",
+    "a\r\nb",
+    "\r\r\n\n",
+    "\u2028",
+    "\xa0a",
+    "\u3000x",
+    "\x00\x01\x1f",
+    "\x1c\x1d",
+    "<|endoftext|>",
+    "<|endof",
+    "<|endoftext|",
+    "def f(x):\n    return x  # ok\n",
+    " " * 1000,
+    "\n" * 500,
+    "a" * 3000,
+    "ab" * 1500,
+    "😀" * 300,
+    "1" * 1000,
 ]
 
 
@@ -46,8 +104,12 @@ def _fresh_tiktoken_files():
 @pytest.fixture(scope="module")
 def cl100k(_fresh_tiktoken_files):
     path = shared_file("vocab", "cl100k_base.tiktoken")
-    enc = tiktoken.Encoding("cl100k_local", pat_str=GPT4_PATTERN, mergeable_ranks=load_tiktoken_bpe(str(path)),
-                            special_tokens=CL100K_SPECIALS)
+    enc = tiktoken.Encoding(
+        "cl100k_local",
+        pat_str=GPT4_PATTERN,
+        mergeable_ranks=load_tiktoken_bpe(str(path)),
+        special_tokens=CL100K_SPECIALS,
+    )
     return BPETokenizer.from_tiktoken(path, "gpt4", special_tokens=CL100K_SPECIALS), enc
 
 
@@ -55,8 +117,13 @@ def cl100k(_fresh_tiktoken_files):
 def gpt2(_fresh_tiktoken_files):
     encoder, bpe = shared_file("vocab", "gpt2_encoder.json"), shared_file("vocab", "gpt2_vocab.bpe")
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=str(encoder))
-    enc = tiktoken.Encoding("gpt2_local", pat_str=GPT2_PATTERN, mergeable_ranks=ranks,
-                            special_tokens={"<|endoftext|>": 50256}, explicit_n_vocab=50257)
+    enc = tiktoken.Encoding(
+        "gpt2_local",
+        pat_str=GPT2_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": 50256},
+        explicit_n_vocab=50257,
+    )
     return BPETokenizer.from_gpt2(encoder, bpe), enc
 
 
@@ -111,7 +178,8 @@ def test_real_text(pair, corpus, offset):
     expected = enc.encode_ordinary(text)
     assert tok.encode_ordinary(text) == expected
     assert tok.encode_batch(text.splitlines(keepends=True), num_threads=2) == enc.encode_ordinary_batch(
-        text.splitlines(keepends=True), num_threads=2)
+        text.splitlines(keepends=True), num_threads=2
+    )
     assert tok.decode(expected) == text
 
 
@@ -119,7 +187,9 @@ def test_real_text(pair, corpus, offset):
 @given(data=st.data())
 def test_decode_of_arbitrary_ids(pair, data):
     tok, enc = pair
-    ids = data.draw(st.lists(st.integers(0, enc.max_token_value).filter(lambda i: _is_token(enc, i)), max_size=50))
+    ids = data.draw(
+        st.lists(st.integers(0, enc.max_token_value).filter(lambda i: _is_token(enc, i)), max_size=50)
+    )
     assert tok.decode_bytes(ids) == enc.decode_bytes(ids)
     assert tok.decode(ids) == enc.decode(ids)
 
@@ -149,7 +219,11 @@ def test_special_token_rules(pair):
         enc.encode(text)
     with pytest.raises(ValueError, match="endoftext"):
         tok.encode(text)
-    for kw in ({"allowed_special": "all"}, {"allowed_special": {"<|endoftext|>"}}, {"disallowed_special": ()}):
+    for kw in (
+        {"allowed_special": "all"},
+        {"allowed_special": {"<|endoftext|>"}},
+        {"disallowed_special": ()},
+    ):
         assert tok.encode(text, **kw) == enc.encode(text, **kw), kw
     assert enc.encode(text, allowed_special="all").count(tok.special_tokens["<|endoftext|>"]) == 1
     assert tok.encode_ordinary(text) == enc.encode_ordinary(text)

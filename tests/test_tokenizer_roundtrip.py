@@ -16,13 +16,23 @@ from fastllm import BPETokenizer
 from shared_data import shared_file
 from strategies import SPECIALS, any_text, source_corpus, text_with_specials, wordy_text
 
-CL100K_SPECIALS = {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
-                   "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}
+CL100K_SPECIALS = {
+    "<|endoftext|>": 100257,
+    "<|fim_prefix|>": 100258,
+    "<|fim_middle|>": 100259,
+    "<|fim_suffix|>": 100260,
+    "<|endofprompt|>": 100276,
+}
 
 
 def _trained(pattern):
-    return BPETokenizer.train([source_corpus(8000), "é中文😀 1234567\n\n  "], 256 + 300,
-                              pattern=pattern, special_tokens=SPECIALS, show_progress=False)
+    return BPETokenizer.train(
+        [source_corpus(8000), "é中文😀 1234567\n\n  "],
+        256 + 300,
+        pattern=pattern,
+        special_tokens=SPECIALS,
+        show_progress=False,
+    )
 
 
 @pytest.fixture(scope="module", params=["trained-gpt4", "trained-gpt2", "gpt2", "cl100k"])
@@ -31,7 +41,9 @@ def tok(request) -> BPETokenizer:
     if kind.startswith("trained-"):
         return _trained(kind.removeprefix("trained-"))
     if kind == "gpt2":
-        return BPETokenizer.from_gpt2(shared_file("vocab", "gpt2_encoder.json"), shared_file("vocab", "gpt2_vocab.bpe"))
+        return BPETokenizer.from_gpt2(
+            shared_file("vocab", "gpt2_encoder.json"), shared_file("vocab", "gpt2_vocab.bpe")
+        )
     return BPETokenizer.from_tiktoken(shared_file("vocab", "cl100k_base.tiktoken"), "gpt4", CL100K_SPECIALS)
 
 
@@ -69,7 +81,11 @@ def test_bytes_round_trip_including_invalid_utf8(tok, data):
     assert ids == tok.encode(text)  # valid UTF-8 bytes encode exactly like the str
 
 
-@given(text=st.text(st.characters(blacklist_categories=("Cs", "Cn"), blacklist_characters="\ufffd"), max_size=200))
+@given(
+    text=st.text(
+        st.characters(blacklist_categories=("Cs", "Cn"), blacklist_characters="\ufffd"), max_size=200
+    )
+)
 def test_stream_decoder_never_splits_a_character(tok, text):
     ids = tok.encode(text)
     dec = tok.stream_decoder()

@@ -19,7 +19,9 @@ def test_concurrent_encode_matches_sequential():
     with ThreadPoolExecutor(4) as pool:
         singles = list(pool.map(tok.encode, docs * 4))
         batches = list(pool.map(lambda n: tok.encode_batch(docs, num_threads=n), [1, 2, None, 2]))
-        arrays = list(pool.map(lambda n: tok.encode_batch_numpy(docs, num_threads=n)[0].tolist(), [1, 2, None]))
+        arrays = list(
+            pool.map(lambda n: tok.encode_batch_numpy(docs, num_threads=n)[0].tolist(), [1, 2, None])
+        )
     assert singles == expected * 4
     assert all(b == expected for b in batches)
     assert all(a == [i for e in expected for i in e] for a in arrays)

@@ -51,7 +51,12 @@ def test_builtin_pattern_sources_are_tiktokens():
     assert train(["x"], 256, pattern=CUSTOM).pattern == CUSTOM
 
 
-@given(texts=corpus, extra=st.integers(0, 120), pattern=st.sampled_from(PATTERNS), min_frequency=st.integers(1, 4))
+@given(
+    texts=corpus,
+    extra=st.integers(0, 120),
+    pattern=st.sampled_from(PATTERNS),
+    min_frequency=st.integers(1, 4),
+)
 def test_merges_match_reference_on_generated_corpora(texts, extra, pattern, min_frequency):
     if not any(ref.pretokenize(t, pattern) for t in texts):
         return  # an empty corpus is an error, checked in test_tokenizer_errors.py
@@ -77,7 +82,7 @@ def test_specials_are_cut_out_and_numbered_after_the_merges(texts, extra):
 
 
 def test_specials_in_a_repetitive_corpus_never_merge():
-    """"<|endoftext|>" is the most frequent string here; it must still never become a merge."""
+    """ "<|endoftext|>" is the most frequent string here; it must still never become a merge."""
     texts = ["<|endoftext|>hello<|endoftext|><|endoftext|> world<|endoftext|>"] * 50
     tok = train(texts, 400, special_tokens=["<|endoftext|>"])
     assert tok.merges == reference(texts, 400, "gpt4", ["<|endoftext|>"])
@@ -102,7 +107,7 @@ def test_ids_layout_bytes_then_merges(source):
 
 
 def test_duplicate_bytes_pairs_are_skipped():
-    """" a"+"b" and " "+"ab" both spell " ab": only the first may become a token."""
+    """ " a"+"b" and " "+"ab" both spell " ab": only the first may become a token."""
     texts = ["ab ab ab  ab a ab abab"] * 3 + ["x ab"] * 7
     tok = train(texts, 300)
     assert tok.merges == reference(texts, 300)
@@ -186,8 +191,22 @@ def test_train_files_across_read_blocks(tmp_path, pattern):
     import random
 
     rng = random.Random(1234)
-    lines = ["a \n", "\n\u3000\n", "x\r\n", "  \n", "\n", "word\n", "<|sep|>\nafter\n", "é中\n", "\t\n", "y  \n",
-             "!!\n\n", "'s\n", "9999\n", "\xa0\n"]
+    lines = [
+        "a \n",
+        "\n\u3000\n",
+        "x\r\n",
+        "  \n",
+        "\n",
+        "word\n",
+        "<|sep|>\nafter\n",
+        "é中\n",
+        "\t\n",
+        "y  \n",
+        "!!\n\n",
+        "'s\n",
+        "9999\n",
+        "\xa0\n",
+    ]
     text = "".join(rng.choices(lines, k=2_200_000))
     data = text.encode()
     assert len(data) > (8 << 20), "must span more than one 8 MB read block"

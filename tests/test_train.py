@@ -1,4 +1,4 @@
-"""`fastllm.train` (Trainer, schedule, checkpoints) and `fastllm.losses`, against independent oracles.
+"""`fastllm.train.trainer` (Trainer, schedule, checkpoints) and `fastllm.model.losses`, against independent oracles.
 
 Oracles: `F.cross_entropy(h @ w.T, y)` and its autograd gradients for the fused chunked loss; the
 closed-form nanoGPT `get_lr` for the schedule; a plain hand-written training loop (non-fused
@@ -30,17 +30,25 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fastllm.losses
-from fastllm.losses import linear_cross_entropy
-from fastllm.model import MiniGPT
-from fastllm.train import CosineSchedule, TrainConfig, Trainer, list_checkpoints, load_checkpoint, model_from_checkpoint
-
+import fastllm.model.losses
+from fastllm.model.gpt import MiniGPT
+from fastllm.model.losses import linear_cross_entropy
+from fastllm.train.trainer import (
+    CosineSchedule,
+    TrainConfig,
+    Trainer,
+    list_checkpoints,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from train_util import CONTEXT, dataset, params, tiny_model, train_config, train_losses, write_shards
 
 TESTS = Path(__file__).resolve().parent
 
 
-def _assert_params_equal(a: dict, b: dict, *, exact: bool = False, atol: float = 1e-5, noise_atol: float | None = None) -> None:
+def _assert_params_equal(
+    a: dict, b: dict, *, exact: bool = False, atol: float = 1e-5, noise_atol: float | None = None
+) -> None:
     """Equal parameters (torch.equal when exact, else within atol).
 
     The key-projection biases are special: attention's softmax is invariant to adding q.b_k to a
@@ -106,18 +114,20 @@ def ce_problem(draw):
 @given(ce_problem(), st.sampled_from([1, 5, 24, 97, 1 << 22]), st.floats(-3, 3))
 def test_linear_cross_entropy_matches_full_logits(problem, chunk_elements, scale):
     h, w, t = problem
-    old = fastllm.losses._CHUNK_ELEMENTS
-    fastllm.losses._CHUNK_ELEMENTS = chunk_elements  # small values: one row (or a few) per chunk
+    old = fastllm.model.losses._CHUNK_ELEMENTS
+    fastllm.model.losses._CHUNK_ELEMENTS = chunk_elements  # small values: one row (or a few) per chunk
     try:
         got = _loss_and_grads(linear_cross_entropy, h, w, t, scale)
     finally:
-        fastllm.losses._CHUNK_ELEMENTS = old
+        fastllm.model.losses._CHUNK_ELEMENTS = old
     ref = _loss_and_grads(_ref_ce, h, w, t, scale)
     if (t == -1).all():
         assert torch.isnan(got[0]) and torch.isnan(ref[0])  # as F.cross_entropy: mean over no rows
     # softmax and loss are computed in float32 by design (module docstring), hence fp32 tolerances
     for a, b, name in zip(got, ref, ("loss", "dh", "dw")):
-        torch.testing.assert_close(a.double(), b, atol=1e-5, rtol=1e-5, equal_nan=True, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            a.double(), b, atol=1e-5, rtol=1e-5, equal_nan=True, msg=lambda m, n=name: f"{n}: {m}"
+        )
     assert got[1].dtype == h.dtype and got[2].dtype == w.dtype
 
 
@@ -141,15 +151,17 @@ def test_linear_cross_entropy_bf16_autocast_close_to_reference(problem, chunk_el
         t = t.clone()
         t[0] = 0
     h, w = h.float(), w.float()
-    old = fastllm.losses._CHUNK_ELEMENTS
-    fastllm.losses._CHUNK_ELEMENTS = chunk_elements
+    old = fastllm.model.losses._CHUNK_ELEMENTS
+    fastllm.model.losses._CHUNK_ELEMENTS = chunk_elements
     try:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = _loss_and_grads(linear_cross_entropy, h, w, t, 1.0)
     finally:
-        fastllm.losses._CHUNK_ELEMENTS = old
+        fastllm.model.losses._CHUNK_ELEMENTS = old
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        ref = _loss_and_grads(lambda a, b, y: F.cross_entropy((a @ b.T).float(), y, ignore_index=-1), h, w, t, 1.0)
+        ref = _loss_and_grads(
+            lambda a, b, y: F.cross_entropy((a @ b.T).float(), y, ignore_index=-1), h, w, t, 1.0
+        )
     exact = _loss_and_grads(_ref_ce, h, w, t, 1.0)  # and both are near the fp32 value
     assert got[1].dtype == got[2].dtype == torch.float32
     for a, b, c in zip(got, ref, exact):
@@ -206,7 +218,10 @@ def test_schedule_closed_form_points():
 
 
 @given(
-    st.floats(1e-6, 1.0), st.floats(0.0, 1.0), st.integers(0, 50), st.integers(1, 200),
+    st.floats(1e-6, 1.0),
+    st.floats(0.0, 1.0),
+    st.integers(0, 50),
+    st.integers(1, 200),
     st.lists(st.integers(0, 300), min_size=1, max_size=20),
 )
 def test_schedule_properties(lr, min_frac, warmup, decay, steps):
@@ -234,7 +249,10 @@ def reference_training(model: MiniGPT, ds, cfg: TrainConfig) -> tuple[list[float
     assert decay and no_decay
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=False, fused=False,
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        foreach=False,
+        fused=False,
     )
     batches = ds.batches(cfg.batch_size, seed=cfg.seed, start=0)
     losses, norms = [], []
@@ -259,8 +277,19 @@ def reference_training(model: MiniGPT, ds, cfg: TrainConfig) -> tuple[list[float
 
 @pytest.mark.parametrize("grad_clip", [0.0, 0.5])
 def test_trainer_matches_reference_loop(data, tmp_path, grad_clip):
-    cfg = train_config(tmp_path, max_steps=5, batch_size=3, grad_accum=2, lr=3e-3, min_lr=3e-4, warmup_steps=2,
-                       decay_steps=6, weight_decay=0.1, grad_clip=grad_clip, seed=3)
+    cfg = train_config(
+        tmp_path,
+        max_steps=5,
+        batch_size=3,
+        grad_accum=2,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        decay_steps=6,
+        weight_decay=0.1,
+        grad_clip=grad_clip,
+        seed=3,
+    )
     model = tiny_model(0)
     ref_model = copy.deepcopy(model)
     result = Trainer(model, dataset(data), config=cfg).fit()
@@ -272,7 +301,9 @@ def test_trainer_matches_reference_loop(data, tmp_path, grad_clip):
     assert [s for s, _ in got] == [1, 2, 3, 4, 5]
     np.testing.assert_allclose([l for _, l in got], ref_losses, rtol=1e-5, atol=1e-5)
     lrs = [r["lr"] for r in result.history if "lr" in r]
-    assert lrs == pytest.approx([nanogpt_lr(i, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps) for i in range(5)])
+    assert lrs == pytest.approx(
+        [nanogpt_lr(i, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps) for i in range(5)]
+    )
     assert result.step == 5 and result.tokens == 5 * 3 * 2 * CONTEXT and not result.interrupted
 
 
@@ -303,10 +334,20 @@ def straight_run(data, tmp_path_factory):
 
 def test_resume_from_step_n_equals_straight_run(data, tmp_path, straight_run):
     out, final, straight = straight_run
-    assert [p.name for p in list_checkpoints(out)] == ["step_00000002.pt", "step_00000004.pt", "step_00000006.pt"]
+    assert [p.name for p in list_checkpoints(out)] == [
+        "step_00000002.pt",
+        "step_00000004.pt",
+        "step_00000006.pt",
+    ]
     torch.manual_seed(999)  # the RNG state at resume must come from the checkpoint, not from here
     model = tiny_model(7, dropout=0.1)  # other initial weights: all overwritten by the checkpoint
-    cfg = train_config(tmp_path, max_steps=6, checkpoint_interval=2, grad_accum=2, resume=str(out / "checkpoints" / "step_00000004.pt"))
+    cfg = train_config(
+        tmp_path,
+        max_steps=6,
+        checkpoint_interval=2,
+        grad_accum=2,
+        resume=str(out / "checkpoints" / "step_00000004.pt"),
+    )
     result = Trainer(model, dataset(data), config=cfg).fit()
     _assert_params_equal(params(model), final, exact=True)
     assert result.loss == pytest.approx(straight.loss, abs=1e-6, rel=0)
@@ -316,7 +357,9 @@ def test_resume_from_step_n_equals_straight_run(data, tmp_path, straight_run):
 def test_resume_from_step_2_equals_straight_run(data, tmp_path, straight_run):
     out, final, straight = straight_run
     model = tiny_model(7, dropout=0.1)
-    cfg = train_config(tmp_path, max_steps=6, grad_accum=2, resume=str(out / "checkpoints" / "step_00000002.pt"))
+    cfg = train_config(
+        tmp_path, max_steps=6, grad_accum=2, resume=str(out / "checkpoints" / "step_00000002.pt")
+    )
     result = Trainer(model, dataset(data), config=cfg).fit()
     _assert_params_equal(params(model), final, exact=True)
     assert result.loss == pytest.approx(straight.loss, abs=1e-6, rel=0)
@@ -328,7 +371,9 @@ def test_resume_latest_picks_newest(data, tmp_path, straight_run):
     for name in ("step_00000002.pt", "step_00000004.pt"):
         shutil.copy(out / "checkpoints" / name, tmp_path / "checkpoints" / name)
     model = tiny_model(7, dropout=0.1)
-    trainer = Trainer(model, dataset(data), config=train_config(tmp_path, max_steps=6, grad_accum=2, resume="latest"))
+    trainer = Trainer(
+        model, dataset(data), config=train_config(tmp_path, max_steps=6, grad_accum=2, resume="latest")
+    )
     loaded = []
     original = trainer.load_checkpoint
     trainer.load_checkpoint = lambda path: (loaded.append(Path(path).name), original(path))[1]
@@ -341,7 +386,9 @@ def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path):
     fresh = tiny_model(0)
     Trainer(fresh, dataset(data), config=train_config(tmp_path / "a", max_steps=3)).fit()
     model = tiny_model(0)
-    result = Trainer(model, dataset(data), config=train_config(tmp_path / "b", max_steps=3, resume="latest")).fit()
+    result = Trainer(
+        model, dataset(data), config=train_config(tmp_path / "b", max_steps=3, resume="latest")
+    ).fit()
     assert [s for s, _ in train_losses(result.history)] == [1, 2, 3]
     _assert_params_equal(params(model), params(fresh), exact=True)
 
@@ -353,7 +400,15 @@ def test_resume_latest_without_checkpoints_starts_fresh(data, tmp_path):
 def full_run(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("full")
     model = tiny_model(0)
-    cfg = train_config(out, max_steps=7, checkpoint_interval=1, keep_checkpoints=2, log_interval=2, eval_interval=3, eval_batches=3)
+    cfg = train_config(
+        out,
+        max_steps=7,
+        checkpoint_interval=1,
+        keep_checkpoints=2,
+        log_interval=2,
+        eval_interval=3,
+        eval_batches=3,
+    )
     result = Trainer(model, dataset(data), val_data=dataset(data, "val"), config=cfg).fit()
     return out, model, result, cfg
 
@@ -376,7 +431,10 @@ def test_checkpoint_contents_and_models(full_run):
     model.eval()
     with torch.no_grad():
         want = model(x)[0]
-        for other in (model_from_checkpoint(out / "checkpoints" / "step_00000007.pt"), MiniGPT.from_pretrained(out / "model")):
+        for other in (
+            model_from_checkpoint(out / "checkpoints" / "step_00000007.pt"),
+            MiniGPT.from_pretrained(out / "model"),
+        ):
             other.eval()
             assert torch.equal(other(x)[0], want)
     assert model_from_checkpoint(out / "model").config == model.config
@@ -393,13 +451,18 @@ def test_metrics_records_and_validation_oracle(full_run, data):
     for r in train:
         assert {"step", "loss", "lr", "tokens_per_s", "mfu"} <= r.keys()
         assert r["tokens_per_s"] > 0 and r["mfu"] > 0 and math.isfinite(r["loss"])
-        assert r["lr"] == pytest.approx(nanogpt_lr(r["step"] - 1, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps))
+        assert r["lr"] == pytest.approx(
+            nanogpt_lr(r["step"] - 1, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps)
+        )
     assert records == result.history
     # the last validation loss, recomputed with the full-logits loss over the first eval_batches batches
     vds = dataset(data, "val")
     model.eval()
     with torch.no_grad():
-        ref = [model(x, y)[1].item() for _, (x, y) in zip(range(cfg.eval_batches), vds.batches(cfg.batch_size, shuffle=False))]
+        ref = [
+            model(x, y)[1].item()
+            for _, (x, y) in zip(range(cfg.eval_batches), vds.batches(cfg.batch_size, shuffle=False))
+        ]
     assert len(ref) == cfg.eval_batches
     assert val[-1]["val_loss"] == pytest.approx(sum(ref) / len(ref), abs=1e-5)
     assert result.val_loss == val[-1]["val_loss"]
@@ -416,8 +479,15 @@ def test_loss_png(full_run):
 
 
 def test_metrics_have_no_duplicate_steps_after_resume(data, tmp_path):
-    Trainer(tiny_model(0), dataset(data), config=train_config(tmp_path, max_steps=4, checkpoint_interval=2)).fit()
-    cfg = train_config(tmp_path, max_steps=6, checkpoint_interval=2, resume=str(tmp_path / "checkpoints" / "step_00000002.pt"))
+    Trainer(
+        tiny_model(0), dataset(data), config=train_config(tmp_path, max_steps=4, checkpoint_interval=2)
+    ).fit()
+    cfg = train_config(
+        tmp_path,
+        max_steps=6,
+        checkpoint_interval=2,
+        resume=str(tmp_path / "checkpoints" / "step_00000002.pt"),
+    )
     Trainer(tiny_model(0), dataset(data), config=cfg).fit()
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
@@ -428,7 +498,7 @@ def test_metrics_have_no_duplicate_steps_after_resume(data, tmp_path):
 
 CTRL_C_SCRIPT = """
 import json, sys
-from fastllm.train import Trainer
+from fastllm.train.trainer import Trainer
 from train_util import dataset, tiny_model, train_config
 out, data = sys.argv[1], sys.argv[2]
 cfg = train_config(out, max_steps=100_000, decay_steps=1000)
@@ -441,8 +511,13 @@ def test_ctrl_c_saves_checkpoint_and_resumes(data, tmp_path):
     out = tmp_path / "out"
     script = tmp_path / "train_script.py"
     script.write_text(CTRL_C_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(out), str(data)], env=_subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), str(data)],
+        env=_subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         metrics = out / "metrics.jsonl"
         deadline = time.monotonic() + 90
@@ -469,10 +544,18 @@ def test_ctrl_c_saves_checkpoint_and_resumes(data, tmp_path):
     torch.set_num_threads(1)
     try:
         model = tiny_model(5)
-        res = Trainer(model, dataset(data), config=train_config(out, max_steps=stopped + 2, decay_steps=1000, resume=str(ckpt))).fit()
+        res = Trainer(
+            model,
+            dataset(data),
+            config=train_config(out, max_steps=stopped + 2, decay_steps=1000, resume=str(ckpt)),
+        ).fit()
         assert res.step == stopped + 2 and not res.interrupted
         straight = tiny_model(0)
-        Trainer(straight, dataset(data), config=train_config(tmp_path / "straight", max_steps=stopped + 2, decay_steps=1000)).fit()
+        Trainer(
+            straight,
+            dataset(data),
+            config=train_config(tmp_path / "straight", max_steps=stopped + 2, decay_steps=1000),
+        ).fit()
     finally:
         torch.set_num_threads(threads)
     _assert_params_equal(params(model), params(straight), exact=True)
@@ -493,8 +576,18 @@ def test_ddp_matches_single_process_grad_accum(data, tmp_path):
     steps, batch = 3, 2
     out = tmp_path / "ddp"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           str(TESTS / "ddp_worker.py"), str(out), str(data), str(steps), str(batch)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(TESTS / "ddp_worker.py"),
+        str(out),
+        str(data),
+        str(steps),
+        str(batch),
+    ]
     proc = subprocess.run(cmd, env=_subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -502,7 +595,11 @@ def test_ddp_matches_single_process_grad_accum(data, tmp_path):
     assert r0["tokens_per_step"] == 2 * batch * CONTEXT
     _assert_params_equal(r0["params"], r1["params"], exact=True)
     single = tiny_model(0)
-    result = Trainer(single, dataset(data), config=train_config(tmp_path / "single", max_steps=steps, batch_size=batch, grad_accum=2)).fit()
+    result = Trainer(
+        single,
+        dataset(data),
+        config=train_config(tmp_path / "single", max_steps=steps, batch_size=batch, grad_accum=2),
+    ).fit()
     _assert_params_equal(r0["params"], params(single), atol=1e-5, noise_atol=2 * 3e-3 * steps)
     want = train_losses(result.history)
     for r in (r0, r1):
@@ -524,13 +621,28 @@ def test_dataset_context_longer_than_model(data, tmp_path):
     with pytest.raises(ValueError, match="context"):
         Trainer(tiny_model(0), dataset(data, context=100), config=train_config(tmp_path))
     with pytest.raises(ValueError, match="context"):
-        Trainer(tiny_model(0), dataset(data), val_data=dataset(data, "val", context=8), config=train_config(tmp_path))
+        Trainer(
+            tiny_model(0),
+            dataset(data),
+            val_data=dataset(data, "val", context=8),
+            config=train_config(tmp_path),
+        )
 
 
 @pytest.mark.parametrize(
     "field,value",
-    [("batch_size", 0), ("lr", -1), ("lr", float("nan")), ("dtype", "fp8"), ("device", "tpu"), ("max_steps", 0),
-     ("grad_accum", 1.5), ("beta2", 1.0), ("warmup_steps", -1), ("keep_checkpoints", 0)],
+    [
+        ("batch_size", 0),
+        ("lr", -1),
+        ("lr", float("nan")),
+        ("dtype", "fp8"),
+        ("device", "tpu"),
+        ("max_steps", 0),
+        ("grad_accum", 1.5),
+        ("beta2", 1.0),
+        ("warmup_steps", -1),
+        ("keep_checkpoints", 0),
+    ],
 )
 def test_train_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
@@ -549,14 +661,18 @@ def a_checkpoint(data, tmp_path_factory) -> Path:
 
 
 def test_checkpoint_from_another_model_config(data, tmp_path, a_checkpoint):
-    trainer = Trainer(tiny_model(0, n_layer=1), dataset(data), config=train_config(tmp_path, resume=str(a_checkpoint)))
+    trainer = Trainer(
+        tiny_model(0, n_layer=1), dataset(data), config=train_config(tmp_path, resume=str(a_checkpoint))
+    )
     with pytest.raises(ValueError, match="n_layer"):
         trainer.fit()
 
 
 def test_checkpoint_from_another_tokenizer(tmp_path, a_checkpoint):
     write_shards(tmp_path / "d", sha="cd" * 32)
-    trainer = Trainer(tiny_model(0), dataset(tmp_path / "d"), config=train_config(tmp_path, resume=str(a_checkpoint)))
+    trainer = Trainer(
+        tiny_model(0), dataset(tmp_path / "d"), config=train_config(tmp_path, resume=str(a_checkpoint))
+    )
     with pytest.raises(ValueError, match="tokenizer"):
         trainer.fit()
 
@@ -575,7 +691,11 @@ def test_corrupt_and_foreign_checkpoints(data, tmp_path, a_checkpoint):
             load_checkpoint(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
-    trainer = Trainer(tiny_model(0), dataset(data), config=train_config(tmp_path / "out", resume=str(tmp_path / "truncated.pt")))
+    trainer = Trainer(
+        tiny_model(0),
+        dataset(data),
+        config=train_config(tmp_path / "out", resume=str(tmp_path / "truncated.pt")),
+    )
     with pytest.raises(ValueError, match="corrupt"):
         trainer.fit()
 
@@ -585,8 +705,12 @@ def test_compile_trains_like_eager(data, tmp_path):
     eager = tiny_model(0)
     compiled = tiny_model(0)
     r1 = Trainer(eager, dataset(data), config=train_config(tmp_path / "eager", max_steps=3)).fit()
-    r2 = Trainer(compiled, dataset(data), config=train_config(tmp_path / "compiled", max_steps=3, compile=True)).fit()
+    r2 = Trainer(
+        compiled, dataset(data), config=train_config(tmp_path / "compiled", max_steps=3, compile=True)
+    ).fit()
     assert [s for s, _ in train_losses(r2.history)] == [s for s, _ in train_losses(r1.history)]
-    assert [v for _, v in train_losses(r2.history)] == pytest.approx([v for _, v in train_losses(r1.history)], abs=1e-4)
+    assert [v for _, v in train_losses(r2.history)] == pytest.approx(
+        [v for _, v in train_losses(r1.history)], abs=1e-4
+    )
     for name, p in params(eager).items():
         assert torch.allclose(p, params(compiled)[name], atol=1e-4), name

@@ -12,21 +12,36 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastllm.dataset import TokenDataset
-from fastllm.model import MiniGPT, MiniGPTConfig
-from fastllm.shards import ShardWriter
-from fastllm.train import TrainConfig
+from fastllm.data.dataset import TokenDataset
+from fastllm.data.shards import ShardWriter
+from fastllm.model.gpt import MiniGPT, MiniGPTConfig
+from fastllm.train.trainer import TrainConfig
 
 VOCAB = 512  # the "tiny" preset's vocabulary
 CONTEXT = 16
 SHA = "ab" * 32
 
 
-def write_shards(directory, *, split: str = "train", tokens: int = 3000, vocab_size: int = VOCAB, seed: int = 0,
-                 sha: str = SHA, shard_tokens: int = 1009) -> Path:
+def write_shards(
+    directory,
+    *,
+    split: str = "train",
+    tokens: int = 3000,
+    vocab_size: int = VOCAB,
+    seed: int = 0,
+    sha: str = SHA,
+    shard_tokens: int = 1009,
+) -> Path:
     """`tokens` random ids in [0, vocab_size) as shards of `split` in `directory`."""
     ids = np.random.default_rng([seed, split == "val"]).integers(0, vocab_size, size=tokens)
-    with ShardWriter(directory, split=split, vocab_size=vocab_size, eot_id=0, tokenizer_sha256=sha, shard_tokens=shard_tokens) as w:
+    with ShardWriter(
+        directory,
+        split=split,
+        vocab_size=vocab_size,
+        eot_id=0,
+        tokenizer_sha256=sha,
+        shard_tokens=shard_tokens,
+    ) as w:
         w.write(ids)
     return Path(directory)
 
@@ -42,9 +57,23 @@ def tiny_model(seed: int = 0, **overrides) -> MiniGPT:
 
 def train_config(out_dir, **overrides) -> TrainConfig:
     kw = dict(
-        out_dir=str(out_dir), max_steps=4, batch_size=2, grad_accum=1, lr=3e-3, min_lr=3e-4, warmup_steps=2,
-        decay_steps=50, dtype="float32", device="cpu", progress=False, peak_flops=1e12, log_interval=1,
-        checkpoint_interval=0, eval_interval=0, eval_batches=4, seed=0,
+        out_dir=str(out_dir),
+        max_steps=4,
+        batch_size=2,
+        grad_accum=1,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        decay_steps=50,
+        dtype="float32",
+        device="cpu",
+        progress=False,
+        peak_flops=1e12,
+        log_interval=1,
+        checkpoint_interval=0,
+        eval_interval=0,
+        eval_batches=4,
+        seed=0,
     )
     kw.update(overrides)
     return TrainConfig(**kw)

@@ -14,6 +14,7 @@ __all__ = [
     "Engine",
     "MiniGPT",
     "MiniGPTConfig",
+    "MinHashDeduper",
     "SamplingParams",
     "StreamDecoder",
     "TokenDataset",
@@ -27,14 +28,15 @@ __all__ = [
 
 # Imported on first use so that `import fastllm` (and the CLI) does not import torch.
 _LAZY = {
-    "TokenDataset": "fastllm.dataset",
-    "MiniGPT": "fastllm.model",
-    "MiniGPTConfig": "fastllm.model",
-    "attention": "fastllm._attention",
-    "TrainConfig": "fastllm.train",
-    "Trainer": "fastllm.train",
-    "SamplingParams": "fastllm.generate",
-    "Engine": "fastllm.engine",
+    "MinHashDeduper": "fastllm.data.dedup",
+    "TokenDataset": "fastllm.data.dataset",
+    "MiniGPT": "fastllm.model.gpt",
+    "MiniGPTConfig": "fastllm.config",
+    "attention": "fastllm.model.attention",
+    "TrainConfig": "fastllm.config",
+    "Trainer": "fastllm.train.trainer",
+    "SamplingParams": "fastllm.generation.loop",
+    "Engine": "fastllm.generation.engine",
 }
 
 

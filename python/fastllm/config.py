@@ -1,7 +1,7 @@
 """The configurations of the model and of a training run: plain dataclasses, no torch import.
 
 Why a module of its own: the command line builds one flag per field of both dataclasses, and
-`fastllm --help` should not pay for importing torch. `fastllm.model` and `fastllm.train`
+`fastllm --help` should not pay for importing torch. `fastllm.model.gpt` and `fastllm.train.trainer`
 re-export these names.
 
 >>> MiniGPTConfig.preset("small").n_kv_head
@@ -36,8 +36,8 @@ class MiniGPTConfig:
     n_kv_head: int | None = None  # key/value heads for GQA; None = n_head (plain multi-head)
     d_model: int = 768  # residual stream width (GPT-2 small: 768)
     # "gelu" is 2.4x faster than the tanh form on a CPU (measured, one thread, 2048 x 1536)
-    mlp: str = "gelu_tanh"  # "gelu_tanh" (GPT-2, HF "gelu_new") | "gelu" (exact erf GELU, nanoGPT) | "swiglu" (Llama)
-    mlp_hidden: int | None = None  # None = 4*d_model (gelu, gelu_tanh) or Llama's 8d/3 rounded up to 256 (swiglu)
+    mlp: str = "gelu_tanh"  # "gelu_tanh" (GPT-2, HF "gelu_new") | "gelu" (exact, nanoGPT) | "swiglu" (Llama)
+    mlp_hidden: int | None = None  # None = 4*d_model (gelu, gelu_tanh), Llama's 8d/3 up to 256 (swiglu)
     norm: str = "layernorm"  # "layernorm" (GPT-2) | "rmsnorm" (Llama)
     norm_eps: float = 1e-5  # GPT-2's layer_norm_epsilon; Llama checkpoints use 1e-5 or 1e-6
     positions: str = "learned"  # "learned" absolute embeddings (GPT-2) | "rope" (Llama)
@@ -108,13 +108,31 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(vocab_size=512, context=64, n_layer=2, n_head=4, d_model=64),
     # ~9.4M parameters, Llama-style (llama2.c's 15M width, 8k vocabulary), for a laptop run.
     "small": dict(
-        vocab_size=8192, context=512, n_layer=8, n_head=6, n_kv_head=2, d_model=288, mlp="swiglu",
-        mlp_hidden=768, norm="rmsnorm", positions="rope", tied_embeddings=True, bias=False,
+        vocab_size=8192,
+        context=512,
+        n_layer=8,
+        n_head=6,
+        n_kv_head=2,
+        d_model=288,
+        mlp="swiglu",
+        mlp_hidden=768,
+        norm="rmsnorm",
+        positions="rope",
+        tied_embeddings=True,
+        bias=False,
     ),
     # GPT-2 small (Radford et al. 2019), identical to the dataclass defaults.
     "gpt2": dict(
-        vocab_size=50257, context=1024, n_layer=12, n_head=12, d_model=768, mlp="gelu_tanh",
-        norm="layernorm", positions="learned", tied_embeddings=True, bias=True,
+        vocab_size=50257,
+        context=1024,
+        n_layer=12,
+        n_head=12,
+        d_model=768,
+        mlp="gelu_tanh",
+        norm="layernorm",
+        positions="learned",
+        tied_embeddings=True,
+        bias=True,
     ),
 }
 
@@ -173,7 +191,9 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.min_lr is not None and not (isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr):
+        if self.min_lr is not None and not (
+            isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr
+        ):
             raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
@@ -181,9 +201,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {v!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
             raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.peak_flops is not None and not (isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0):
+        if self.peak_flops is not None and not (
+            isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0
+        ):
             raise ValueError(f"peak_flops must be > 0 or None, got {self.peak_flops!r}")
 
     @classmethod

@@ -283,7 +283,9 @@ class BPETokenizer:
     @classmethod
     def _train_counts(cls, counter, vocab_size, specials, min_frequency, show_progress, num_threads):
         if len(counter) == 0:
-            raise ValueError("empty corpus: the training texts contain no pre-tokens (only empty text or special tokens)")
+            raise ValueError(
+                "empty corpus: the training texts contain no pre-tokens (only empty text or special tokens)"
+            )
         bar = _Progress(show_progress, vocab_size - 256 - len(specials), "merging", " merges")
         try:
             core = counter.train(vocab_size, min_frequency, num_threads, bar)
@@ -316,8 +318,16 @@ class BPETokenizer:
         _check_str(pattern, "pattern")
         specials = dict(special_tokens or {})
         for name, id_ in specials.items():
-            if not isinstance(name, str) or not name or isinstance(id_, bool) or not isinstance(id_, int) or not 0 <= id_ < 2**31:
-                raise ValueError(f"special token {name!r}: {id_!r} must map a non-empty str to an id in [0, 2**31)")
+            if (
+                not isinstance(name, str)
+                or not name
+                or isinstance(id_, bool)
+                or not isinstance(id_, int)
+                or not 0 <= id_ < 2**31
+            ):
+                raise ValueError(
+                    f"special token {name!r}: {id_!r} must map a non-empty str to an id in [0, 2**31)"
+                )
         return cls(_core.Tokenizer.from_tiktoken(os.fspath(path), pattern, list(specials.items())))
 
     @classmethod
@@ -340,7 +350,9 @@ class BPETokenizer:
 
     # ---- encoding -------------------------------------------------------------------------------
 
-    def _policy(self, allowed_special: SpecialSet, disallowed_special: SpecialSet) -> tuple[list[bool], list[bool]]:
+    def _policy(
+        self, allowed_special: SpecialSet, disallowed_special: SpecialSet
+    ) -> tuple[list[bool], list[bool]]:
         names = self._special_names
         if not names:
             return [], []
@@ -357,7 +369,11 @@ class BPETokenizer:
             return chosen
 
         allowed = resolve(allowed_special, "allowed_special")
-        disallowed = set(names) - allowed if disallowed_special == "all" else resolve(disallowed_special, "disallowed_special")
+        disallowed = (
+            set(names) - allowed
+            if disallowed_special == "all"
+            else resolve(disallowed_special, "disallowed_special")
+        )
         return [n in allowed for n in names], [n in disallowed for n in names]
 
     def encode(

@@ -63,4 +63,6 @@ def paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, *, m
     `max_context`: an upper bound of context_lens known on the host (default: what the block
     table covers), which sizes the context splits without a device sync.
     """
-    return _load("paged").paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, max_context=max_context)
+    return _load("paged").paged_decode_attention(
+        q, k_cache, v_cache, block_tables, context_lens, max_context=max_context
+    )

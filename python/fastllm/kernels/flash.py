@@ -31,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fastllm._attention import check_qkv
 from fastllm.kernels import FLASH_HEAD_DIMS
+from fastllm.kernels.checks import check_qkv
 
 __all__ = ["flash_attention"]
 
@@ -44,9 +44,28 @@ LOG2E = 1.4426950408889634
 
 @triton.jit
 def _fwd_inner(
-    acc, l_i, m_i, q, K, V, stride_kt, stride_vt, offs_m, offs_d, lo, hi, T_k, causal_off, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-    EVEN_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    acc,
+    l_i,
+    m_i,
+    q,
+    K,
+    V,
+    stride_kt,
+    stride_vt,
+    offs_m,
+    offs_d,
+    lo,
+    hi,
+    T_k,
+    causal_off,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
@@ -94,12 +113,38 @@ def online_softmax_step(acc, l_i, m_i, qk, v, UPCAST: tl.constexpr, PRECISION: t
 
 @triton.jit(do_not_specialize=["T_q", "T_k"])
 def _flash_fwd(
-    Q, K, V, O, LSE, sm_scale,
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-    stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
-    H, GROUP, T_q, T_k, Q_BUCKET, K_BUCKET,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    O,
+    LSE,
+    sm_scale,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_kb,
+    stride_kh,
+    stride_kt,
+    stride_vb,
+    stride_vh,
+    stride_vt,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    H,
+    GROUP,
+    T_q,
+    T_k,
+    Q_BUCKET,
+    K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     if CAUSAL:  # heaviest query blocks (most keys) first, for load balance
@@ -118,7 +163,8 @@ def _flash_fwd(
     offs_d = tl.arange(0, BLOCK_D)
     q = tl.load(
         Q + offs_m[:, None] * stride_qt + offs_d[None, :],
-        mask=(offs_m[:, None] < T_q) & (offs_d[None, :] < HEAD_DIM), other=0.0,
+        mask=(offs_m[:, None] < T_q) & (offs_d[None, :] < HEAD_DIM),
+        other=0.0,
     )
     if UPCAST:
         q = q.to(tl.float32)
@@ -136,18 +182,59 @@ def _flash_fwd(
         full_hi = (T_k // BLOCK_N) * BLOCK_N
         hi = T_k
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, K, V, stride_kt, stride_vt, offs_m, offs_d, 0, full_hi, T_k, causal_off,
-        qk_scale, HEAD_DIM, BLOCK_N, False, CAUSAL, EVEN_D, UPCAST, PRECISION,
+        acc,
+        l_i,
+        m_i,
+        q,
+        K,
+        V,
+        stride_kt,
+        stride_vt,
+        offs_m,
+        offs_d,
+        0,
+        full_hi,
+        T_k,
+        causal_off,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        False,
+        CAUSAL,
+        EVEN_D,
+        UPCAST,
+        PRECISION,
     )
     acc, l_i, m_i = _fwd_inner(
-        acc, l_i, m_i, q, K, V, stride_kt, stride_vt, offs_m, offs_d, full_hi, hi, T_k, causal_off,
-        qk_scale, HEAD_DIM, BLOCK_N, True, CAUSAL, EVEN_D, UPCAST, PRECISION,
+        acc,
+        l_i,
+        m_i,
+        q,
+        K,
+        V,
+        stride_kt,
+        stride_vt,
+        offs_m,
+        offs_d,
+        full_hi,
+        hi,
+        T_k,
+        causal_off,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        CAUSAL,
+        EVEN_D,
+        UPCAST,
+        PRECISION,
     )
     acc = acc / l_i[:, None]
     m_ok = offs_m < T_q
     tl.store(LSE + bh.to(tl.int64) * T_q + offs_m, m_i + tl.math.log2(l_i), mask=m_ok)
     tl.store(
-        O + offs_m[:, None] * stride_ot + offs_d[None, :], acc.to(O.dtype.element_ty),
+        O + offs_m[:, None] * stride_ot + offs_d[None, :],
+        acc.to(O.dtype.element_ty),
         mask=m_ok[:, None] & (offs_d[None, :] < HEAD_DIM),
     )
 
@@ -157,8 +244,20 @@ def _flash_fwd(
 
 @triton.jit(do_not_specialize=["T_q"])
 def _bwd_preprocess(
-    O, DO, Delta, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot, H, T_q,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
+    O,
+    DO,
+    Delta,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    stride_dob,
+    stride_doh,
+    stride_dot,
+    H,
+    T_q,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
 ):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     bh = tl.program_id(1)
@@ -166,9 +265,15 @@ def _bwd_preprocess(
     h = (bh % H).to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     mask = (offs_m[:, None] < T_q) & (offs_d[None, :] < HEAD_DIM)
-    o = tl.load(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :], mask=mask, other=0.0)
+    o = tl.load(
+        O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
     do = tl.load(
-        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :], mask=mask, other=0.0
+        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+        mask=mask,
+        other=0.0,
     )
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(Delta + bh.to(tl.int64) * T_q + offs_m, delta, mask=offs_m < T_q)
@@ -176,9 +281,30 @@ def _bwd_preprocess(
 
 @triton.jit
 def _bwd_kv_inner(
-    dk, dv, k, v, Q, DO, LSE, Delta, stride_qt, stride_dot, offs_n, offs_d, lo, hi, T_q, causal_off,
-    qk_scale, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-    EVEN_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    dk,
+    dv,
+    k,
+    v,
+    Q,
+    DO,
+    LSE,
+    Delta,
+    stride_qt,
+    stride_dot,
+    offs_n,
+    offs_d,
+    lo,
+    hi,
+    T_q,
+    causal_off,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     offs_m0 = tl.arange(0, BLOCK_M)
     for start_m in range(lo, hi, BLOCK_M):
@@ -226,12 +352,48 @@ def _bwd_kv_inner(
 
 @triton.jit(do_not_specialize=["T_q", "T_k"])
 def _flash_bwd_dkdv(
-    Q, K, V, DO, LSE, Delta, DK, DV, sm_scale,
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
-    stride_dob, stride_doh, stride_dot, stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
-    H, H_KV, GROUP, T_q, T_k, Q_BUCKET, K_BUCKET,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    Delta,
+    DK,
+    DV,
+    sm_scale,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_kb,
+    stride_kh,
+    stride_kt,
+    stride_vb,
+    stride_vh,
+    stride_vt,
+    stride_dob,
+    stride_doh,
+    stride_dot,
+    stride_dkb,
+    stride_dkh,
+    stride_dkt,
+    stride_dvb,
+    stride_dvh,
+    stride_dvt,
+    H,
+    H_KV,
+    GROUP,
+    T_q,
+    T_k,
+    Q_BUCKET,
+    K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     start_n = tl.program_id(0) * BLOCK_N
     bhk = tl.program_id(1)
@@ -276,36 +438,121 @@ def _flash_bwd_dkdv(
         LSEh = LSE + bh * T_q
         Dh = Delta + bh * T_q
         dk, dv = _bwd_kv_inner(
-            dk, dv, k, v, Qh, DOh, LSEh, Dh, stride_qt, stride_dot, offs_n, offs_d,
-            m_lo, masked_hi, T_q, causal_off, qk_scale,
-            HEAD_DIM, BLOCK_M, True, CAUSAL, EVEN_D, UPCAST, PRECISION,
+            dk,
+            dv,
+            k,
+            v,
+            Qh,
+            DOh,
+            LSEh,
+            Dh,
+            stride_qt,
+            stride_dot,
+            offs_n,
+            offs_d,
+            m_lo,
+            masked_hi,
+            T_q,
+            causal_off,
+            qk_scale,
+            HEAD_DIM,
+            BLOCK_M,
+            True,
+            CAUSAL,
+            EVEN_D,
+            UPCAST,
+            PRECISION,
         )
         dk, dv = _bwd_kv_inner(
-            dk, dv, k, v, Qh, DOh, LSEh, Dh, stride_qt, stride_dot, offs_n, offs_d,
-            m_full, full_hi, T_q, causal_off, qk_scale,
-            HEAD_DIM, BLOCK_M, False, CAUSAL, EVEN_D, UPCAST, PRECISION,
+            dk,
+            dv,
+            k,
+            v,
+            Qh,
+            DOh,
+            LSEh,
+            Dh,
+            stride_qt,
+            stride_dot,
+            offs_n,
+            offs_d,
+            m_full,
+            full_hi,
+            T_q,
+            causal_off,
+            qk_scale,
+            HEAD_DIM,
+            BLOCK_M,
+            False,
+            CAUSAL,
+            EVEN_D,
+            UPCAST,
+            PRECISION,
         )
         dk, dv = _bwd_kv_inner(
-            dk, dv, k, v, Qh, DOh, LSEh, Dh, stride_qt, stride_dot, offs_n, offs_d,
-            full_hi, q_ceil, T_q, causal_off, qk_scale,
-            HEAD_DIM, BLOCK_M, True, CAUSAL, EVEN_D, UPCAST, PRECISION,
+            dk,
+            dv,
+            k,
+            v,
+            Qh,
+            DOh,
+            LSEh,
+            Dh,
+            stride_qt,
+            stride_dot,
+            offs_n,
+            offs_d,
+            full_hi,
+            q_ceil,
+            T_q,
+            causal_off,
+            qk_scale,
+            HEAD_DIM,
+            BLOCK_M,
+            True,
+            CAUSAL,
+            EVEN_D,
+            UPCAST,
+            PRECISION,
         )
     dk = dk * sm_scale
     tl.store(
         DK + b * stride_dkb + hk * stride_dkh + offs_n[:, None] * stride_dkt + offs_d[None, :],
-        dk.to(DK.dtype.element_ty), mask=kv_mask,
+        dk.to(DK.dtype.element_ty),
+        mask=kv_mask,
     )
     tl.store(
         DV + b * stride_dvb + hk * stride_dvh + offs_n[:, None] * stride_dvt + offs_d[None, :],
-        dv.to(DV.dtype.element_ty), mask=kv_mask,
+        dv.to(DV.dtype.element_ty),
+        mask=kv_mask,
     )
 
 
 @triton.jit
 def _bwd_q_inner(
-    dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, offs_d, lo, hi, T_k, causal_off, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, CAUSAL: tl.constexpr,
-    EVEN_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    K,
+    V,
+    stride_kt,
+    stride_vt,
+    offs_m,
+    offs_d,
+    lo,
+    hi,
+    T_k,
+    causal_off,
+    qk_scale,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    MASK: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     offs_n0 = tl.arange(0, BLOCK_N)
     for start_n in range(lo, hi, BLOCK_N):
@@ -344,12 +591,43 @@ def _bwd_q_inner(
 
 @triton.jit(do_not_specialize=["T_q", "T_k"])
 def _flash_bwd_dq(
-    Q, K, V, DO, LSE, Delta, DQ, sm_scale,
-    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt, stride_vb, stride_vh, stride_vt,
-    stride_dob, stride_doh, stride_dot, stride_dqb, stride_dqh, stride_dqt,
-    H, GROUP, T_q, T_k, Q_BUCKET, K_BUCKET,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    CAUSAL: tl.constexpr, EVEN_D: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    DO,
+    LSE,
+    Delta,
+    DQ,
+    sm_scale,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_kb,
+    stride_kh,
+    stride_kt,
+    stride_vb,
+    stride_vh,
+    stride_vt,
+    stride_dob,
+    stride_doh,
+    stride_dot,
+    stride_dqb,
+    stride_dqh,
+    stride_dqt,
+    H,
+    GROUP,
+    T_q,
+    T_k,
+    Q_BUCKET,
+    K_BUCKET,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    EVEN_D: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     if CAUSAL:
@@ -365,9 +643,15 @@ def _flash_bwd_dq(
     offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < T_q
     mask = m_ok[:, None] & (offs_d[None, :] < HEAD_DIM)
-    q = tl.load(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :], mask=mask, other=0.0)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+        mask=mask,
+        other=0.0,
+    )
     do = tl.load(
-        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :], mask=mask, other=0.0
+        DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+        mask=mask,
+        other=0.0,
     )
     if UPCAST:
         q = q.to(tl.float32)
@@ -385,17 +669,60 @@ def _flash_bwd_dq(
         full_hi = (T_k // BLOCK_N) * BLOCK_N
         hi = T_k
     dq = _bwd_q_inner(
-        dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, offs_d, 0, full_hi, T_k, causal_off,
-        qk_scale, HEAD_DIM, BLOCK_N, False, CAUSAL, EVEN_D, UPCAST, PRECISION,
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        K,
+        V,
+        stride_kt,
+        stride_vt,
+        offs_m,
+        offs_d,
+        0,
+        full_hi,
+        T_k,
+        causal_off,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        False,
+        CAUSAL,
+        EVEN_D,
+        UPCAST,
+        PRECISION,
     )
     dq = _bwd_q_inner(
-        dq, q, do, lse, delta, K, V, stride_kt, stride_vt, offs_m, offs_d, full_hi, hi, T_k, causal_off,
-        qk_scale, HEAD_DIM, BLOCK_N, True, CAUSAL, EVEN_D, UPCAST, PRECISION,
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        K,
+        V,
+        stride_kt,
+        stride_vt,
+        offs_m,
+        offs_d,
+        full_hi,
+        hi,
+        T_k,
+        causal_off,
+        qk_scale,
+        HEAD_DIM,
+        BLOCK_N,
+        True,
+        CAUSAL,
+        EVEN_D,
+        UPCAST,
+        PRECISION,
     )
     dq = dq * sm_scale
     tl.store(
         DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :],
-        dq.to(DQ.dtype.element_ty), mask=mask,
+        dq.to(DQ.dtype.element_ty),
+        mask=mask,
     )
 
 
@@ -405,15 +732,35 @@ INTERPRET = type(_flash_fwd).__name__ == "InterpretedFunction"  # TRITON_INTERPR
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); BLOCK_M tiles queries, BLOCK_N tiles keys.
 _FWD = [
-    (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 4), (128, 64, 4, 4),
-    (64, 64, 4, 3), (64, 32, 4, 4), (64, 128, 4, 3), (32, 32, 4, 2), (32, 64, 4, 2),
+    (128, 64, 4, 3),
+    (128, 64, 8, 3),
+    (128, 128, 8, 3),
+    (128, 32, 4, 4),
+    (128, 64, 4, 4),
+    (64, 64, 4, 3),
+    (64, 32, 4, 4),
+    (64, 128, 4, 3),
+    (32, 32, 4, 2),
+    (32, 64, 4, 2),
 ]
 _BWD_KV = [
-    (32, 128, 4, 3), (32, 128, 8, 3), (32, 128, 8, 2), (16, 128, 8, 3), (64, 64, 8, 3), (32, 64, 8, 3),
-    (32, 64, 4, 3), (16, 64, 4, 3), (32, 32, 4, 2),
+    (32, 128, 4, 3),
+    (32, 128, 8, 3),
+    (32, 128, 8, 2),
+    (16, 128, 8, 3),
+    (64, 64, 8, 3),
+    (32, 64, 8, 3),
+    (32, 64, 4, 3),
+    (16, 64, 4, 3),
+    (32, 32, 4, 2),
 ]
 _BWD_Q = [
-    (128, 32, 4, 3), (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3), (32, 32, 4, 2),
+    (128, 32, 4, 3),
+    (128, 64, 8, 2),
+    (128, 32, 8, 3),
+    (64, 64, 4, 3),
+    (64, 32, 4, 3),
+    (32, 32, 4, 2),
     (128, 64, 4, 2),
 ]
 # Under the interpreter (tests): one fixed small configuration per kernel, every dot dimension >= 16.
@@ -474,15 +821,15 @@ def _pruner(kind: str):
     return prune
 
 
-_fwd_tuned = triton.autotune(_configs(_FWD), key=_KEY, prune_configs_by={"early_config_prune": _pruner("fwd")})(
-    _flash_fwd
-)
+_fwd_tuned = triton.autotune(
+    _configs(_FWD), key=_KEY, prune_configs_by={"early_config_prune": _pruner("fwd")}
+)(_flash_fwd)
 _bwd_kv_tuned = triton.autotune(
     _configs(_BWD_KV), key=_KEY, prune_configs_by={"early_config_prune": _pruner("bwd_kv")}
 )(_flash_bwd_dkdv)
-_bwd_q_tuned = triton.autotune(_configs(_BWD_Q), key=_KEY, prune_configs_by={"early_config_prune": _pruner("bwd_q")})(
-    _flash_bwd_dq
-)
+_bwd_q_tuned = triton.autotune(
+    _configs(_BWD_Q), key=_KEY, prune_configs_by={"early_config_prune": _pruner("bwd_q")}
+)(_flash_bwd_dq)
 
 
 # ----------------------------------------------------------------------------------- host side
@@ -515,7 +862,11 @@ def _check(q, k, v, causal):
     lo, hi = FLASH_HEAD_DIMS
     if not lo <= D <= hi:
         raise ValueError(f"flash_attention supports head_dim {lo} to {hi}, got {D}")
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or k.dtype != q.dtype or v.dtype != q.dtype:
+    if (
+        q.dtype not in (torch.float16, torch.bfloat16, torch.float32)
+        or k.dtype != q.dtype
+        or v.dtype != q.dtype
+    ):
         raise ValueError(
             f"q, k, v must share one dtype among float16, bfloat16, float32; got {q.dtype}, {k.dtype}, {v.dtype}"
         )
@@ -537,7 +888,12 @@ def _lastdim_contiguous(x: torch.Tensor) -> torch.Tensor:
 def _meta(D: int, causal: bool, dtype: torch.dtype) -> dict:
     bd = max(16, triton.next_power_of_2(D))
     return dict(
-        HEAD_DIM=D, BLOCK_D=bd, CAUSAL=bool(causal), EVEN_D=bd == D, UPCAST=INTERPRET, PRECISION=_precision(dtype)
+        HEAD_DIM=D,
+        BLOCK_D=bd,
+        CAUSAL=bool(causal),
+        EVEN_D=bd == D,
+        UPCAST=INTERPRET,
+        PRECISION=_precision(dtype),
     )
 
 
@@ -554,8 +910,13 @@ def _forward(q, k, v, causal, sm_scale, blocks=None):
         H, H // H_kv, T_q, T_k, _bucket(T_q), _bucket(T_k),
     )  # fmt: skip
     _launch(
-        _flash_fwd, _fwd_tuned, "fwd", lambda bm, bn: (triton.cdiv(T_q, bm), B * H), args,
-        _meta(D, causal, q.dtype), blocks,
+        _flash_fwd,
+        _fwd_tuned,
+        "fwd",
+        lambda bm, bn: (triton.cdiv(T_q, bm), B * H),
+        args,
+        _meta(D, causal, q.dtype),
+        blocks,
     )
     return o, lse
 
@@ -583,7 +944,12 @@ def _backward(do, q, k, v, o, lse, causal, sm_scale, blocks=None):
         H, H_kv, H // H_kv, T_q, T_k, _bucket(T_q), _bucket(T_k),
     )  # fmt: skip
     _launch(
-        _flash_bwd_dkdv, _bwd_kv_tuned, "bwd_kv", lambda bm, bn: (triton.cdiv(T_k, bn), B * H_kv), kv_args, meta,
+        _flash_bwd_dkdv,
+        _bwd_kv_tuned,
+        "bwd_kv",
+        lambda bm, bn: (triton.cdiv(T_k, bn), B * H_kv),
+        kv_args,
+        meta,
         blocks.get("bwd_kv"),
     )
     q_args = (
@@ -591,7 +957,12 @@ def _backward(do, q, k, v, o, lse, causal, sm_scale, blocks=None):
         H, H // H_kv, T_q, T_k, _bucket(T_q), _bucket(T_k),
     )  # fmt: skip
     _launch(
-        _flash_bwd_dq, _bwd_q_tuned, "bwd_q", lambda bm, bn: (triton.cdiv(T_q, bm), B * H), q_args, meta,
+        _flash_bwd_dq,
+        _bwd_q_tuned,
+        "bwd_q",
+        lambda bm, bn: (triton.cdiv(T_q, bm), B * H),
+        q_args,
+        meta,
         blocks.get("bwd_q"),
     )
     return dq, dk, dv
@@ -621,7 +992,12 @@ class FlashAttentionFunction(torch.autograd.Function):
 
 
 def flash_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool = True, sm_scale: float | None = None,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = True,
+    sm_scale: float | None = None,
     _blocks: dict | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * sm_scale [+ causal mask]) v; q (B, H, T_q, D), k and v (B, H_kv, T_k, D).

@@ -27,12 +27,37 @@ __all__ = ["paged_decode_attention"]
 
 @triton.jit(do_not_specialize=["SPLIT_LEN"])
 def _paged_decode(
-    Q, K, V, BT, CL, O, LSE, sm_scale,
-    stride_qb, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
-    stride_btb, stride_ob, stride_oh, stride_os, stride_lb, stride_lh,
-    GROUP, SPLIT_LEN,
-    PAGE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_G: tl.constexpr,
-    BLOCK_N: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    Q,
+    K,
+    V,
+    BT,
+    CL,
+    O,
+    LSE,
+    sm_scale,
+    stride_qb,
+    stride_qh,
+    stride_kb,
+    stride_ks,
+    stride_kh,
+    stride_vb,
+    stride_vs,
+    stride_vh,
+    stride_btb,
+    stride_ob,
+    stride_oh,
+    stride_os,
+    stride_lb,
+    stride_lh,
+    GROUP,
+    SPLIT_LEN,
+    PAGE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     b = tl.program_id(0).to(tl.int64)
     hk = tl.program_id(1).to(tl.int64)
@@ -74,7 +99,8 @@ def _paged_decode(
     lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
     tl.store(
         O + b * stride_ob + heads[:, None] * stride_oh + split * stride_os + offs_d[None, :],
-        acc.to(O.dtype.element_ty), mask=g_ok[:, None] & d_ok[None, :],
+        acc.to(O.dtype.element_ty),
+        mask=g_ok[:, None] & d_ok[None, :],
     )
     tl.store(LSE + b * stride_lb + heads * stride_lh + split, lse, mask=g_ok)
 
@@ -109,10 +135,14 @@ def _check(q, k_cache, v_cache, block_tables, context_lens):
     if not 16 <= D <= 256:
         raise ValueError(f"paged_decode_attention supports head_dim 16 to 256, got {D}")
     if block_tables.ndim != 2 or block_tables.shape[0] != B or block_tables.dtype.is_floating_point:
-        raise ValueError(f"block_tables must be an integer (B, max_blocks) tensor, got {tuple(block_tables.shape)}")
+        raise ValueError(
+            f"block_tables must be an integer (B, max_blocks) tensor, got {tuple(block_tables.shape)}"
+        )
     if context_lens.shape != (B,) or context_lens.dtype.is_floating_point:
         raise ValueError(f"context_lens must be an integer (B,) tensor, got {tuple(context_lens.shape)}")
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or not (k_cache.dtype == v_cache.dtype == q.dtype):
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32) or not (
+        k_cache.dtype == v_cache.dtype == q.dtype
+    ):
         raise ValueError(
             f"q and the caches must share one of float16, bfloat16, float32; got {q.dtype}, {k_cache.dtype}, "
             f"{v_cache.dtype}"
@@ -128,9 +158,16 @@ def _check(q, k_cache, v_cache, block_tables, context_lens):
 
 
 def paged_decode_attention(
-    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
-    context_lens: torch.Tensor, *, sm_scale: float | None = None, max_context: int | None = None,
-    _block_n: int | None = None, _num_splits: int | None = None,
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    *,
+    sm_scale: float | None = None,
+    max_context: int | None = None,
+    _block_n: int | None = None,
+    _num_splits: int | None = None,
 ) -> torch.Tensor:
     """Attention of q (B, H, D) over each sequence's first context_lens[b] cached tokens.
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from fastllm._cliutil import user_errors
+from fastllm.cli._errors import user_errors
 from fastllm.config import PRESETS, MiniGPTConfig, TrainConfig
 
 _CLI_KEYS = ("data", "preset")  # TOML keys that are not dataclass fields
@@ -58,7 +58,13 @@ def _field_options(cls: type, section: str) -> list[click.Option]:
     for f in dataclasses.fields(cls):
         kind, is_flag = _click_type(hints[f.name])
         flag = f.name.replace("_", "-")
-        default = repr(f.default) if section != "model" else "the shards' vocabulary" if f.name == "vocab_size" else "the preset's"
+        default = (
+            repr(f.default)
+            if section != "model"
+            else "the shards' vocabulary"
+            if f.name == "vocab_size"
+            else "the preset's"
+        )
         help_text = f"{helps.get(f.name, section + ' setting')} [default: {default}]"
         if is_flag:
             options.append(click.Option([f"--{flag}/--no-{flag}", f.name], default=None, help=help_text))
@@ -88,7 +94,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
             raise ValueError(f"{path}: {key!r} is set twice")
         else:
             flat[key] = value
-    known = {f.name for f in dataclasses.fields(MiniGPTConfig)} | {f.name for f in dataclasses.fields(TrainConfig)} | set(_CLI_KEYS)
+    known = (
+        {f.name for f in dataclasses.fields(MiniGPTConfig)}
+        | {f.name for f in dataclasses.fields(TrainConfig)}
+        | set(_CLI_KEYS)
+    )
     unknown = sorted(set(flat) - known)
     if unknown:
         raise ValueError(f"{path}: unknown setting(s) {unknown}; see `fastllm train --help` for the names")
@@ -119,27 +129,37 @@ def _train(config_path, data, preset, **flags):
     if preset is not None:
         settings["preset"] = preset
     if "data" not in settings:
-        raise click.UsageError("no data: pass --data DIR (a folder of `fastllm tokenize` shards) or set data in the TOML file")
+        raise click.UsageError(
+            "no data: pass --data DIR (a folder of `fastllm tokenize` shards) or set data in the TOML file"
+        )
     data_dir = Path(settings["data"])
     if config_path and not data_dir.is_absolute() and data is None:
-        data_dir = Path(config_path).parent / data_dir  # relative to the TOML file, as paths in config files are
+        data_dir = (
+            Path(config_path).parent / data_dir
+        )  # relative to the TOML file, as paths in config files are
 
-    from fastllm.shards import list_shards, read_header
+    from fastllm.data.shards import list_shards, read_header
 
     shards = list_shards(data_dir, "train")
     if not shards:
-        raise ValueError(f"no training shards in {str(data_dir)!r}: run `fastllm tokenize INPUT -o {data_dir} --tokenizer tokenizer.json` first")
+        raise ValueError(
+            f"no training shards in {str(data_dir)!r}: run `fastllm tokenize INPUT -o {data_dir} --tokenizer tokenizer.json` first"
+        )
     model_cfg, train_cfg = build_configs(settings, read_header(shards[0]).vocab_size)
 
     import torch
 
-    from fastllm.dataset import TokenDataset
-    from fastllm.model import MiniGPT
-    from fastllm.train import Trainer
+    from fastllm.data.dataset import TokenDataset
+    from fastllm.model.gpt import MiniGPT
+    from fastllm.train.trainer import Trainer
 
     main = _is_main_process()
     train_ds = TokenDataset(data_dir, context=model_cfg.context, split="train")
-    val_ds = TokenDataset(data_dir, context=model_cfg.context, split="val") if list_shards(data_dir, "val") else None
+    val_ds = (
+        TokenDataset(data_dir, context=model_cfg.context, split="val")
+        if list_shards(data_dir, "val")
+        else None
+    )
     torch.manual_seed(train_cfg.seed)
     model = MiniGPT(model_cfg)
     trainer = Trainer(model, train_ds, val_ds, config=train_cfg)
@@ -155,7 +175,11 @@ def _train(config_path, data, preset, **flags):
         )
     result = trainer.fit()
     if main:
-        val = f", val loss {result.val_loss:.4f} (perplexity {result.val_perplexity:.2f})" if result.val_loss is not None else ""
+        val = (
+            f", val loss {result.val_loss:.4f} (perplexity {result.val_perplexity:.2f})"
+            if result.val_loss is not None
+            else ""
+        )
         state = "interrupted at" if result.interrupted else "done:"
         click.echo(
             f"{state} step {result.step:,}, train loss {result.loss:.4f}{val}, "
@@ -163,19 +187,32 @@ def _train(config_path, data, preset, **flags):
             + ("" if result.interrupted else f"; model {Path(train_cfg.out_dir) / 'model'}")
         )
         if result.interrupted:
-            click.echo(f"resume with the same command and --resume latest (or --resume {result.checkpoint})", err=True)
+            click.echo(
+                f"resume with the same command and --resume latest (or --resume {result.checkpoint})",
+                err=True,
+            )
     if trainer.distributed:
         torch.distributed.destroy_process_group()
 
 
 def _train_command() -> click.Command:
     params: list[click.Parameter] = [
-        click.Option(["--config", "config_path"], type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                     help="TOML file with any of the settings below (flags override it)."),
-        click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path),
-                     help="Folder of token shards from `fastllm tokenize` (train_*.bin, val_*.bin)."),
-        click.Option(["--preset"], type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Model preset the model fields start from (default small)."),
+        click.Option(
+            ["--config", "config_path"],
+            type=click.Path(dir_okay=False, exists=True, path_type=Path),
+            help="TOML file with any of the settings below (flags override it).",
+        ),
+        click.Option(
+            ["--data"],
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Folder of token shards from `fastllm tokenize` (train_*.bin, val_*.bin).",
+        ),
+        click.Option(
+            ["--preset"],
+            type=click.Choice(sorted(PRESETS)),
+            default=None,
+            help="Model preset the model fields start from (default small).",
+        ),
     ]
     params += _field_options(MiniGPTConfig, "model")
     params += _field_options(TrainConfig, "training")
@@ -192,19 +229,30 @@ def _train_command() -> click.Command:
 
 
 def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_json):
-    from fastllm.dataset import TokenDataset
-    from fastllm.train import _resolve_device, evaluate, model_from_checkpoint, resolve_dtype
+    from fastllm.data.dataset import TokenDataset
+    from fastllm.train.trainer import _resolve_device, evaluate, model_from_checkpoint, resolve_dtype
 
     model = model_from_checkpoint(checkpoint)
     ds = TokenDataset(data, context=model.config.context, split=split)
     if ds.vocab_size > model.config.vocab_size:
-        raise ValueError(f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than the model's ({model.config.vocab_size:,})")
+        raise ValueError(
+            f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than the model's ({model.config.vocab_size:,})"
+        )
     dev = _resolve_device(device)
-    result = evaluate(model.to(dev), ds, batch_size=batch_size, max_batches=max_batches, device=dev, dtype=resolve_dtype(dtype, dev))
+    result = evaluate(
+        model.to(dev),
+        ds,
+        batch_size=batch_size,
+        max_batches=max_batches,
+        device=dev,
+        dtype=resolve_dtype(dtype, dev),
+    )
     if as_json:
         click.echo(json.dumps({"checkpoint": str(checkpoint), "split": split, **result}))
     else:
-        click.echo(f"{split} loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens")
+        click.echo(
+            f"{split} loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens"
+        )
 
 
 def _eval_command() -> click.Command:
@@ -213,13 +261,28 @@ def _eval_command() -> click.Command:
         callback=user_errors(_eval),
         params=[
             click.Argument(["checkpoint"], type=click.Path(exists=True, path_type=Path)),
-            click.Option(["--data"], required=True, type=click.Path(file_okay=False, exists=True, path_type=Path),
-                         help="Folder of token shards from `fastllm tokenize`."),
+            click.Option(
+                ["--data"],
+                required=True,
+                type=click.Path(file_okay=False, exists=True, path_type=Path),
+                help="Folder of token shards from `fastllm tokenize`.",
+            ),
             click.Option(["--split"], default="val", show_default=True, help="Which shards to read."),
             click.Option(["--batch-size"], default=8, show_default=True, type=click.IntRange(min=1)),
-            click.Option(["--max-batches"], default=0, show_default=True, type=click.IntRange(min=0), help="0 reads the whole split."),
+            click.Option(
+                ["--max-batches"],
+                default=0,
+                show_default=True,
+                type=click.IntRange(min=0),
+                help="0 reads the whole split.",
+            ),
             click.Option(["--device"], default="auto", show_default=True),
-            click.Option(["--dtype"], default="auto", show_default=True, type=click.Choice(["auto", "float32", "bfloat16", "float16"])),
+            click.Option(
+                ["--dtype"],
+                default="auto",
+                show_default=True,
+                type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+            ),
             click.Option(["--json", "as_json"], is_flag=True, help="Print one JSON object."),
         ],
         help="Loss and perplexity of a model (a training checkpoint .pt or a save_pretrained folder) on a shard folder.",

@@ -4,7 +4,7 @@ Without a cache every new token re-runs the model over the whole sequence (quadr
 the prompt runs once (prefill) and each step runs one token per sequence against the stored keys
 and values (decode). The contiguous cache here preallocates (B, kv_heads, prompt + new, head_dim)
 per layer, which is the fastest layout for single-stream and static-batch generation; the paged
-cache of `fastllm.kvcache` serves many requests at once.
+cache of `fastllm.generation.kvcache` serves many requests at once.
 
 A ragged batch is left-padded: every row's last prompt token sits in the same column, so each
 decode step is one (B, 1) forward. Pad slots are masked out of attention and do not count as
@@ -18,7 +18,7 @@ draw reproducible. Log-probabilities are of the chosen token under the model's u
 distribution (log-softmax of the raw logits), as vLLM reports them.
 
 >>> import torch
->>> from fastllm.model import MiniGPT, MiniGPTConfig
+>>> from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 >>> _ = torch.manual_seed(0)
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
 >>> out = generate(model, [[5, 6, 7], [8]], 3, temperature=0)
@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastllm.decode import NativeDecode
+from fastllm.generation.decode import NativeDecode
 
 __all__ = ["KVCache", "SamplingParams", "generate", "sample_next", "process_logits"]
 
@@ -63,19 +63,37 @@ class SamplingParams:
     logprobs: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 0:
+        if (
+            isinstance(self.max_new_tokens, bool)
+            or not isinstance(self.max_new_tokens, int)
+            or self.max_new_tokens < 0
+        ):
             raise ValueError(f"max_new_tokens must be an integer >= 0, got {self.max_new_tokens!r}")
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature >= 0):
+        if not (
+            isinstance(self.temperature, (int, float))
+            and math.isfinite(self.temperature)
+            and self.temperature >= 0
+        ):
             raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
-        if self.top_k is not None and (isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1):
+        if self.top_k is not None and (
+            isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1
+        ):
             raise ValueError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
         for name in ("top_p", "min_p"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and 0 < v <= 1):
                 raise ValueError(f"{name} must be in (0, 1] or None, got {v!r}")
-        if not (isinstance(self.repetition_penalty, (int, float)) and math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0):
-            raise ValueError(f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+        if not (
+            isinstance(self.repetition_penalty, (int, float))
+            and math.isfinite(self.repetition_penalty)
+            and self.repetition_penalty > 0
+        ):
+            raise ValueError(
+                f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty!r}"
+            )
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
+        ):
             raise ValueError(f"seed must be an integer >= 0 or None, got {self.seed!r}")
 
     @property
@@ -98,7 +116,11 @@ def stop_sequences(stop: Any) -> tuple[list[list[int]], list[str]]:
             strings.append(item)
         elif isinstance(item, int) and not isinstance(item, bool):
             ids.append([item])
-        elif isinstance(item, Sequence) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
+        elif (
+            isinstance(item, Sequence)
+            and item
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
+        ):
             ids.append([int(t) for t in item])
         else:
             raise TypeError(f"stop items must be token ids, id sequences or strings, got {item!r}")
@@ -110,7 +132,9 @@ def stop_sequences(stop: Any) -> tuple[list[list[int]], list[str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None) -> torch.Tensor:
+def process_logits(
+    logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None
+) -> torch.Tensor:
     """The logits (B, V) after repetition penalty, temperature, top-k, top-p and min-p (-inf = excluded).
 
     `seen` (B, V) bool marks the tokens the repetition penalty applies to.
@@ -118,7 +142,9 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
     if logits.dtype != torch.float64:  # float64 models keep their precision (no ties from rounding)
         logits = logits.float()
     if params.repetition_penalty != 1.0 and seen is not None:
-        penalised = torch.where(logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty)
+        penalised = torch.where(
+            logits > 0, logits / params.repetition_penalty, logits * params.repetition_penalty
+        )
         logits = torch.where(seen, penalised, logits)
     if params.greedy:
         return logits
@@ -141,7 +167,10 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, seen: torch.Ten
 
 
 def sample_next(
-    logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    params: SamplingParams,
+    seen: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Next token ids (B,) from logits (B, V)."""
     processed = process_logits(logits, params, seen)
@@ -173,11 +202,17 @@ class _LayerKV:
 class KVCache:
     """Keys and values of every layer, preallocated as (B, n_kv_head, capacity, head_dim)."""
 
-    def __init__(self, model: Any, batch: int, capacity: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, model: Any, batch: int, capacity: int, device: torch.device, dtype: torch.dtype
+    ) -> None:
         c = model.config
         shape = (batch, c.n_kv_head, capacity, c.head_dim)
         self.layers = [
-            _LayerKV(self, torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+            _LayerKV(
+                self,
+                torch.empty(shape, device=device, dtype=dtype),
+                torch.empty(shape, device=device, dtype=dtype),
+            )
             for _ in range(c.n_layer)
         ]
         self.length = 0  # slots filled (the same for every row: the batch is left-padded)
@@ -198,15 +233,23 @@ def _as_rows(input_ids: Any) -> tuple[list[list[int]], bool]:
         if input_ids.ndim == 1:
             input_ids = input_ids[None]
         if input_ids.ndim != 2 or input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"input_ids must be an integer tensor of shape (B, T), got {input_ids.dtype} {tuple(input_ids.shape)}")
+            raise ValueError(
+                f"input_ids must be an integer tensor of shape (B, T), got {input_ids.dtype} {tuple(input_ids.shape)}"
+            )
         return input_ids.tolist(), True
-    if isinstance(input_ids, Sequence) and input_ids and all(isinstance(t, int) and not isinstance(t, bool) for t in input_ids):
+    if (
+        isinstance(input_ids, Sequence)
+        and input_ids
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in input_ids)
+    ):
         return [list(input_ids)], False
     rows = []
     for row in input_ids:
         if isinstance(row, torch.Tensor):
             row = row.tolist()
-        if not isinstance(row, Sequence) or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
+        if not isinstance(row, Sequence) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in row
+        ):
             raise TypeError(f"each prompt must be a sequence of token ids, got {row!r}"[:200])
         rows.append(list(row))
     return rows, False
@@ -241,8 +284,16 @@ def generate(
     `callback(new)` is called after every step with a list of B entries: the token each row just
     produced, None for rows already stopped (the CLI streams with it).
     """
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                            min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        stop=stop,
+        seed=seed,
+    )
     stop_ids, stop_strings = stop_sequences(stop)
     if stop_strings and tokenizer is None:
         raise ValueError(f"stop strings {stop_strings!r} need tokenizer=... to decode the output")
@@ -253,7 +304,9 @@ def generate(
     top = max(max(r) for r in rows)
     low = min(min(r) for r in rows)
     if low < 0 or top >= c.vocab_size:
-        raise ValueError(f"token id {top if top >= c.vocab_size else low} is out of range for the model's vocab_size {c.vocab_size}")
+        raise ValueError(
+            f"token id {top if top >= c.vocab_size else low} is out of range for the model's vocab_size {c.vocab_size}"
+        )
     B, P = len(rows), max(len(r) for r in rows)
     if P + max_new_tokens > c.context:
         raise ValueError(
@@ -314,13 +367,21 @@ def generate(
                 logits = native.step(new[0], cur - 1)[:, None]  # (1, 1, V)
             elif cache is not None:
                 start = 0 if step == 0 else cur - 1  # prefill the prompt, then one token per step
-                logits = model.forward_cached(tokens[:, start:cur], positions_all[:, start:cur], cache.layers,
-                                              mask_for(start, cur), last_only=True, plan=plan)
+                logits = model.forward_cached(
+                    tokens[:, start:cur],
+                    positions_all[:, start:cur],
+                    cache.layers,
+                    mask_for(start, cur),
+                    last_only=True,
+                    plan=plan,
+                )
                 cache.advance(cur - start)
                 if step == 0 and B == 1 and plan is not None and getattr(plan, "native", None) is not None:
                     native = NativeDecode(plan, cache.layers, cur, total)
             else:
-                logits = model.forward_cached(tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur), last_only=True)
+                logits = model.forward_cached(
+                    tokens[:, :cur], positions_all[:, :cur], None, mask_for(0, cur), last_only=True
+                )
             last = logits[:, -1]  # (B, V)
             if last.dtype != torch.float64:
                 last = last.float()
@@ -345,7 +406,7 @@ def generate(
             out.append(new[i])
             if return_logprobs:
                 logprobs[i].append(lp[i])
-            done = any(len(out) >= len(seq) and out[-len(seq):] == seq for seq in stop_ids)
+            done = any(len(out) >= len(seq) and out[-len(seq) :] == seq for seq in stop_ids)
             if stop_strings and not done:
                 text = tokenizer.decode(out)
                 done = any(s in text for s in stop_strings)

@@ -146,10 +146,19 @@ def iter_documents(
                 yield Document(where, text, (table_index, row))
 
 
-def read_corpus(paths: list[Path], fmt: str, *, text_field: str = "text", skip_invalid: bool = False) -> Corpus:
+def read_corpus(
+    paths: list[Path], fmt: str, *, text_field: str = "text", skip_invalid: bool = False
+) -> Corpus:
     """Reads every document of `paths` in `fmt`; bad records raise unless `skip_invalid`."""
     corpus = Corpus(fmt)
-    for doc in iter_documents(paths, fmt, text_field=text_field, skip_invalid=skip_invalid, invalid=corpus.invalid, tables=corpus.tables):
+    for doc in iter_documents(
+        paths,
+        fmt,
+        text_field=text_field,
+        skip_invalid=skip_invalid,
+        invalid=corpus.invalid,
+        tables=corpus.tables,
+    ):
         corpus.texts.append(doc.text)
         corpus.where.append(doc.where)
         corpus.raw.append(doc.raw)
@@ -184,7 +193,9 @@ def write_kept(corpus: Corpus, keep: list[bool], output: Path) -> None:
         # A folder of kept files, built beside the target and renamed into place.
         if output.exists() and not output.is_dir():
             raise ValueError(f"--format files writes a folder, but {str(output)!r} is a file")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if str(output.parent) else "."))
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if str(output.parent) else ".")
+        )
         try:
             names: set[str] = set()
             for path in kept:

@@ -13,7 +13,7 @@ streams whose union is the single-process order) and `start` resumes exactly, wi
 the skipped batches.
 
 >>> import tempfile, numpy as np
->>> from fastllm.shards import ShardWriter
+>>> from fastllm.data.shards import ShardWriter
 >>> d = tempfile.mkdtemp()
 >>> with ShardWriter(d, split="train", vocab_size=100, eot_id=99, tokenizer_sha256="0" * 64, shard_tokens=5) as w:
 ...     w.write(np.arange(12))
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastllm.shards import list_shards, load_shard, read_header
+from fastllm.data.shards import list_shards, load_shard, read_header
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -60,7 +60,9 @@ class TokenDataset:
         self.context = _check_int(context, "context", 1)
         self.shards = list_shards(self.dir, split)
         if not self.shards:
-            raise FileNotFoundError(f"no shards of split {split!r} in {str(self.dir)!r} (expected {split}_00000.json and .bin)")
+            raise FileNotFoundError(
+                f"no shards of split {split!r} in {str(self.dir)!r} (expected {split}_00000.json and .bin)"
+            )
         headers = [read_header(p) for p in self.shards]
         first = headers[0]
         for path, h in zip(self.shards[1:], headers[1:]):
@@ -77,7 +79,9 @@ class TokenDataset:
         self.documents = sum(h.documents for h in headers)
         maps = [load_shard(p, header=h) for p, h in zip(self.shards, headers)]
         self._maps = [m for m in maps if len(m)]  # empty shards hold nothing to index
-        self._starts = np.cumsum([0] + [len(m) for m in self._maps], dtype=np.int64)  # stream offset of each shard
+        self._starts = np.cumsum(
+            [0] + [len(m) for m in self._maps], dtype=np.int64
+        )  # stream offset of each shard
         self.tokens = int(self._starts[-1])
         if self.context >= self.tokens:
             raise ValueError(
@@ -114,7 +118,9 @@ class TokenDataset:
         chunk = torch.from_numpy(self.tokens_at(i * self.context, (i + 1) * self.context + 1))
         return chunk[:-1], chunk[1:]  # (context,), (context,)
 
-    def _global_batch(self, k: int, batch_size: int, seed: int, shuffle: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _global_batch(
+        self, k: int, batch_size: int, seed: int, shuffle: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         T = self.context
         if shuffle:
             # Batch k depends on (seed, k) only: ranks and resumed runs draw it without the others.
@@ -145,7 +151,7 @@ class TokenDataset:
         `start` skips this rank's first `start` batches (resume after `start` steps).
 
         >>> import tempfile, numpy as np
-        >>> from fastllm.shards import ShardWriter
+        >>> from fastllm.data.shards import ShardWriter
         >>> d = tempfile.mkdtemp()
         >>> with ShardWriter(d, split="val", vocab_size=50, eot_id=0, tokenizer_sha256="") as w:
         ...     w.write(np.arange(9))

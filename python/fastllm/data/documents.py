@@ -22,7 +22,9 @@ def stdlib_root() -> Path:
 def stdlib_files(root: Path | None = None) -> list[Path]:
     """Sorted `.py` files of the standard library, without site-packages."""
     root = root or stdlib_root()
-    return sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts)
+    return sorted(
+        p for p in root.rglob("*.py") if "site-packages" not in p.parts and "dist-packages" not in p.parts
+    )
 
 
 @dataclass

@@ -94,7 +94,9 @@ def read_header(path: PathLike) -> ShardHeader:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path}: format is {got!r}, expected {FORMAT!r}")
     if data.get("version") != VERSION:
-        raise ValueError(f"{path}: version {data.get('version')!r} is not supported (this fastllm reads version {VERSION})")
+        raise ValueError(
+            f"{path}: version {data.get('version')!r} is not supported (this fastllm reads version {VERSION})"
+        )
     if data.get("dtype") not in DTYPES:
         raise ValueError(f"{path}: dtype {data.get('dtype')!r} is not one of {DTYPES}")
     fields = {}
@@ -134,7 +136,9 @@ def list_shards(directory: PathLike, split: str) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_shard(header_path: PathLike, *, check_ids: bool = False, header: ShardHeader | None = None) -> np.ndarray:
+def load_shard(
+    header_path: PathLike, *, check_ids: bool = False, header: ShardHeader | None = None
+) -> np.ndarray:
     """Memory-maps the ids of one shard (read-only), after checking its size against the header.
 
     A .bin whose size is not `count * itemsize` (truncated, or written by something else) raises
@@ -144,7 +148,9 @@ def load_shard(header_path: PathLike, *, check_ids: bool = False, header: ShardH
     header = read_header(header_path) if header is None else header
     data = bin_path(header_path)
     if not data.is_file():
-        raise FileNotFoundError(f"shard data not found: {str(data)!r} (its header {str(header_path)!r} exists)")
+        raise FileNotFoundError(
+            f"shard data not found: {str(data)!r} (its header {str(header_path)!r} exists)"
+        )
     expected = header.count * header.itemsize
     actual = data.stat().st_size
     if actual != expected:
@@ -229,7 +235,9 @@ class ShardWriter:
         ids = ids.astype(self.dtype, copy=False)
         while ids.size:
             if self._file is None:
-                fd, tmp = tempfile.mkstemp(prefix=f".{self._name('.bin').name}.", suffix=".tmp", dir=self.directory)
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{self._name('.bin').name}.", suffix=".tmp", dir=self.directory
+                )
                 self._file, self._tmp = os.fdopen(fd, "wb"), Path(tmp)
             room = self.shard_tokens - self._count
             part, ids = ids[:room], ids[room:]
@@ -244,8 +252,12 @@ class ShardWriter:
         self._file.close()
         os.replace(self._tmp, self._name(".bin"))
         header = ShardHeader(
-            dtype=self.dtype.name, count=self._count, vocab_size=self.vocab_size, eot_id=self.eot_id,
-            tokenizer_sha256=self.tokenizer_sha256, documents=self._docs,
+            dtype=self.dtype.name,
+            count=self._count,
+            vocab_size=self.vocab_size,
+            eot_id=self.eot_id,
+            tokenizer_sha256=self.tokenizer_sha256,
+            documents=self._docs,
         )
         _write_atomic_bytes(self._name(".json"), header.to_json())
         self.written.append(self._name(".json"))
@@ -275,4 +287,3 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
-

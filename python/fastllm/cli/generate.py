@@ -8,41 +8,69 @@ from pathlib import Path
 
 import click
 
-from fastllm._cliutil import user_errors
+from fastllm.cli._errors import user_errors
 
 
 @click.command("generate")
 @click.argument("prompt", required=False)
-@click.option("--checkpoint", "checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
-              help="A training checkpoint (.pt) or a save_pretrained folder (e.g. OUT_DIR/model).")
-@click.option("--tokenizer", "tokenizer_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The tokenizer.json the shards were made with.")
+@click.option(
+    "--checkpoint",
+    "checkpoint",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A training checkpoint (.pt) or a save_pretrained folder (e.g. OUT_DIR/model).",
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The tokenizer.json the shards were made with.",
+)
 @click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(min=0))
-@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0), help="0 = greedy.")
+@click.option(
+    "--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0), help="0 = greedy."
+)
 @click.option("--top-k", default=None, type=click.IntRange(min=1))
 @click.option("--top-p", default=None, type=click.FloatRange(min=0, max=1, min_open=True))
 @click.option("--min-p", default=None, type=click.FloatRange(min=0, max=1, min_open=True))
-@click.option("--repetition-penalty", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--repetition-penalty", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True)
+)
 @click.option("--stop", multiple=True, help="Stop string (repeatable). The end-of-text token always stops.")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Makes sampling reproducible.")
 @click.option("--device", default="auto", show_default=True)
 @user_errors
-def generate_command(prompt, checkpoint, tokenizer_path, max_new_tokens, temperature, top_k, top_p, min_p,
-                     repetition_penalty, stop, seed, device):
+def generate_command(
+    prompt,
+    checkpoint,
+    tokenizer_path,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+    min_p,
+    repetition_penalty,
+    stop,
+    seed,
+    device,
+):
     """Continue PROMPT (or stdin when PROMPT is - or absent) and stream the text to stdout.
 
     A summary (tokens, tokens per second) goes to stderr.
     """
     if prompt is None or prompt == "-":
         prompt = sys.stdin.read()
-    from fastllm.generate import generate
+    from fastllm.generation.loop import generate
     from fastllm.tokenizer import BPETokenizer
-    from fastllm.train import _resolve_device, model_from_checkpoint
+    from fastllm.train.trainer import _resolve_device, model_from_checkpoint
 
     tok = BPETokenizer.from_file(tokenizer_path)
     model = model_from_checkpoint(checkpoint)
     if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: not the model's tokenizer")
+        raise ValueError(
+            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: not the model's tokenizer"
+        )
     model = model.to(_resolve_device(device)).eval()
     ids = tok.encode(prompt, allowed_special="all") if prompt else []
     if not ids:
@@ -56,7 +84,9 @@ def generate_command(prompt, checkpoint, tokenizer_path, max_new_tokens, tempera
     if room <= 0:
         raise ValueError(f"the prompt is {len(ids)} tokens; the model's context is {model.config.context}")
     if max_new_tokens > room:
-        click.echo(f"note: max_new_tokens cut from {max_new_tokens} to {room} by the model's context", err=True)
+        click.echo(
+            f"note: max_new_tokens cut from {max_new_tokens} to {room} by the model's context", err=True
+        )
         max_new_tokens = room
     decoder = tok.stream_decoder()
     count = 0
@@ -73,9 +103,22 @@ def generate_command(prompt, checkpoint, tokenizer_path, max_new_tokens, tempera
 
     click.echo(prompt, nl=False)
     t0 = time.perf_counter()
-    generate(model, [ids], max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-             repetition_penalty=repetition_penalty, stop=stop_items or None, seed=seed,
-             tokenizer=tok if stop else None, callback=on_token)
+    generate(
+        model,
+        [ids],
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        stop=stop_items or None,
+        seed=seed,
+        tokenizer=tok if stop else None,
+        callback=on_token,
+    )
     click.echo(decoder.flush())
     dt = time.perf_counter() - t0
-    click.echo(f"generate: {count} tokens in {dt:.2f} s, {count / dt if dt > 0 else 0:,.1f} tokens/s", err=True)
+    click.echo(
+        f"generate: {count} tokens in {dt:.2f} s, {count / dt if dt > 0 else 0:,.1f} tokens/s", err=True
+    )

@@ -33,9 +33,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastllm._attention import attention
 from fastllm.config import MiniGPTConfig
-from fastllm.losses import linear_cross_entropy
+from fastllm.model.attention import attention
+from fastllm.model.losses import linear_cross_entropy
 
 __all__ = ["MiniGPT", "MiniGPTConfig"]
 
@@ -91,7 +91,11 @@ class _Attention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, positions: torch.Tensor | None = None, kv: Any = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        kv: Any = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x (B, T, d_model). For generation: `kv` stores this layer's keys/values (its
         `update(k, v)` appends the new ones and returns all of them; or its `attend(q, k, v)`
@@ -106,7 +110,7 @@ class _Attention(nn.Module):
             q, k = _rope(q, c.rope_theta, positions), _rope(k, c.rope_theta, positions)
         if kv is not None and hasattr(kv, "attend"):
             # The cache computes attention itself (the Engine's decode step attends over a
-            # batch-wide shared prefix once, see fastllm.engine); `mask` is its business then.
+            # batch-wide shared prefix once, see fastllm.generation.engine); `mask` is its business then.
             y = kv.attend(q, k, v)  # (B, n_head, T, head_dim)
         else:
             if kv is not None:
@@ -114,7 +118,9 @@ class _Attention(nn.Module):
             if mask is not None:
                 y = attention(q, k, v, causal=False, attn_mask=mask)  # (B, n_head, T, head_dim)
             else:
-                y = attention(q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0)  # (B, n_head, T, head_dim)
+                y = attention(
+                    q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0
+                )  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).reshape(B, T, c.d_model)  # (B, T, d_model)
         return self.resid_drop(self.o_proj(y))  # (B, T, d_model)
 
@@ -156,7 +162,9 @@ class _Block(nn.Module):
         self.ln_2 = _norm(config)
         self.mlp = _MLP(config)
 
-    def forward(self, x: torch.Tensor, positions=None, kv=None, mask=None) -> torch.Tensor:  # x: (B, T, d_model)
+    def forward(
+        self, x: torch.Tensor, positions=None, kv=None, mask=None
+    ) -> torch.Tensor:  # x: (B, T, d_model)
         x = x + self.attn(self.ln_1(x), positions, kv, mask)  # (B, T, d_model)
         return x + self.mlp(self.ln_2(x))  # (B, T, d_model)
 
@@ -205,7 +213,7 @@ class MiniGPT(nn.Module):
 
         Targets equal to -1 are ignored (nanoGPT convention). With targets and
         `return_logits=False` (what the Trainer uses) the loss comes from the fused chunked
-        projection + cross-entropy of `fastllm.losses`, the (B, T, vocab) logits are never
+        projection + cross-entropy of `fastllm.model.losses`, the (B, T, vocab) logits are never
         materialised and None is returned in their place.
         """
         if input_ids.ndim != 2:
@@ -225,13 +233,13 @@ class MiniGPT(nn.Module):
             x = block(x)  # (B, T, d_model)
         x = self.ln_f(x)  # (B, T, d_model)
         if targets is not None and not return_logits:
-            return None, linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
+            return None, linear_cross_entropy(
+                x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T)
+            )
         logits = self.lm_head(x)  # (B, T, vocab_size)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(B * T, -1).float(), targets.reshape(B * T), ignore_index=-1
-            )
+            loss = F.cross_entropy(logits.reshape(B * T, -1).float(), targets.reshape(B * T), ignore_index=-1)
         return logits, loss
 
     def forward_cached(
@@ -247,14 +255,16 @@ class MiniGPT(nn.Module):
         """Logits (B, T, vocab) of `input_ids` (B, T) at explicit `positions` (B, T), reading and
         extending a KV cache (`kv`: one object per layer with `update(k, v) -> (k_all, v_all)`)
         under `mask` (B, 1, T, T_k) bool, None meaning causal over all keys. What generation
-        (`fastllm.generate`) runs: a prompt (prefill) or one new token per sequence (decode).
+        (`fastllm.generation.loop`) runs: a prompt (prefill) or one new token per sequence (decode).
 
         `last_only=True` projects only the last position to the vocabulary (B, 1, vocab): a
         prefill needs no other logits. With `plan` (from `decode_plan()`) a one-token step runs
         `DecodePlan.step`, the same arithmetic over fused weights with less per-op overhead."""
         B, T = input_ids.shape
         if int(positions.max()) >= self.config.context and self.pos_emb is not None:
-            raise ValueError(f"position {int(positions.max())} exceeds the model context={self.config.context}")
+            raise ValueError(
+                f"position {int(positions.max())} exceeds the model context={self.config.context}"
+            )
         if plan is not None and T == 1 and kv is not None:
             return plan.step(input_ids[:, 0], positions[:, 0], kv, mask)[:, None]  # (B, 1, vocab)
         x = self.tok_emb(input_ids)  # (B, T, d_model)
@@ -267,26 +277,26 @@ class MiniGPT(nn.Module):
         return self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
 
     def decode_plan(self) -> Any:
-        """The fused single-token decode step (`fastllm.decode.DecodePlan`) for the current
+        """The fused single-token decode step (`fastllm.generation.decode.DecodePlan`) for the current
         weights, or None where it would not be the same computation: gradients enabled, training
         mode (dropout), or forward hooks on a submodule (the fused step would skip them).
         Generation fetches it once per call (the Engine once per step) and passes it to
         `forward_cached`."""
         if torch.is_grad_enabled() or self.training:
             return None
-        from fastllm.decode import DecodePlan  # it also answers None while a submodule has hooks
+        from fastllm.generation.decode import DecodePlan  # it also answers None while a submodule has hooks
 
         return DecodePlan.for_model(self)
 
     def generate(self, input_ids: Any, max_new_tokens: int, **kwargs: Any) -> Any:
-        """Autoregressive generation with a KV cache; see `fastllm.generate.generate` for the options.
+        """Autoregressive generation with a KV cache; see `fastllm.generation.loop.generate` for the options.
 
         >>> import torch
         >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
         >>> model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=0).shape
         torch.Size([1, 7])
         """
-        from fastllm.generate import generate
+        from fastllm.generation.loop import generate
 
         return generate(self, input_ids, max_new_tokens, **kwargs)
 
@@ -364,7 +374,9 @@ class MiniGPT(nn.Module):
         if "fastllm" in hf:
             version = hf["fastllm"].get("format_version")
             if version != _FORMAT_VERSION:
-                raise ValueError(f"unsupported fastllm checkpoint format_version={version!r} in {str(config_path)!r}")
+                raise ValueError(
+                    f"unsupported fastllm checkpoint format_version={version!r} in {str(config_path)!r}"
+                )
             names = {f.name for f in dataclasses.fields(MiniGPTConfig)}
             config = MiniGPTConfig(**{k: v for k, v in hf.items() if k in names})
             convert = None
@@ -453,10 +465,19 @@ def _gpt2_config(hf: dict[str, Any]) -> MiniGPTConfig:
     if hf.get("scale_attn_weights", True) is not True:
         raise ValueError(f"unsupported GPT-2 option scale_attn_weights={hf['scale_attn_weights']!r}")
     return MiniGPTConfig(
-        vocab_size=hf["vocab_size"], context=hf["n_positions"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-        d_model=hf["n_embd"], mlp=mlps[act], mlp_hidden=hf.get("n_inner") or 4 * hf["n_embd"],
-        norm="layernorm", norm_eps=hf.get("layer_norm_epsilon", 1e-5), positions="learned",
-        tied_embeddings=hf.get("tie_word_embeddings", True), dropout=0.0, bias=True,
+        vocab_size=hf["vocab_size"],
+        context=hf["n_positions"],
+        n_layer=hf["n_layer"],
+        n_head=hf["n_head"],
+        d_model=hf["n_embd"],
+        mlp=mlps[act],
+        mlp_hidden=hf.get("n_inner") or 4 * hf["n_embd"],
+        norm="layernorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        positions="learned",
+        tied_embeddings=hf.get("tie_word_embeddings", True),
+        dropout=0.0,
+        bias=True,
     )
 
 
@@ -483,7 +504,9 @@ def _gpt2_state(state: dict[str, torch.Tensor], config: MiniGPTConfig) -> dict[s
         out[b + "attn.o_proj.bias"] = state.pop(h + "attn.c_proj.bias")
         out[b + "mlp.fc.weight"] = state.pop(h + "mlp.c_fc.weight").t().contiguous()  # (mlp_hidden, d_model)
         out[b + "mlp.fc.bias"] = state.pop(h + "mlp.c_fc.bias")
-        out[b + "mlp.proj.weight"] = state.pop(h + "mlp.c_proj.weight").t().contiguous()  # (d_model, mlp_hidden)
+        out[b + "mlp.proj.weight"] = (
+            state.pop(h + "mlp.c_proj.weight").t().contiguous()
+        )  # (d_model, mlp_hidden)
         out[b + "mlp.proj.bias"] = state.pop(h + "mlp.c_proj.bias")
         for ln in ("ln_1", "ln_2"):
             out[b + f"{ln}.weight"] = state.pop(h + f"{ln}.weight")
@@ -504,18 +527,30 @@ def _llama_config(hf: dict[str, Any]) -> MiniGPTConfig:
     n_head, d = hf["num_attention_heads"], hf["hidden_size"]
     head_dim = hf.get("head_dim") or d // n_head
     if head_dim * n_head != d:
-        raise ValueError(f"unsupported Llama head_dim={head_dim} (hidden_size={d}, num_attention_heads={n_head})")
+        raise ValueError(
+            f"unsupported Llama head_dim={head_dim} (hidden_size={d}, num_attention_heads={n_head})"
+        )
     # transformers >= 5 nests RoPE settings in rope_parameters; older configs use rope_theta + rope_scaling.
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
         raise ValueError(f"unsupported Llama rope_type {rope_type!r}; supported: 'default'")
     return MiniGPTConfig(
-        vocab_size=hf["vocab_size"], context=hf["max_position_embeddings"], n_layer=hf["num_hidden_layers"],
-        n_head=n_head, n_kv_head=hf.get("num_key_value_heads") or n_head, d_model=d, mlp="swiglu",
-        mlp_hidden=hf["intermediate_size"], norm="rmsnorm", norm_eps=hf.get("rms_norm_eps", 1e-6),
-        positions="rope", rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
-        tied_embeddings=hf.get("tie_word_embeddings", False), dropout=0.0, bias=False,
+        vocab_size=hf["vocab_size"],
+        context=hf["max_position_embeddings"],
+        n_layer=hf["num_hidden_layers"],
+        n_head=n_head,
+        n_kv_head=hf.get("num_key_value_heads") or n_head,
+        d_model=d,
+        mlp="swiglu",
+        mlp_hidden=hf["intermediate_size"],
+        norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        positions="rope",
+        rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
+        tied_embeddings=hf.get("tie_word_embeddings", False),
+        dropout=0.0,
+        bias=False,
     )
 
 

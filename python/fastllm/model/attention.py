@@ -31,11 +31,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastllm.kernels.checks import check_qkv
+
 __all__ = ["attention"]
 
 # SDPA grew `enable_gqa` in torch 2.5; on older torch we repeat the kv heads ourselves.
 # (SDPA is a builtin without an inspectable signature, so go by version.)
-_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
 
 _BACKENDS = ("auto", "triton", "sdpa")
 # What the Triton flash kernels take (fastllm.kernels.flash checks the same and raises otherwise).
@@ -76,25 +78,6 @@ def _flash(q, k, v, causal: bool, dropout_p: float, attn_mask) -> torch.Tensor:
 
     # ImportError without triton; ValueError for head_dim, dtype, or CPU tensors outside the interpreter
     return kernels.flash_attention(q, k, v, causal=causal)  # (B, n_head, T_q, head_dim)
-
-
-def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, caller: str) -> tuple[int, int, int, int]:
-    """(n_head, T_q, n_kv_head, T_k) of q (B, H, T_q, D) and k, v (B, H_kv, T_k, D), or a ValueError
-    naming the shapes (shared by `attention` and the Triton kernels' entry points)."""
-    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
-        raise ValueError(
-            f"{caller} expects 4-d (B, n_head, T, head_dim) tensors, got q{tuple(q.shape)}, "
-            f"k{tuple(k.shape)}, v{tuple(v.shape)}"
-        )
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape, got k{tuple(k.shape)} and v{tuple(v.shape)}")
-    B, n_head, T_q, head_dim = q.shape
-    _, n_kv_head, T_k, _ = k.shape
-    if k.shape[0] != B or k.shape[3] != head_dim:
-        raise ValueError(f"q{tuple(q.shape)} and k{tuple(k.shape)} disagree on batch size or head_dim")
-    if n_kv_head == 0 or n_head % n_kv_head != 0:
-        raise ValueError(f"n_kv_head={n_kv_head} (from k) must divide n_head={n_head} (from q)")
-    return n_head, T_q, n_kv_head, T_k
 
 
 def attention(
@@ -149,7 +132,7 @@ def attention(
         is_causal = False
 
     if n_kv_head != n_head:
-        if _SDPA_HAS_GQA:
+        if SDPA_HAS_GQA:
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, enable_gqa=True
             )  # (B, n_head, T_q, head_dim)

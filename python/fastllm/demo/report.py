@@ -84,20 +84,34 @@ def _plots(out: Path, stages: dict[str, Any]) -> list[str]:
         made.append("dedup_clusters.png")
     if "tokenizer" in stages:
         curve = stages["tokenizer"]["compression"]
-        _curve(plt, out / "tokenizer_compression.png", [c["vocab_size"] for c in curve], [c["bytes_per_token"] for c in curve],
-               "vocabulary size", "bytes / token (held-out documents)", "Tokenizer compression")
+        _curve(
+            plt,
+            out / "tokenizer_compression.png",
+            [c["vocab_size"] for c in curve],
+            [c["bytes_per_token"] for c in curve],
+            "vocabulary size",
+            "bytes / token (held-out documents)",
+            "Tokenizer compression",
+        )
         made.append("tokenizer_compression.png")
     if "generate" in stages:
         rows = stages["generate"]["throughput"]
-        _curve(plt, out / "generation_throughput.png", [r["batch"] for r in rows], [r["tokens_per_s"] for r in rows],
-               "batch size", "tokens / s", "Greedy generation with the KV cache")
+        _curve(
+            plt,
+            out / "generation_throughput.png",
+            [r["batch"] for r in rows],
+            [r["tokens_per_s"] for r in rows],
+            "batch size",
+            "tokens / s",
+            "Greedy generation with the KV cache",
+        )
         made.append("generation_throughput.png")
     return made
 
 
 def write_report(out: Path, state: dict[str, Any]) -> Path:
     """Write the plots and `report.md` for whatever stages `state` holds; returns the report's path."""
-    from fastllm.demo import write_atomic
+    from fastllm.demo.run import write_atomic
 
     st = state["stages"]
     made = _plots(out, st)
@@ -106,51 +120,89 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
     md += ["Settings: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in s.items() if v is not None), ""]
     if "dedup" in st:
         d = st["dedup"]
-        md += ["## 1. Deduplication", "",
-               f"Corpus: {d['corpus']}.", "",
-               "| documents in | out | exact duplicates removed | near duplicates removed | clusters | MB in | MB out | seconds |",
-               "|---|---|---|---|---|---|---|---|",
-               f"| {d['docs_in']:,} | {d['docs_out']:,} | {d['exact_duplicates']:,} | {d['near_duplicates']:,} | "
-               f"{d['clusters']:,} | {d['bytes_in'] / 1e6:.2f} | {d['bytes_out'] / 1e6:.2f} | {d['seconds']:.2f} |", ""]
+        md += [
+            "## 1. Deduplication",
+            "",
+            f"Corpus: {d['corpus']}.",
+            "",
+            "| documents in | out | exact duplicates removed | near duplicates removed | clusters | MB in | MB out | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {d['docs_in']:,} | {d['docs_out']:,} | {d['exact_duplicates']:,} | {d['near_duplicates']:,} | "
+            f"{d['clusters']:,} | {d['bytes_in'] / 1e6:.2f} | {d['bytes_out'] / 1e6:.2f} | {d['seconds']:.2f} |",
+            "",
+        ]
         if d["largest_clusters"]:
             md += ["Largest clusters (first member kept):", ""]
-            md += [f"- {c['size']} members: " + ", ".join(f"`{m}`" for m in c["members"]) + (", ..." if c["size"] > 4 else "")
-                   for c in d["largest_clusters"]]
+            md += [
+                f"- {c['size']} members: "
+                + ", ".join(f"`{m}`" for m in c["members"])
+                + (", ..." if c["size"] > 4 else "")
+                for c in d["largest_clusters"]
+            ]
             md += [""]
         md += ["![cluster sizes](dedup_clusters.png)", ""]
     if "tokenizer" in st:
         t = st["tokenizer"]
-        md += ["## 2. Tokenizer", "",
-               f"Byte-level BPE, GPT-4 split, vocabulary {t['vocab_size']:,} (`tokenizer.json`, Hugging Face format): "
-               f"{t['bytes_per_token']:.2f} bytes per token over the deduplicated corpus, trained in {t['seconds']:.2f} s.", "",
-               "| vocabulary size | bytes / token (held-out tenth) |", "|---|---|"]
+        md += [
+            "## 2. Tokenizer",
+            "",
+            f"Byte-level BPE, GPT-4 split, vocabulary {t['vocab_size']:,} (`tokenizer.json`, Hugging Face format): "
+            f"{t['bytes_per_token']:.2f} bytes per token over the deduplicated corpus, trained in {t['seconds']:.2f} s.",
+            "",
+            "| vocabulary size | bytes / token (held-out tenth) |",
+            "|---|---|",
+        ]
         md += [f"| {c['vocab_size']:,} | {c['bytes_per_token']:.3f} |" for c in t["compression"]]
         md += ["", "![compression](tokenizer_compression.png)", ""]
     if "tokenize" in st:
         k = st["tokenize"]
-        md += ["## 3. Token shards", "",
-               f"`shards/`: {k['tokens']['train']:,} train and {k['tokens']['val']:,} validation tokens "
-               f"({k['docs']['train']:,} / {k['docs']['val']:,} documents, an end-of-text id after each). "
-               f"Unigram entropy of the train tokens: **{k['unigram_entropy']:.3f} nats/token**.", ""]
+        md += [
+            "## 3. Token shards",
+            "",
+            f"`shards/`: {k['tokens']['train']:,} train and {k['tokens']['val']:,} validation tokens "
+            f"({k['docs']['train']:,} / {k['docs']['val']:,} documents, an end-of-text id after each). "
+            f"Unigram entropy of the train tokens: **{k['unigram_entropy']:.3f} nats/token**.",
+            "",
+        ]
     if "train" in st:
         r = st["train"]
         mfu = f", MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
-        md += ["## 4. Pretraining", "",
-               f"MiniGPT, {r['params'] / 1e6:.2f} M parameters, on {r['device']}: {r['steps']:,} steps, "
-               f"{r['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s{mfu}.", "",
-               f"Final training loss {r['loss']:.3f}; **validation loss {r['val_loss']:.3f} nats/token** "
-               f"(perplexity {r['val_perplexity']:.1f})."]
+        md += [
+            "## 4. Pretraining",
+            "",
+            f"MiniGPT, {r['params'] / 1e6:.2f} M parameters, on {r['device']}: {r['steps']:,} steps, "
+            f"{r['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s{mfu}.",
+            "",
+            f"Final training loss {r['loss']:.3f}; **validation loss {r['val_loss']:.3f} nats/token** "
+            f"(perplexity {r['val_perplexity']:.1f}).",
+        ]
         if "tokenize" in st:
             gap = st["tokenize"]["unigram_entropy"] - r["val_loss"]
-            md += [f"That is {gap:.3f} nats/token {'below' if gap > 0 else 'ABOVE'} the unigram entropy "
-                   f"({st['tokenize']['unigram_entropy']:.3f}): the model {'uses' if gap > 0 else 'does not yet use'} context."]
-        md += ["", "Checkpoints in `train/checkpoints/`, the final model in `train/model/` "
-               "(`fastllm generate --checkpoint train/model --tokenizer tokenizer.json`).", "", "![loss](loss.png)", ""]
+            md += [
+                f"That is {gap:.3f} nats/token {'below' if gap > 0 else 'ABOVE'} the unigram entropy "
+                f"({st['tokenize']['unigram_entropy']:.3f}): the model {'uses' if gap > 0 else 'does not yet use'} context."
+            ]
+        md += [
+            "",
+            "Checkpoints in `train/checkpoints/`, the final model in `train/model/` "
+            "(`fastllm generate --checkpoint train/model --tokenizer tokenizer.json`).",
+            "",
+            "![loss](loss.png)",
+            "",
+        ]
     if "generate" in st:
         g = st["generate"]
-        md += ["## 5. Generation", "", f"Greedy, {g['new_tokens']} new tokens per row, KV cache:", "",
-               "| batch | tokens/s | ms per step |", "|---|---|---|"]
-        md += [f"| {r['batch']} | {r['tokens_per_s']:,.0f} | {r['ms_per_token']:.2f} |" for r in g["throughput"]]
+        md += [
+            "## 5. Generation",
+            "",
+            f"Greedy, {g['new_tokens']} new tokens per row, KV cache:",
+            "",
+            "| batch | tokens/s | ms per step |",
+            "|---|---|---|",
+        ]
+        md += [
+            f"| {r['batch']} | {r['tokens_per_s']:,.0f} | {r['ms_per_token']:.2f} |" for r in g["throughput"]
+        ]
         md += ["", "![throughput](generation_throughput.png)", "", "Samples (`samples.md`):", ""]
         for smp in g["samples"]:
             md += [f"Prompt {json.dumps(smp['prompt'])}:", "", "```", smp["text"], "```", ""]

@@ -2,7 +2,7 @@
 
 What one optimizer step does (nanoGPT's loop, with its choices kept where they are good):
 `grad_accum` micro-batches of `batch_size` windows each, forward under autocast when the dtype
-asks for it, the fused chunked projection + cross-entropy of `fastllm.losses` (the logits are
+asks for it, the fused chunked projection + cross-entropy of `fastllm.model.losses` (the logits are
 never materialised), backward (DistributedDataParallel all-reduces only on the last micro-batch),
 gradient clipping, AdamW with weight decay on matrices only (the fused implementation where the
 device has one), and the learning rate of linear warmup then cosine decay.
@@ -20,9 +20,9 @@ AMX, bf16 matmuls run at about 0.6x fp32 (measured with oneDNN's avx512_core_bf1
 autocast would slow training down.
 
 >>> import tempfile, numpy as np, torch
->>> from fastllm.shards import ShardWriter
->>> from fastllm.dataset import TokenDataset
->>> from fastllm.model import MiniGPT, MiniGPTConfig
+>>> from fastllm.data.shards import ShardWriter
+>>> from fastllm.data.dataset import TokenDataset
+>>> from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 >>> d = tempfile.mkdtemp()
 >>> with ShardWriter(d, split="train", vocab_size=512, eot_id=0, tokenizer_sha256="") as w:
 ...     w.write(np.random.default_rng(0).integers(0, 512, 5000))
@@ -54,8 +54,8 @@ import torch
 import torch.nn as nn
 
 from fastllm.config import MiniGPTConfig, TrainConfig
-from fastllm.dataset import TokenDataset
-from fastllm.model import MiniGPT
+from fastllm.data.dataset import TokenDataset
+from fastllm.model.gpt import MiniGPT
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "load_checkpoint", "list_checkpoints", "evaluate"]
 
@@ -96,7 +96,9 @@ class CosineSchedule:
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
     def state_dict(self) -> dict[str, float]:
-        return dict(lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps)
+        return dict(
+            lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,13 +132,25 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 # Dense bf16/fp16 tensor-core peaks (no sparsity) for MFU, from the vendors' data sheets.
-_GPU_PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+_GPU_PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "4090": 165e12,
+    "3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
 
 
 def _measured_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
     """FLOP/s of a 1024^3 matmul in `dtype` on this device and thread count: the CPU's practical peak."""
     n = 1024
-    gen = torch.Generator(device=device).manual_seed(0)  # a private generator: training's RNG stream is untouched
+    gen = torch.Generator(device=device).manual_seed(
+        0
+    )  # a private generator: training's RNG stream is untouched
     a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     a @ b
@@ -196,7 +210,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "fastllm-checkpoint":
         raise ValueError(f"{str(path)!r} is not a fastllm training checkpoint")
     if ckpt.get("version") != _CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint {str(path)!r} has format version {ckpt.get('version')!r}; this fastllm reads {_CHECKPOINT_FORMAT}")
+        raise ValueError(
+            f"checkpoint {str(path)!r} has format version {ckpt.get('version')!r}; this fastllm reads {_CHECKPOINT_FORMAT}"
+        )
     for key in ("model", "model_config", "optimizer", "step", "rng", "train_config"):
         if key not in ckpt:
             raise ValueError(f"checkpoint {str(path)!r} is incomplete: no {key!r}")
@@ -294,9 +310,15 @@ def evaluate(
         torch.distributed.all_reduce(total)
     model.train(was_training)
     if total[1] == 0:
-        raise ValueError(f"{data!r} holds fewer than one batch of {batch_size} windows to evaluate on; lower the batch size")
+        raise ValueError(
+            f"{data!r} holds fewer than one batch of {batch_size} windows to evaluate on; lower the batch size"
+        )
     loss = float(total[0] / total[1])
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": int(total[1]) * batch_size * data.context}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 700.0)),
+        "tokens": int(total[1]) * batch_size * data.context,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,9 +357,13 @@ class Trainer:
                     f"{model.config.vocab_size:,} embeddings; build the model with vocab_size >= {data.vocab_size}"
                 )
             if data.context > model.config.context:
-                raise ValueError(f"{name}: context {data.context} is longer than the model's context {model.config.context}")
+                raise ValueError(
+                    f"{name}: context {data.context} is longer than the model's context {model.config.context}"
+                )
         if val_data is not None and val_data.context != train_data.context:
-            raise ValueError(f"val_data context {val_data.context} differs from train_data context {train_data.context}")
+            raise ValueError(
+                f"val_data context {val_data.context} differs from train_data context {train_data.context}"
+            )
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
 
@@ -353,7 +379,9 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         if self.dtype == torch.float16 and self.device.type == "cpu":
-            raise ValueError("dtype='float16' needs a GPU (fp16 training needs a grad scaler and CUDA); use 'bfloat16' or 'float32' on the CPU")
+            raise ValueError(
+                "dtype='float16' needs a GPU (fp16 training needs a grad scaler and CUDA); use 'bfloat16' or 'float32' on the CPU"
+            )
 
         self.model = model.to(self.device)
         self.train_data, self.val_data = train_data, val_data
@@ -362,8 +390,10 @@ class Trainer:
         self.step_count = 0  # optimizer steps done
         self.tokens_per_step = config.batch_size * config.grad_accum * self.world_size * train_data.context
         self.schedule = CosineSchedule(
-            config.lr, config.lr / 10 if config.min_lr is None else config.min_lr,
-            config.warmup_steps, config.decay_steps or config.max_steps,
+            config.lr,
+            config.lr / 10 if config.min_lr is None else config.min_lr,
+            config.warmup_steps,
+            config.decay_steps or config.max_steps,
         )
         self.optimizer = self._make_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
@@ -373,7 +403,9 @@ class Trainer:
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
-            self._net = DistributedDataParallel(self._net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._net = DistributedDataParallel(
+                self._net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self._batches = None
         # Dropout draws from torch's global RNG: seed it so config.seed fixes the run (a resume
         # restores the checkpoint's RNG state instead). Each rank its own stream, as nanoGPT.
@@ -397,7 +429,9 @@ class Trainer:
         kwargs = dict(lr=self.schedule(0), betas=(self.config.beta1, self.config.beta2))
         # Fused AdamW: one kernel over all parameters (CUDA, and the CPU since torch 2.4); measured
         # here it takes the optimizer step from ~50 ms to ~17 ms for 14M parameters on one core.
-        if self.device.type in ("cuda", "cpu") and all(p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params):
+        if self.device.type in ("cuda", "cpu") and all(
+            p.dtype in (torch.float32, torch.bfloat16, torch.float16) for p in params
+        ):
             try:
                 return torch.optim.AdamW(groups, fused=True, **kwargs)
             except (RuntimeError, TypeError):
@@ -407,8 +441,12 @@ class Trainer:
     def _data(self):
         if self._batches is None:
             self._batches = self.train_data.batches(
-                self.config.batch_size, seed=self.config.seed, rank=self.rank, world_size=self.world_size,
-                shuffle=True, start=self.step_count * self.config.grad_accum,
+                self.config.batch_size,
+                seed=self.config.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+                shuffle=True,
+                start=self.step_count * self.config.grad_accum,
             )
         return self._batches
 
@@ -453,9 +491,14 @@ class Trainer:
         if data is None:
             raise ValueError("no validation data: pass val_data to Trainer or data to evaluate()")
         return evaluate(
-            self.model, data, batch_size=self.config.batch_size,
+            self.model,
+            data,
+            batch_size=self.config.batch_size,
             max_batches=self.config.eval_batches if max_batches is None else max_batches,
-            device=self.device, dtype=self.dtype, rank=self.rank, world_size=self.world_size,
+            device=self.device,
+            dtype=self.dtype,
+            rank=self.rank,
+            world_size=self.world_size,
         )
 
     # -- checkpoints --------------------------------------------------------------------------
@@ -471,9 +514,13 @@ class Trainer:
             "schedule": self.schedule.state_dict(),
             "step": self.step_count,
             # The data position: each rank has read step * grad_accum micro-batches of its stream.
-            "data": {"micro_batches": self.step_count * self.config.grad_accum, "seed": self.config.seed,
-                     "batch_size": self.config.batch_size, "world_size": self.world_size,
-                     "tokenizer_sha256": self.train_data.tokenizer_sha256},
+            "data": {
+                "micro_batches": self.step_count * self.config.grad_accum,
+                "seed": self.config.seed,
+                "batch_size": self.config.batch_size,
+                "world_size": self.world_size,
+                "tokenizer_sha256": self.train_data.tokenizer_sha256,
+            },
             "rng": _rng_state(self.device),
             "train_config": self.config.to_dict(),
             "history": self.history,
@@ -567,7 +614,9 @@ class Trainer:
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             with open(self.out_dir / "train_config.json", "w", encoding="utf-8") as f:
-                json.dump({"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}, f, indent=2)
+                json.dump(
+                    {"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}, f, indent=2
+                )
         if self._peak is None:
             self._peak = _peak_flops(cfg, self.device, self.dtype)
         flops_per_token = self.model.flops_per_token()
@@ -580,7 +629,9 @@ class Trainer:
         if cfg.progress and self.is_main:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=cfg.max_steps, initial=self.step_count, desc="train", unit="step", dynamic_ncols=True)
+            bar = tqdm(
+                total=cfg.max_steps, initial=self.step_count, desc="train", unit="step", dynamic_ncols=True
+            )
         losses = self._pending
         last_loss, val_loss = float("nan"), None
         interrupted = False
@@ -590,7 +641,9 @@ class Trainer:
             while self.step_count < cfg.max_steps:
                 loss = self.step()
                 if not math.isfinite(loss):
-                    raise FloatingPointError(f"training loss became {loss} at step {self.step_count}; lower lr (now {self.schedule(self.step_count - 1):.3g})")
+                    raise FloatingPointError(
+                        f"training loss became {loss} at step {self.step_count}; lower lr (now {self.schedule(self.step_count - 1):.3g})"
+                    )
                 losses.append(loss)
                 steps_since_log += 1
                 step = self.step_count
@@ -598,17 +651,38 @@ class Trainer:
                     dt = time.perf_counter() - t_log
                     tok_s = steps_since_log * self.tokens_per_step / dt
                     last_loss = sum(losses) / len(losses)
-                    record = {"step": step, "loss": last_loss, "lr": self.schedule(step - 1), "tokens": step * self.tokens_per_step,
-                              "tokens_per_s": tok_s, "mfu": tok_s * flops_per_token / self._peak, "time": time.time()}
+                    record = {
+                        "step": step,
+                        "loss": last_loss,
+                        "lr": self.schedule(step - 1),
+                        "tokens": step * self.tokens_per_step,
+                        "tokens_per_s": tok_s,
+                        "mfu": tok_s * flops_per_token / self._peak,
+                        "time": time.time(),
+                    }
                     self._log(record)
                     if bar is not None:
-                        bar.set_postfix(loss=f"{last_loss:.3f}", lr=f"{record['lr']:.2e}", tok_s=f"{tok_s:,.0f}", mfu=f"{100 * record['mfu']:.1f}%")
+                        bar.set_postfix(
+                            loss=f"{last_loss:.3f}",
+                            lr=f"{record['lr']:.2e}",
+                            tok_s=f"{tok_s:,.0f}",
+                            mfu=f"{100 * record['mfu']:.1f}%",
+                        )
                     losses.clear()
                     t_log, steps_since_log = time.perf_counter(), 0
-                if self.val_data is not None and ((cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps):
+                if self.val_data is not None and (
+                    (cfg.eval_interval and step % cfg.eval_interval == 0) or step == cfg.max_steps
+                ):
                     ev = self.evaluate()
                     val_loss = ev["loss"]
-                    self._log({"step": step, "val_loss": val_loss, "val_perplexity": ev["perplexity"], "time": time.time()})
+                    self._log(
+                        {
+                            "step": step,
+                            "val_loss": val_loss,
+                            "val_perplexity": ev["perplexity"],
+                            "time": time.time(),
+                        }
+                    )
                     if bar is not None:
                         bar.write(f"step {step}: val loss {val_loss:.4f}, perplexity {ev['perplexity']:.2f}")
                     t_log = time.perf_counter()  # evaluation time is not training throughput
@@ -634,9 +708,15 @@ class Trainer:
         if losses:
             last_loss = sum(losses) / len(losses)
         return TrainResult(
-            step=self.step_count, loss=last_loss, val_loss=val_loss, tokens=self.step_count * self.tokens_per_step,
-            seconds=seconds, tokens_per_s=done * self.tokens_per_step / seconds if seconds > 0 else 0.0,
-            interrupted=interrupted, checkpoint=self.last_checkpoint, history=list(self.history),
+            step=self.step_count,
+            loss=last_loss,
+            val_loss=val_loss,
+            tokens=self.step_count * self.tokens_per_step,
+            seconds=seconds,
+            tokens_per_s=done * self.tokens_per_step / seconds if seconds > 0 else 0.0,
+            interrupted=interrupted,
+            checkpoint=self.last_checkpoint,
+            history=list(self.history),
         )
 
     def _plot(self) -> None:

@@ -15,7 +15,7 @@ commands, and a run can stop and carry on):
 `state.json` records the settings and each finished stage's figures, written atomically after
 every stage; `--resume` skips the finished stages (the train stage continues from its newest
 checkpoint) and refuses to mix settings. The report (`report.md` + PNG plots,
-`fastllm.demo_report`) is written from `state.json` at the end.
+`fastllm.demo.report`) is written from `state.json` at the end.
 """
 
 from __future__ import annotations
@@ -64,9 +64,24 @@ class DemoConfig:
     @classmethod
     def quick(cls, **overrides: Any) -> DemoConfig:
         """Small everything: 300 documents, a 512-id tokenizer, a 0.1M-parameter model, 300 steps."""
-        base = dict(max_docs=300, vocab_size=512, compression_sizes=(300, 512, 1024), context=64, n_layer=2,
-                    n_head=2, d_model=64, max_steps=300, batch_size=16, lr=3e-3, warmup_steps=10, eval_interval=100,
-                    eval_batches=4, sample_tokens=24, gen_batches=(1, 2, 4), gen_tokens=16)
+        base = dict(
+            max_docs=300,
+            vocab_size=512,
+            compression_sizes=(300, 512, 1024),
+            context=64,
+            n_layer=2,
+            n_head=2,
+            d_model=64,
+            max_steps=300,
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=10,
+            eval_interval=100,
+            eval_batches=4,
+            sample_tokens=24,
+            gen_batches=(1, 2, 4),
+            gen_tokens=16,
+        )
         return cls(**{**base, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,8 +101,10 @@ class DemoInterrupted(Exception):
     """Ctrl-C during a stage: what finished is kept; `fastllm demo --resume` carries on."""
 
     def __init__(self, stage: str, out: Path) -> None:
-        super().__init__(f"interrupted during the {stage} stage; the finished stages are kept in {str(out)!r}: "
-                         f"run `fastllm demo --resume --out {out}` to carry on")
+        super().__init__(
+            f"interrupted during the {stage} stage; the finished stages are kept in {str(out)!r}: "
+            f"run `fastllm demo --resume --out {out}` to carry on"
+        )
         self.stage = stage
 
 
@@ -149,7 +166,9 @@ def _user_files(root: Path) -> list[Path]:
     return files
 
 
-def read_documents(corpus: str | None, max_docs: int | None = None, progress: bool = False) -> tuple[list[str], list[str], str]:
+def read_documents(
+    corpus: str | None, max_docs: int | None = None, progress: bool = False
+) -> tuple[list[str], list[str], str]:
     """(texts, sources, description). The default corpus: the stdlib's `.py` files and the pydoc
     topics (one document per topic). A user folder: one document per UTF-8 file (`.jsonl` files:
     one per record's "text"); a single text file: one document per blank-line-separated block.
@@ -159,7 +178,7 @@ def read_documents(corpus: str | None, max_docs: int | None = None, progress: bo
     if corpus is None:
         import tokenize
 
-        from fastllm.corpus import stdlib_files, stdlib_root
+        from fastllm.data.documents import stdlib_files, stdlib_root
 
         for path in _bar(progress, iterable=stdlib_files(), desc="read", unit="file", leave=False):
             try:
@@ -210,8 +229,10 @@ def read_documents(corpus: str | None, max_docs: int | None = None, progress: bo
         texts, sources = texts[:max_docs], sources[:max_docs]
     if len(texts) < 2:
         where = "the standard library" if corpus is None else repr(str(corpus))
-        raise ValueError(f"corpus {where} has {len(texts)} non-empty UTF-8 document(s); the demo needs at least 2 "
-                         "(a train and a validation part)")
+        raise ValueError(
+            f"corpus {where} has {len(texts)} non-empty UTF-8 document(s); the demo needs at least 2 "
+            "(a train and a validation part)"
+        )
     return texts, sources, description
 
 
@@ -221,7 +242,7 @@ def read_documents(corpus: str | None, max_docs: int | None = None, progress: bo
 
 
 def stage_dedup(cfg: DemoConfig, out: Path, say: Callable[[str], None], progress: bool) -> dict[str, Any]:
-    from fastllm.dedup import MinHashDeduper
+    from fastllm.data.dedup import MinHashDeduper
 
     texts, sources, description = read_documents(cfg.corpus, cfg.max_docs, progress)
     say(f"reading {description}: {len(texts):,} documents, {sum(map(len, texts)) / 1e6:.1f} M characters")
@@ -236,20 +257,33 @@ def stage_dedup(cfg: DemoConfig, out: Path, say: Callable[[str], None], progress
     result = MinHashDeduper(threshold=cfg.dedup_threshold, seed=cfg.seed).dedup(texts)
     keep = result.keep.tolist()
     kept = [i for i in range(len(texts)) if keep[i]]
-    lines = "".join(json.dumps({"text": texts[i], "source": sources[i]}, ensure_ascii=False) + "\n" for i in kept)
+    lines = "".join(
+        json.dumps({"text": texts[i], "source": sources[i]}, ensure_ascii=False) + "\n" for i in kept
+    )
     write_atomic(out / "corpus.jsonl", lines)
     sizes = sorted((len(c) for c in result.clusters), reverse=True)
-    examples = [{"size": len(c), "members": [sources[j] for j in c[:4]]}
-                for c in sorted(result.clusters, key=len, reverse=True)[:5]]
+    examples = [
+        {"size": len(c), "members": [sources[j] for j in c[:4]]}
+        for c in sorted(result.clusters, key=len, reverse=True)[:5]
+    ]
     summary = {
-        "corpus": description, "docs_in": len(texts), "docs_out": len(kept), "exact_duplicates": len(exact_of),
-        "near_duplicates": len(texts) - len(kept) - len(exact_of), "clusters": len(result.clusters),
-        "cluster_sizes": sizes, "largest_clusters": examples, "bytes_in": sum(len(t.encode("utf-8")) for t in texts),
-        "bytes_out": sum(len(texts[i].encode("utf-8")) for i in kept), "seconds": time.perf_counter() - t0,
+        "corpus": description,
+        "docs_in": len(texts),
+        "docs_out": len(kept),
+        "exact_duplicates": len(exact_of),
+        "near_duplicates": len(texts) - len(kept) - len(exact_of),
+        "clusters": len(result.clusters),
+        "cluster_sizes": sizes,
+        "largest_clusters": examples,
+        "bytes_in": sum(len(t.encode("utf-8")) for t in texts),
+        "bytes_out": sum(len(texts[i].encode("utf-8")) for i in kept),
+        "seconds": time.perf_counter() - t0,
     }
-    say(f"dedup: {summary['docs_in']:,} docs in, {summary['docs_out']:,} out; {summary['clusters']:,} clusters "
+    say(
+        f"dedup: {summary['docs_in']:,} docs in, {summary['docs_out']:,} out; {summary['clusters']:,} clusters "
         f"({summary['exact_duplicates']:,} exact and {summary['near_duplicates']:,} near duplicates removed) "
-        f"in {summary['seconds']:.2f} s")
+        f"in {summary['seconds']:.2f} s"
+    )
     return summary
 
 
@@ -279,96 +313,163 @@ def stage_tokenizer(cfg: DemoConfig, out: Path, say: Callable[[str], None], prog
         n_tokens = sum(len(ids) for ids in t.encode_batch(held, disallowed_special=()))
         curve.append({"vocab_size": size, "bytes_per_token": held_bytes / max(1, n_tokens)})
     n_tokens = sum(len(ids) for ids in tok.encode_batch(texts, disallowed_special=()))
-    summary = {"vocab_size": tok.vocab_size, "bytes": n_bytes, "tokens": n_tokens, "bytes_per_token": n_bytes / n_tokens,
-               "seconds": seconds, "mb_per_s": n_bytes / 1e6 / seconds if seconds > 0 else 0.0, "compression": curve}
-    say(f"tokenizer: vocab {tok.vocab_size:,}, {summary['bytes_per_token']:.2f} bytes/token over the corpus, "
-        f"trained in {seconds:.2f} s ({summary['mb_per_s']:.1f} MB/s)")
+    summary = {
+        "vocab_size": tok.vocab_size,
+        "bytes": n_bytes,
+        "tokens": n_tokens,
+        "bytes_per_token": n_bytes / n_tokens,
+        "seconds": seconds,
+        "mb_per_s": n_bytes / 1e6 / seconds if seconds > 0 else 0.0,
+        "compression": curve,
+    }
+    say(
+        f"tokenizer: vocab {tok.vocab_size:,}, {summary['bytes_per_token']:.2f} bytes/token over the corpus, "
+        f"trained in {seconds:.2f} s ({summary['mb_per_s']:.1f} MB/s)"
+    )
     return summary
 
 
 def stage_tokenize(cfg: DemoConfig, out: Path, say: Callable[[str], None], progress: bool) -> dict[str, Any]:
     import numpy as np
 
-    from fastllm.shards import list_shards, load_shard
-    from fastllm.tokenize_corpus import tokenize_to_shards
+    from fastllm.data.shards import list_shards, load_shard
+    from fastllm.data.tokenize import tokenize_to_shards
 
     # 5% of the documents for validation, more for a small corpus: enough for a few batches
     tokens = json.loads((out / "state.json").read_text(encoding="utf-8"))["stages"]["tokenizer"]["tokens"]
     val_fraction = min(0.3, max(0.05, 4 * cfg.batch_size * (cfg.context + 1) / max(1, tokens)))
-    with _bar(progress, total=(out / "corpus.jsonl").stat().st_size, desc="tokenize", unit="B", unit_scale=True,
-              leave=False) as bar:
-        stats = tokenize_to_shards([out / "corpus.jsonl"], out / "shards", tokenizer=out / "tokenizer.json", fmt="jsonl",
-                                   val_fraction=val_fraction, seed=cfg.seed, overwrite=True, progress=bar.update)
+    with _bar(
+        progress,
+        total=(out / "corpus.jsonl").stat().st_size,
+        desc="tokenize",
+        unit="B",
+        unit_scale=True,
+        leave=False,
+    ) as bar:
+        stats = tokenize_to_shards(
+            [out / "corpus.jsonl"],
+            out / "shards",
+            tokenizer=out / "tokenizer.json",
+            fmt="jsonl",
+            val_fraction=val_fraction,
+            seed=cfg.seed,
+            overwrite=True,
+            progress=bar.update,
+        )
     counts = np.zeros(cfg.vocab_size, dtype=np.int64)
     for header in list_shards(out / "shards", "train"):
         counts += np.bincount(load_shard(header).astype(np.int64), minlength=cfg.vocab_size)[: cfg.vocab_size]
     p = counts[counts > 0] / counts.sum()
     entropy = float(-(p * np.log(p)).sum())  # nats per token: the loss of a model that ignores context
     summary = {"docs": dict(stats.docs), "tokens": dict(stats.tokens), "unigram_entropy": entropy}
-    say(f"tokenize: {stats.tokens['train']:,} train and {stats.tokens['val']:,} val tokens "
-        f"({stats.docs['train']:,} / {stats.docs['val']:,} documents); unigram entropy {entropy:.3f} nats/token")
+    say(
+        f"tokenize: {stats.tokens['train']:,} train and {stats.tokens['val']:,} val tokens "
+        f"({stats.docs['train']:,} / {stats.docs['val']:,} documents); unigram entropy {entropy:.3f} nats/token"
+    )
     return summary
 
 
 def _train_config(cfg: DemoConfig, out: Path, device: str, resume: bool, progress: bool):
-    from fastllm.train import TrainConfig
+    from fastllm.train.trainer import TrainConfig
 
-    return TrainConfig(out_dir=str(out / "train"), max_steps=cfg.max_steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup_steps=cfg.warmup_steps, eval_interval=cfg.eval_interval, eval_batches=cfg.eval_batches,
-                       log_interval=max(1, min(10, cfg.max_steps // 20)), checkpoint_interval=max(1, cfg.max_steps // 4),
-                       seed=cfg.seed, device=device, resume="latest" if resume else None, progress=progress)
+    return TrainConfig(
+        out_dir=str(out / "train"),
+        max_steps=cfg.max_steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        warmup_steps=cfg.warmup_steps,
+        eval_interval=cfg.eval_interval,
+        eval_batches=cfg.eval_batches,
+        log_interval=max(1, min(10, cfg.max_steps // 20)),
+        checkpoint_interval=max(1, cfg.max_steps // 4),
+        seed=cfg.seed,
+        device=device,
+        resume="latest" if resume else None,
+        progress=progress,
+    )
 
 
-def stage_train(cfg: DemoConfig, out: Path, say: Callable[[str], None], device: str, progress: bool) -> dict[str, Any]:
+def stage_train(
+    cfg: DemoConfig, out: Path, say: Callable[[str], None], device: str, progress: bool
+) -> dict[str, Any]:
     import torch
 
-    from fastllm.dataset import TokenDataset
-    from fastllm.model import MiniGPT, MiniGPTConfig
-    from fastllm.shards import list_shards, load_shard
-    from fastllm.train import Trainer
+    from fastllm.data.dataset import TokenDataset
+    from fastllm.data.shards import list_shards, load_shard
+    from fastllm.model.gpt import MiniGPT, MiniGPTConfig
+    from fastllm.train.trainer import Trainer
 
     for split in ("train", "val"):
         n = sum(load_shard(h).size for h in list_shards(out / "shards", split))
         if n <= cfg.context:
-            raise ValueError(f"the corpus is too small to train on: its {split} split holds {n} tokens, and one "
-                             f"training window needs {cfg.context + 1}; give more text")
+            raise ValueError(
+                f"the corpus is too small to train on: its {split} split holds {n} tokens, and one "
+                f"training window needs {cfg.context + 1}; give more text"
+            )
     train = TokenDataset(out / "shards", cfg.context, split="train")
     val = TokenDataset(out / "shards", cfg.context, split="val")
     windows = min(len(train), len(val))
     if windows < cfg.batch_size:  # a small corpus: batches as large as its validation split allows
-        say(f"train: a small corpus ({len(train)} train and {len(val)} validation windows of {cfg.context} tokens): "
-            f"batch size {windows} instead of {cfg.batch_size}")
+        say(
+            f"train: a small corpus ({len(train)} train and {len(val)} validation windows of {cfg.context} tokens): "
+            f"batch size {windows} instead of {cfg.batch_size}"
+        )
         cfg = dataclasses.replace(cfg, batch_size=windows)
     torch.manual_seed(cfg.seed)
-    model = MiniGPT(MiniGPTConfig(vocab_size=cfg.vocab_size, context=cfg.context, n_layer=cfg.n_layer,
-                                  n_head=cfg.n_head, d_model=cfg.d_model, mlp="gelu"))
+    model = MiniGPT(
+        MiniGPTConfig(
+            vocab_size=cfg.vocab_size,
+            context=cfg.context,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            d_model=cfg.d_model,
+            mlp="gelu",
+        )
+    )
     resume = any((out / "train" / "checkpoints").glob("step_*.pt"))
     result = Trainer(model, train, val, _train_config(cfg, out, device, resume, progress)).fit()
     if result.interrupted:
         raise KeyboardInterrupt
-    history = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    history = [
+        json.loads(line)
+        for line in (out / "train" / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     last = [r for r in history if "tokens_per_s" in r][-5:]
     summary = {
-        "params": model.num_params(), "steps": result.step, "loss": result.loss, "val_loss": result.val_loss,
-        "val_perplexity": result.val_perplexity, "tokens": result.tokens, "seconds": result.seconds,
+        "params": model.num_params(),
+        "steps": result.step,
+        "loss": result.loss,
+        "val_loss": result.val_loss,
+        "val_perplexity": result.val_perplexity,
+        "tokens": result.tokens,
+        "seconds": result.seconds,
         "tokens_per_s": sum(r["tokens_per_s"] for r in last) / len(last) if last else result.tokens_per_s,
-        "mfu": sum(r["mfu"] for r in last) / len(last) if last else None, "device": str(next(model.parameters()).device),
-        "batch_size": cfg.batch_size, "history": history,
+        "mfu": sum(r["mfu"] for r in last) / len(last) if last else None,
+        "device": str(next(model.parameters()).device),
+        "batch_size": cfg.batch_size,
+        "history": history,
     }
-    say(f"train: {summary['params'] / 1e6:.2f} M params, {result.step} steps, loss {result.loss:.3f}, "
+    say(
+        f"train: {summary['params'] / 1e6:.2f} M params, {result.step} steps, loss {result.loss:.3f}, "
         f"val loss {result.val_loss:.3f}, {summary['tokens_per_s']:,.0f} tokens/s"
-        + (f", MFU {100 * summary['mfu']:.1f}%" if summary["mfu"] is not None else ""))
+        + (f", MFU {100 * summary['mfu']:.1f}%" if summary["mfu"] is not None else "")
+    )
     return summary
 
 
-def stage_generate(cfg: DemoConfig, out: Path, say: Callable[[str], None], device: str, progress: bool) -> dict[str, Any]:
+def stage_generate(
+    cfg: DemoConfig, out: Path, say: Callable[[str], None], device: str, progress: bool
+) -> dict[str, Any]:
     import torch
 
-    from fastllm.model import MiniGPT
+    from fastllm.model.gpt import MiniGPT
     from fastllm.tokenizer import BPETokenizer
 
     tok = BPETokenizer.from_file(out / "tokenizer.json")
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     model = MiniGPT.from_pretrained(out / "train" / "model").to(dev).eval()
     samples = []
     for i, prompt in enumerate(cfg.sample_prompts):
@@ -381,18 +482,27 @@ def stage_generate(cfg: DemoConfig, out: Path, say: Callable[[str], None], devic
     g = torch.Generator().manual_seed(cfg.seed)
     throughput = []
     with torch.inference_mode():
-        for batch in _bar(progress, iterable=cfg.gen_batches, desc="generate", unit="batch size", leave=False):
+        for batch in _bar(
+            progress, iterable=cfg.gen_batches, desc="generate", unit="batch size", leave=False
+        ):
             prompts = torch.randint(0, tok.vocab_size - 1, (batch, 16), generator=g).to(dev)
             model.generate(prompts, 2, temperature=0)  # warm-up
             t0 = time.perf_counter()
             model.generate(prompts, cfg.gen_tokens, temperature=0)
             seconds = time.perf_counter() - t0
-            throughput.append({"batch": batch, "tokens_per_s": batch * cfg.gen_tokens / seconds,
-                               "ms_per_token": seconds / cfg.gen_tokens * 1e3})
+            throughput.append(
+                {
+                    "batch": batch,
+                    "tokens_per_s": batch * cfg.gen_tokens / seconds,
+                    "ms_per_token": seconds / cfg.gen_tokens * 1e3,
+                }
+            )
     summary = {"samples": samples, "throughput": throughput, "new_tokens": cfg.gen_tokens}
     best = max(throughput, key=lambda r: r["tokens_per_s"])
-    say(f"generate: {throughput[0]['tokens_per_s']:,.0f} tokens/s at batch 1 ({throughput[0]['ms_per_token']:.2f} ms/token), "
-        f"{best['tokens_per_s']:,.0f} at batch {best['batch']}; samples in {out / 'samples.md'}")
+    say(
+        f"generate: {throughput[0]['tokens_per_s']:,.0f} tokens/s at batch 1 ({throughput[0]['ms_per_token']:.2f} ms/token), "
+        f"{best['tokens_per_s']:,.0f} at batch {best['batch']}; samples in {out / 'samples.md'}"
+    )
     return summary
 
 
@@ -408,13 +518,20 @@ class DemoResult:
     ran: list[str] = field(default_factory=list)  # the stages this call ran (the others were done before)
 
 
-def run_demo(cfg: DemoConfig, out: str | os.PathLike[str], *, resume: bool = False, device: str = "auto",
-             progress: bool = True, say: Callable[[str], None] = print) -> DemoResult:
+def run_demo(
+    cfg: DemoConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+) -> DemoResult:
     """Run (or, with `resume`, carry on) the demo into folder `out`; writes report.md at the end.
 
     Raises DemoInterrupted on Ctrl-C (the finished stages are kept), ValueError for bad settings,
     a corpus that is empty, or an `out` that holds another run (or none, with `resume`)."""
-    from fastllm.demo_report import write_report
+    from fastllm.demo.report import write_report
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -431,12 +548,16 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike[str], *, resume: bool = Fal
         state = {"version": _STATE_VERSION, "settings": settings, "stages": {}}
     else:
         if not resume:
-            raise ValueError(f"{str(out)!r} already holds a demo run; pass --resume to carry on or choose another --out")
+            raise ValueError(
+                f"{str(out)!r} already holds a demo run; pass --resume to carry on or choose another --out"
+            )
         differ = sorted(k for k in settings if state["settings"].get(k) != settings[k])
         if differ:
             k = differ[0]
-            raise ValueError(f"--resume with other settings than the run in {str(out)!r}: {k} was "
-                             f"{state['settings'].get(k)!r}, now {settings[k]!r}")
+            raise ValueError(
+                f"--resume with other settings than the run in {str(out)!r}: {k} was "
+                f"{state['settings'].get(k)!r}, now {settings[k]!r}"
+            )
     out.mkdir(parents=True, exist_ok=True)
     save_state(out, state)
     result = DemoResult(out, state)
@@ -461,8 +582,10 @@ def run_demo(cfg: DemoConfig, out: str | os.PathLike[str], *, resume: bool = Fal
     if "train" in state["stages"] and "tokenize" in state["stages"]:
         tr, tk = state["stages"]["train"], state["stages"]["tokenize"]
         verdict = "below" if tr["val_loss"] < tk["unigram_entropy"] else "NOT below"
-        say(f"report: {out / 'report.md'} (val loss {tr['val_loss']:.3f} nats/token, {verdict} the unigram "
-            f"entropy {tk['unigram_entropy']:.3f})")
+        say(
+            f"report: {out / 'report.md'} (val loss {tr['val_loss']:.3f} nats/token, {verdict} the unigram "
+            f"entropy {tk['unigram_entropy']:.3f})"
+        )
     return result
 
 
@@ -471,4 +594,12 @@ def unigram_gap(state: dict[str, Any]) -> float:
     return state["stages"]["tokenize"]["unigram_entropy"] - state["stages"]["train"]["val_loss"]
 
 
-__all__ = ["DemoConfig", "DemoInterrupted", "DemoResult", "STAGES", "read_documents", "run_demo", "unigram_gap"]
+__all__ = [
+    "DemoConfig",
+    "DemoInterrupted",
+    "DemoResult",
+    "STAGES",
+    "read_documents",
+    "run_demo",
+    "unigram_gap",
+]

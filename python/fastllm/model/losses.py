@@ -39,7 +39,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         count = int(valid.sum())
         with torch.autocast(h.device.type, enabled=False):
             wc = w.to(compute_dtype)  # (V, d)
-            acc = torch.float64 if compute_dtype == torch.float64 else torch.float32  # softmax/loss/grad dtype
+            acc = (
+                torch.float64 if compute_dtype == torch.float64 else torch.float32
+            )  # softmax/loss/grad dtype
             gh = torch.empty(h.shape, dtype=acc, device=h.device) if need_grad else None
             gw = torch.zeros(w.shape, dtype=acc, device=w.device) if need_grad else None
             total = torch.zeros((), dtype=acc, device=h.device)
@@ -91,7 +93,9 @@ def linear_cross_entropy(
     Equals `F.cross_entropy(h @ weight.T, targets, ignore_index=ignore_index)` and its gradients.
     """
     if h.ndim != 2 or weight.ndim != 2 or h.shape[1] != weight.shape[1]:
-        raise ValueError(f"h (N, d) and weight (V, d) must agree on d, got h{tuple(h.shape)} and weight{tuple(weight.shape)}")
+        raise ValueError(
+            f"h (N, d) and weight (V, d) must agree on d, got h{tuple(h.shape)} and weight{tuple(weight.shape)}"
+        )
     if targets.shape != (h.shape[0],):
         raise ValueError(f"targets must have shape ({h.shape[0]},), got {tuple(targets.shape)}")
     device = h.device.type

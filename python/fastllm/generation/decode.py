@@ -22,7 +22,7 @@ weights. The plan is built on first use and rebuilt when any parameter changes (
 version counter: an optimizer step, `load_state_dict`, `.to()`).
 
 >>> import torch
->>> from fastllm.model import MiniGPT, MiniGPTConfig
+>>> from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
 >>> plan = DecodePlan.for_model(model)
 >>> plan is DecodePlan.for_model(model)  # cached until the weights change
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from fastllm import _core
-from fastllm._attention import _SDPA_HAS_GQA
+from fastllm.model.attention import SDPA_HAS_GQA
 
 __all__ = ["DecodePlan", "NativeDecode"]
 
@@ -75,7 +75,9 @@ def _sources(model: Any) -> dict[str, torch.Tensor]:
         a, m, p = block.attn, block.mlp, f"layers.{i}."
         norm(p + "ln1", block.ln_1)
         norm(p + "ln2", block.ln_2)
-        out[p + "wqkv"] = torch.cat((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)).t()  # (d_model, (H + 2 H_kv) D)
+        out[p + "wqkv"] = torch.cat(
+            (a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)
+        ).t()  # (d_model, (H + 2 H_kv) D)
         bias(p + "bqkv", a.q_proj, a.k_proj, a.v_proj)
         out[p + "wo"] = a.o_proj.weight.t()
         bias(p + "bo", a.o_proj)
@@ -88,12 +90,14 @@ def _sources(model: Any) -> dict[str, torch.Tensor]:
     norm("ln_f", model.ln_f)
     out["lm_head"] = model.lm_head.weight.t()  # (d_model, vocab)
     if c.positions == "rope":
-        # cos/sin of every position, computed as fastllm.model._rope does (float32, then cast), so
+        # cos/sin of every position, computed as fastllm.model.gpt._rope does (float32, then cast), so
         # that table lookups give the module path's values bit for bit.
         p = model.tok_emb.weight
         hd = c.head_dim
         inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, device=p.device, dtype=torch.float32) / hd))
-        freqs = torch.arange(c.context, device=p.device).to(torch.float32)[:, None] * inv_freq  # (context, hd/2)
+        freqs = (
+            torch.arange(c.context, device=p.device).to(torch.float32)[:, None] * inv_freq
+        )  # (context, hd/2)
         emb = torch.cat((freqs, freqs), dim=-1)  # (context, hd)
         out["rope.cos"], out["rope.sin"] = emb.cos().to(p.dtype), emb.sin().to(p.dtype)
     return out
@@ -138,8 +142,21 @@ class DecodePlan:
         p = model.tok_emb.weight
         # The layout of the fused weights is the Rust decoder's (one flat buffer); the torch step
         # below works on views into the same buffer, so the two paths share one copy.
-        core = _core.Decoder(c.vocab_size, c.context, c.n_layer, c.n_head, c.n_kv_head, c.head_dim, c.d_model,
-                             c.mlp_hidden, c.norm, float(c.norm_eps), c.mlp, c.positions, c.bias)
+        core = _core.Decoder(
+            c.vocab_size,
+            c.context,
+            c.n_layer,
+            c.n_head,
+            c.n_kv_head,
+            c.head_dim,
+            c.d_model,
+            c.mlp_hidden,
+            c.norm,
+            float(c.norm_eps),
+            c.mlp,
+            c.positions,
+            c.bias,
+        )
         with torch.inference_mode(False), torch.no_grad():  # this order: no_grad must be innermost
             flat = torch.empty(core.total, dtype=p.dtype, device=p.device)
             sources = _sources(model)
@@ -158,11 +175,17 @@ class DecodePlan:
             self.pos_emb = None if model.pos_emb is None else model.pos_emb.weight.detach()
             # The Rust step (one call per token) where it applies: CPU, float32.
             self.native = None
-            if p.device.type == "cpu" and p.dtype == torch.float32 and self.tok_emb.is_contiguous() and (
-                self.pos_emb is None or self.pos_emb.is_contiguous()
+            if (
+                p.device.type == "cpu"
+                and p.dtype == torch.float32
+                and self.tok_emb.is_contiguous()
+                and (self.pos_emb is None or self.pos_emb.is_contiguous())
             ):
-                core.set_weights(flat.numpy(), self.tok_emb.reshape(-1).numpy(),
-                                 None if self.pos_emb is None else self.pos_emb.reshape(-1).numpy())
+                core.set_weights(
+                    flat.numpy(),
+                    self.tok_emb.reshape(-1).numpy(),
+                    None if self.pos_emb is None else self.pos_emb.reshape(-1).numpy(),
+                )
                 self.native = core
         self.ln_f = model.ln_f
         self.gelu = "tanh" if c.mlp == "gelu_tanh" else "none"
@@ -179,8 +202,15 @@ class DecodePlan:
             modules, params = list(model.modules())[1:], list(model.parameters())
         if any(m._forward_hooks or m._forward_pre_hooks for m in (model, *modules)):
             return None
-        if plan is not None and plan.structure != _structure[0] and modules == plan.modules and _weights_key(params) == plan.key:
-            plan.structure = _structure[0]  # something registered elsewhere (another module built): still valid
+        if (
+            plan is not None
+            and plan.structure != _structure[0]
+            and modules == plan.modules
+            and _weights_key(params) == plan.key
+        ):
+            plan.structure = _structure[
+                0
+            ]  # something registered elsewhere (another module built): still valid
         elif plan is None or plan.structure != _structure[0] or plan.key != _weights_key(params):
             plan = cls(model)
             model.__dict__["_fastllm_decode_plan"] = plan  # not a submodule: not in state_dict
@@ -191,7 +221,9 @@ class DecodePlan:
             return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
 
-    def step(self, ids: torch.Tensor, positions: torch.Tensor, kv: list[Any], mask: torch.Tensor | None) -> torch.Tensor:
+    def step(
+        self, ids: torch.Tensor, positions: torch.Tensor, kv: list[Any], mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Logits (B, vocab) of one new token per row: `ids` (B,) at `positions` (B,), reading and
         extending `kv` (one object per layer with MiniGPT's `update(k, v)` or `attend(q, k, v)`
         protocol) under `mask` (B, 1, 1, T_k) bool or None (every cached key)."""
@@ -220,7 +252,7 @@ class DecodePlan:
                 y = cache.attend(q, k, v)  # (B, H, 1, head_dim): the cache's own attention
             else:
                 ks, vs = cache.update(k, v)  # (B, H_kv, T_k, head_dim)
-                if gqa and not _SDPA_HAS_GQA:
+                if gqa and not SDPA_HAS_GQA:
                     ks, vs = ks.repeat_interleave(H // Hkv, dim=1), vs.repeat_interleave(H // Hkv, dim=1)
                     y = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask)  # (B, H, 1, head_dim)
                 elif gqa:
@@ -264,7 +296,9 @@ class NativeDecode:
 
     def step(self, token: int, position: int) -> torch.Tensor:
         """Logits (1, vocab) float32 of `token` at `position`, on torch's thread count."""
-        return torch.from_numpy(self.core.step(self.state, token, position, torch.get_num_threads(), False))[None]
+        return torch.from_numpy(self.core.step(self.state, token, position, torch.get_num_threads(), False))[
+            None
+        ]
 
     def step_greedy(self, token: int, position: int) -> int:
         """The argmax of `step`'s logits (torch.argmax's tie and NaN rule), with no tensor made:

@@ -1,6 +1,6 @@
 """`Engine`: many generation requests at once over a paged KV cache (continuous batching).
 
-The control plane is the Rust `fastllm.kvcache.BlockManager` (blocks, block tables, reference
+The control plane is the Rust `fastllm.generation.kvcache.BlockManager` (blocks, block tables, reference
 counts, prefix cache, LRU eviction); this module is the data plane and the scheduler:
 
 - K and V of every layer live in two tensors shaped (num_blocks, block_size, kv_heads, head_dim)
@@ -18,8 +18,8 @@ counts, prefix cache, LRU eviction); this module is the data plane and the sched
 Greedy outputs are the same as `model.generate` on each prompt alone, whatever the arrival order.
 
 >>> import torch
->>> from fastllm.model import MiniGPT, MiniGPTConfig
->>> from fastllm.generate import SamplingParams
+>>> from fastllm.model.gpt import MiniGPT, MiniGPTConfig
+>>> from fastllm.generation.loop import SamplingParams
 >>> _ = torch.manual_seed(0)
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
 >>> engine = Engine(model, num_blocks=32, block_size=4)
@@ -43,7 +43,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastllm.generate import SamplingParams, sample_next, stop_sequences
+from fastllm.generation.loop import SamplingParams, sample_next, stop_sequences
 
 __all__ = ["Engine", "RequestOutput", "TokenEvent"]
 
@@ -116,7 +116,9 @@ class _PagedLayerKV:
         L = self.read_len
         B2, nb = self.read_index.shape
         flat = self.read_index.reshape(-1)
-        ks = torch.index_select(self.k_cache, 0, flat).view(B2, nb * self.k_cache.shape[1], H, D)[:, :L]  # (B, L, n_kv_head, head_dim)
+        ks = torch.index_select(self.k_cache, 0, flat).view(B2, nb * self.k_cache.shape[1], H, D)[
+            :, :L
+        ]  # (B, L, n_kv_head, head_dim)
         vs = torch.index_select(self.v_cache, 0, flat).view(B2, nb * self.v_cache.shape[1], H, D)[:, :L]
         return ks.transpose(1, 2), vs.transpose(1, 2)  # (B, n_kv_head, L, head_dim)
 
@@ -153,11 +155,36 @@ class _DecodeLayerKV:
     """A layer's view for a decode step through a `_DecodeSet`: `attend` writes the new token's K/V
     to the paged cache and to the sequence's own buffer, then attends over shared + own keys."""
 
-    __slots__ = ("k_cache", "v_cache", "write_blocks", "write_offsets", "own_k", "own_v", "shared_k", "shared_v",
-                 "rows", "own_pos", "own_len", "own_bias")
+    __slots__ = (
+        "k_cache",
+        "v_cache",
+        "write_blocks",
+        "write_offsets",
+        "own_k",
+        "own_v",
+        "shared_k",
+        "shared_v",
+        "rows",
+        "own_pos",
+        "own_len",
+        "own_bias",
+    )
 
-    def __init__(self, k_cache, v_cache, write_blocks, write_offsets, own_k, own_v, shared_k, shared_v,
-                 rows, own_pos, own_len, own_bias) -> None:
+    def __init__(
+        self,
+        k_cache,
+        v_cache,
+        write_blocks,
+        write_offsets,
+        own_k,
+        own_v,
+        shared_k,
+        shared_v,
+        rows,
+        own_pos,
+        own_len,
+        own_bias,
+    ) -> None:
         self.k_cache, self.v_cache = k_cache, v_cache
         self.write_blocks, self.write_offsets = write_blocks, write_offsets
         self.own_k, self.own_v, self.shared_k, self.shared_v = own_k, own_v, shared_k, shared_v
@@ -174,13 +201,21 @@ class _DecodeLayerKV:
         self.own_k[self.rows, :, self.own_pos] = kn
         self.own_v[self.rows, :, self.own_pos] = vn
         S = self.own_len
-        qg = q.reshape(B, H, G, D) * (1.0 / math.sqrt(D))  # (B, n_kv_head, G, head_dim), query heads grouped by kv head
+        qg = q.reshape(B, H, G, D) * (
+            1.0 / math.sqrt(D)
+        )  # (B, n_kv_head, G, head_dim), query heads grouped by kv head
         ko, vo = self.own_k[:, :, :S], self.own_v[:, :, :S]  # (B, n_kv_head, S, head_dim)
-        scores = torch.matmul(qg, ko.transpose(-1, -2)) + self.own_bias  # (B, n_kv_head, G, S); -inf past each row's length
+        scores = (
+            torch.matmul(qg, ko.transpose(-1, -2)) + self.own_bias
+        )  # (B, n_kv_head, G, S); -inf past each row's length
         if self.shared_k is not None:
             P = self.shared_k.shape[1]
-            qs = qg.transpose(0, 1).reshape(H, B * G, D)  # (n_kv_head, B*G, head_dim): every sequence's queries together
-            shared = torch.bmm(qs, self.shared_k.transpose(1, 2)).view(H, B, G, P).transpose(0, 1)  # (B, n_kv_head, G, P)
+            qs = qg.transpose(0, 1).reshape(
+                H, B * G, D
+            )  # (n_kv_head, B*G, head_dim): every sequence's queries together
+            shared = (
+                torch.bmm(qs, self.shared_k.transpose(1, 2)).view(H, B, G, P).transpose(0, 1)
+            )  # (B, n_kv_head, G, P)
             scores = torch.cat((shared, scores), dim=-1)  # (B, n_kv_head, G, P + S)
         work = scores.float() if scores.dtype in (torch.float16, torch.bfloat16) else scores
         probs = torch.softmax(work, dim=-1).to(v.dtype)  # one softmax over shared + own keys: exact
@@ -189,7 +224,9 @@ class _DecodeLayerKV:
         else:
             ps = probs[..., :P].transpose(0, 1).reshape(H, B * G, P)
             y = torch.matmul(probs[..., P:], vo)
-            y = y + torch.bmm(ps, self.shared_v).view(H, B, G, D).transpose(0, 1)  # (B, n_kv_head, G, head_dim)
+            y = y + torch.bmm(ps, self.shared_v).view(H, B, G, D).transpose(
+                0, 1
+            )  # (B, n_kv_head, G, head_dim)
         return y.reshape(B, Hq, 1, D)  # (B, n_head, 1, head_dim)
 
 
@@ -210,8 +247,9 @@ class _KernelDecodeKV:
 
         self.k_cache[self.write_blocks, self.write_offsets] = k[:, :, 0]  # (B, n_kv_head, head_dim)
         self.v_cache[self.write_blocks, self.write_offsets] = v[:, :, 0]
-        y = paged_decode_attention(q[:, :, 0], self.k_cache, self.v_cache, self.tables, self.lens,
-                                   max_context=self.max_context)  # (B, n_head, head_dim)
+        y = paged_decode_attention(
+            q[:, :, 0], self.k_cache, self.v_cache, self.tables, self.lens, max_context=self.max_context
+        )  # (B, n_head, head_dim)
         return y[:, :, None]  # (B, n_head, 1, head_dim)
 
 
@@ -244,7 +282,7 @@ class Engine:
         enable_prefix_caching: bool = True,
         decode_attention: str = "auto",
     ) -> None:
-        from fastllm.kvcache import BlockManager
+        from fastllm.generation.kvcache import BlockManager
 
         c = model.config
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
@@ -257,7 +295,9 @@ class Engine:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if decode_attention not in _DECODE_ATTENTION:
-            raise ValueError(f"decode_attention must be one of {', '.join(map(repr, _DECODE_ATTENTION))}, got {decode_attention!r}")
+            raise ValueError(
+                f"decode_attention must be one of {', '.join(map(repr, _DECODE_ATTENTION))}, got {decode_attention!r}"
+            )
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.block_size = block_size
@@ -285,7 +325,9 @@ class Engine:
             from fastllm import kernels
 
             fits = self.dtype in (torch.float16, torch.bfloat16, torch.float32) and 16 <= c.head_dim <= 256
-            decode_attention = "triton" if self.device.type == "cuda" and fits and kernels.is_available() else "torch"
+            decode_attention = (
+                "triton" if self.device.type == "cuda" and fits and kernels.is_available() else "torch"
+            )
         self.decode_attention = decode_attention
 
     # -- requests -------------------------------------------------------------------------------
@@ -297,7 +339,9 @@ class Engine:
             return list(self.tokenizer.encode(prompt, allowed_special="all"))
         if isinstance(prompt, torch.Tensor):
             prompt = prompt.tolist()
-        if not isinstance(prompt, Sequence) or not all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        if not isinstance(prompt, Sequence) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in prompt
+        ):
             raise TypeError(f"a prompt must be a str or a sequence of token ids, got {prompt!r}"[:200])
         return list(prompt)
 
@@ -317,12 +361,16 @@ class Engine:
             raise ValueError(f"the prompt has {len(ids)} tokens; the model's context is {c.context}")
         need = math.ceil(min(len(ids) + params.max_new_tokens, c.context) / self.block_size)
         if need > self.num_blocks:
-            raise ValueError(f"a request of {len(ids)} + {params.max_new_tokens} tokens needs {need} blocks; the cache has {self.num_blocks}")
+            raise ValueError(
+                f"a request of {len(ids)} + {params.max_new_tokens} tokens needs {need} blocks; the cache has {self.num_blocks}"
+            )
         stop_ids, stop_strings = stop_sequences(params.stop)
         if stop_strings and self.tokenizer is None:
             raise ValueError(f"stop strings {stop_strings!r} need Engine(model, tokenizer=...)")
         rid = next(self._ids)
-        gen = torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None else None
+        gen = (
+            torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None else None
+        )
         seq = _Seq(rid, ids, params, time.perf_counter(), gen, stop_ids, stop_strings)
         if params.repetition_penalty != 1.0:
             seq.seen = torch.zeros(1, c.vocab_size, dtype=torch.bool, device=self.device)
@@ -347,7 +395,9 @@ class Engine:
             alloc = self.blocks.allocate(seq.rid, tokens)
             if alloc is None:
                 if not self.running:
-                    raise RuntimeError(f"request {seq.rid} cannot fit in an empty cache of {self.num_blocks} blocks")
+                    raise RuntimeError(
+                        f"request {seq.rid} cannot fit in an empty cache of {self.num_blocks} blocks"
+                    )
                 return
             self.waiting.popleft()
             reused = alloc.cached_tokens // self.block_size
@@ -378,12 +428,18 @@ class Engine:
         """Run tokens [start, end) of each sequence (equal lengths, or one sequence); logits of the last."""
         B, bs = len(seqs), self.block_size
         T = ends[0] - starts[0]
-        ids = torch.tensor([s.tokens[a:b] for s, a, b in zip(seqs, starts, ends)], dtype=torch.long, device=self.device)  # (B, T)
-        pos = torch.tensor([list(range(a, b)) for a, b in zip(starts, ends)], dtype=torch.long, device=self.device)  # (B, T)
+        ids = torch.tensor(
+            [s.tokens[a:b] for s, a, b in zip(seqs, starts, ends)], dtype=torch.long, device=self.device
+        )  # (B, T)
+        pos = torch.tensor(
+            [list(range(a, b)) for a, b in zip(starts, ends)], dtype=torch.long, device=self.device
+        )  # (B, T)
         tables = [self.blocks.block_table(s.rid) for s in seqs]
         L = max(ends)
         nb = math.ceil(L / bs)
-        read = torch.tensor([t[:nb] + [t[0]] * (nb - len(t[:nb])) for t in tables], dtype=torch.long, device=self.device)  # (B, nb)
+        read = torch.tensor(
+            [t[:nb] + [t[0]] * (nb - len(t[:nb])) for t in tables], dtype=torch.long, device=self.device
+        )  # (B, nb)
         flat_pos = pos.flatten()
         rows = torch.arange(B, device=self.device).repeat_interleave(T)
         write_blocks = read[rows, flat_pos // bs]
@@ -392,7 +448,9 @@ class Engine:
         if B > 1:  # rows of different lengths: each query sees its own row's keys up to itself
             keys = torch.arange(L, device=self.device)
             lens = torch.tensor(ends, device=self.device)
-            mask = ((keys[None, None, :] <= pos[:, :, None]) & (keys[None, None, :] < lens[:, None, None]))[:, None]  # (B, 1, T, L)
+            mask = ((keys[None, None, :] <= pos[:, :, None]) & (keys[None, None, :] < lens[:, None, None]))[
+                :, None
+            ]  # (B, 1, T, L)
         kv = [
             _PagedLayerKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, read, L)
             for i in range(self.model.config.n_layer)
@@ -409,15 +467,23 @@ class Engine:
         starts = [e - 1 for e in ends]
         tables = [self.blocks.block_table(s.rid) for s in seqs]
         start_t = torch.tensor(starts, dtype=torch.long, device=self.device)  # (B,)
-        write_blocks = torch.tensor([t[p // self.block_size] for t, p in zip(tables, starts)], dtype=torch.long, device=self.device)
+        write_blocks = torch.tensor(
+            [t[p // self.block_size] for t, p in zip(tables, starts)], dtype=torch.long, device=self.device
+        )
         write_offsets = start_t % self.block_size  # (B,): the new tokens' slots
         kv: list[Any]
         if self.decode_attention == "triton":
             width = max(len(t) for t in tables)
-            table_t = torch.tensor([t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.int32, device=self.device)  # (B, max_blocks)
-            lens = torch.tensor(ends, dtype=torch.int32, device=self.device)  # (B,): keys per sequence, the new token's included
+            table_t = torch.tensor(
+                [t + [t[0]] * (width - len(t)) for t in tables], dtype=torch.int32, device=self.device
+            )  # (B, max_blocks)
+            lens = torch.tensor(
+                ends, dtype=torch.int32, device=self.device
+            )  # (B,): keys per sequence, the new token's included
             kv = [
-                _KernelDecodeKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, table_t, lens, max(ends))
+                _KernelDecodeKV(
+                    self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, table_t, lens, max(ends)
+                )
                 for i in range(self.model.config.n_layer)
             ]
         else:
@@ -430,22 +496,39 @@ class Engine:
             own_pos = start_t - P
             keys = torch.arange(S, device=self.device)
             bias = torch.zeros(B, 1, 1, S, dtype=self.dtype, device=self.device)
-            bias.masked_fill_((keys[None, :] > own_pos[:, None])[:, None, None], float("-inf"))  # (B, 1, 1, S)
+            bias.masked_fill_(
+                (keys[None, :] > own_pos[:, None])[:, None, None], float("-inf")
+            )  # (B, 1, 1, S)
             rows = torch.arange(B, device=self.device)
             kv = [
-                _DecodeLayerKV(self.k_cache[i], self.v_cache[i], write_blocks, write_offsets, work.k[i], work.v[i],
-                               work.shared_k[i] if work.shared_k else None, work.shared_v[i] if work.shared_v else None,
-                               rows, own_pos, S, bias)
+                _DecodeLayerKV(
+                    self.k_cache[i],
+                    self.v_cache[i],
+                    write_blocks,
+                    write_offsets,
+                    work.k[i],
+                    work.v[i],
+                    work.shared_k[i] if work.shared_k else None,
+                    work.shared_v[i] if work.shared_v else None,
+                    rows,
+                    own_pos,
+                    S,
+                    bias,
+                )
                 for i in range(self.model.config.n_layer)
             ]
         ids = torch.tensor([[s.out[-1]] for s in seqs], dtype=torch.long, device=self.device)  # (B, 1)
-        logits = self.model.forward_cached(ids, start_t[:, None], kv, None, plan=self.model.decode_plan())  # (B, 1, V)
+        logits = self.model.forward_cached(
+            ids, start_t[:, None], kv, None, plan=self.model.decode_plan()
+        )  # (B, 1, V)
         if self.decode_attention != "triton":
             self._work.lens = list(ends)  # the decode set now holds these tokens' K/V too
         last = logits[:, -1]
         return last if last.dtype == torch.float64 else last.float()
 
-    def _build_decode_set(self, tables: list[list[int]], rids: tuple[int, ...], starts: list[int], L: int) -> _DecodeSet:
+    def _build_decode_set(
+        self, tables: list[list[int]], rids: tuple[int, ...], starts: list[int], L: int
+    ) -> _DecodeSet:
         B, bs = len(tables), self.block_size
         c = self.model.config
         H, D = c.n_kv_head, c.head_dim
@@ -460,19 +543,26 @@ class Engine:
         P = shared * bs
         cap = min(c.context, L + 64) - P  # own slots, with headroom: no rebuild for the next 64 tokens
         nb = math.ceil(max(max(starts) - P, 1) / bs)  # own blocks to copy per sequence
-        read = torch.tensor([t[shared : shared + nb] + [t[0]] * (nb - len(t[shared : shared + nb])) for t in tables],
-                            dtype=torch.long, device=self.device).reshape(-1)
+        read = torch.tensor(
+            [t[shared : shared + nb] + [t[0]] * (nb - len(t[shared : shared + nb])) for t in tables],
+            dtype=torch.long,
+            device=self.device,
+        ).reshape(-1)
         sk, sv, ks, vs = [], [], [], []
         prefix_index = torch.tensor(tables[0][:shared], dtype=torch.long, device=self.device)
         n = min(nb * bs, cap)
         for kc, vc in zip(self.k_cache, self.v_cache):
             if shared:
-                sk.append(torch.index_select(kc, 0, prefix_index).view(P, H, D).transpose(0, 1).contiguous())  # (H, P, D)
+                sk.append(
+                    torch.index_select(kc, 0, prefix_index).view(P, H, D).transpose(0, 1).contiguous()
+                )  # (H, P, D)
                 sv.append(torch.index_select(vc, 0, prefix_index).view(P, H, D).transpose(0, 1).contiguous())
             pair = []
             for cache in (kc, vc):
                 own = torch.empty(B, H, cap, D, dtype=self.dtype, device=self.device)
-                own[:, :, :n] = torch.index_select(cache, 0, read).view(B, nb * bs, H, D)[:, :n].transpose(1, 2)
+                own[:, :, :n] = (
+                    torch.index_select(cache, 0, read).view(B, nb * bs, H, D)[:, :n].transpose(1, 2)
+                )
                 # zeros, not stale memory: masked keys get probability 0, but 0 * NaN is NaN
                 own[:, :, n:].zero_()
                 pair.append(own)
@@ -496,13 +586,15 @@ class Engine:
             seq.events.append(TokenEvent(token, piece, lp))
         p = seq.params
         for stop in seq.stop_ids:
-            if len(seq.out) >= len(stop) and seq.out[-len(stop):] == stop:
+            if len(seq.out) >= len(stop) and seq.out[-len(stop) :] == stop:
                 seq.finished = "stop"
         if seq.stop_strings and seq.finished is None:
             text = self.tokenizer.decode(seq.out)
             if any(s in text for s in seq.stop_strings):
                 seq.finished = "stop"
-        if seq.finished is None and (len(seq.out) >= p.max_new_tokens or len(seq.tokens) >= self.model.config.context):
+        if seq.finished is None and (
+            len(seq.out) >= p.max_new_tokens or len(seq.tokens) >= self.model.config.context
+        ):
             seq.finished = "length"
 
     def _sample(self, seq: _Seq, logits_row: torch.Tensor) -> int:
@@ -520,9 +612,15 @@ class Engine:
                 if cut >= 0:
                     text = text[:cut]
         out = RequestOutput(
-            request_id=seq.rid, prompt_token_ids=seq.prompt, token_ids=list(seq.out), text=text,
-            logprobs=list(seq.logprobs) if seq.params.logprobs else None, finish_reason=seq.finished or "length",
-            cached_tokens=seq.cached, ttft_s=(seq.first_token or now) - seq.arrival, latency_s=now - seq.arrival,
+            request_id=seq.rid,
+            prompt_token_ids=seq.prompt,
+            token_ids=list(seq.out),
+            text=text,
+            logprobs=list(seq.logprobs) if seq.params.logprobs else None,
+            finish_reason=seq.finished or "length",
+            cached_tokens=seq.cached,
+            ttft_s=(seq.first_token or now) - seq.arrival,
+            latency_s=now - seq.arrival,
             preemptions=seq.preemptions,
         )
         self.done[seq.rid] = out
@@ -553,7 +651,9 @@ class Engine:
             by_len.setdefault(chunk[2], []).append(chunk)
         logits: dict[int, torch.Tensor] = {}
         for n, group in by_len.items():
-            rows = self._forward([c[0] for c in group], [c[1] for c in group], [c[1] + n for c in group])  # (B, V)
+            rows = self._forward(
+                [c[0] for c in group], [c[1] for c in group], [c[1] + n for c in group]
+            )  # (B, V)
             for i, (seq, _, _) in enumerate(group):
                 logits[seq.rid] = rows[i]
         finished: list[RequestOutput] = []
@@ -595,7 +695,11 @@ class Engine:
                         continue
                 # Skip the blocks whose K/V became valid since admission: requests admitted together
                 # with the one that computes a shared prefix reuse it as soon as it is written.
-                while seq.computed % bs == 0 and seq.computed + bs <= target - 1 and table[seq.computed // bs] in self._ready:
+                while (
+                    seq.computed % bs == 0
+                    and seq.computed + bs <= target - 1
+                    and table[seq.computed // bs] in self._ready
+                ):
                     seq.computed += bs
                     if not seq.out:
                         seq.cached = max(seq.cached, seq.computed)
@@ -631,9 +735,13 @@ class Engine:
 
     # -- convenience ----------------------------------------------------------------------------
 
-    def generate(self, prompts: Sequence[Any], params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
+    def generate(
+        self, prompts: Sequence[Any], params: SamplingParams | Sequence[SamplingParams] | None = None
+    ) -> list[RequestOutput]:
         """Run every prompt to completion; outputs in the order of `prompts`."""
-        if isinstance(prompts, (str, torch.Tensor)) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)):
+        if isinstance(prompts, (str, torch.Tensor)) or (
+            isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], int)
+        ):
             prompts = [prompts]  # one prompt
         plist = list(params) if isinstance(params, Sequence) else [params] * len(prompts)
         if len(plist) != len(prompts):

@@ -1,4 +1,4 @@
-"""`fastllm demo` (the whole pipeline, `fastllm.demo`) and `fastllm bench` (the benchmark suite as one table)."""
+"""`fastllm demo` (the whole pipeline, `fastllm.demo.run`) and `fastllm bench` (the benchmark suite as one table)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,43 @@ from pathlib import Path
 
 import click
 
-from fastllm._cliutil import user_errors
+from fastllm.cli._errors import user_errors
 
 
 @click.command("demo")
-@click.option("--out", "out", default="fastllm-demo", show_default=True, type=click.Path(path_type=Path),
-              help="The report folder: report.md, plots, tokenizer.json, shards/, train/ (checkpoints, model), samples.md.")
-@click.option("--corpus", default=None, type=click.Path(path_type=Path),
-              help="A file or folder of your own text (default: the Python standard library).")
-@click.option("--quick", is_flag=True, help="A small run that finishes in under a minute (what the tests run).")
-@click.option("--resume", is_flag=True, help="Carry on an interrupted run in --out (finished stages are skipped).")
-@click.option("--device", default="auto", show_default=True, help="auto (cuda when present), cpu, cuda or cuda:N.")
-@click.option("--steps", "max_steps", default=None, type=click.IntRange(min=1), help="Training steps (default 800; 300 with --quick).")
-@click.option("--max-docs", default=None, type=click.IntRange(min=2), help="Read at most this many documents.")
+@click.option(
+    "--out",
+    "out",
+    default="fastllm-demo",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The report folder: report.md, plots, tokenizer.json, shards/, train/ (checkpoints, model), samples.md.",
+)
+@click.option(
+    "--corpus",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="A file or folder of your own text (default: the Python standard library).",
+)
+@click.option(
+    "--quick", is_flag=True, help="A small run that finishes in under a minute (what the tests run)."
+)
+@click.option(
+    "--resume", is_flag=True, help="Carry on an interrupted run in --out (finished stages are skipped)."
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="auto (cuda when present), cpu, cuda or cuda:N."
+)
+@click.option(
+    "--steps",
+    "max_steps",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Training steps (default 800; 300 with --quick).",
+)
+@click.option(
+    "--max-docs", default=None, type=click.IntRange(min=2), help="Read at most this many documents."
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet):
@@ -31,7 +55,7 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
     Ctrl-C stops cleanly after the current training step (or at once in the other stages) and
     keeps what finished; `fastllm demo --resume` carries on.
     """
-    from fastllm.demo import DemoConfig, load_state
+    from fastllm.demo.run import DemoConfig, load_state
 
     if resume and not (quick or corpus or max_steps or max_docs) and out.is_dir():
         state = load_state(out)  # `fastllm demo --resume` alone: carry on with the run's own settings
@@ -50,7 +74,7 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
 
 
 def _run(cfg, out: Path, resume: bool, device: str, quiet: bool) -> None:
-    from fastllm.demo import DemoInterrupted, run_demo
+    from fastllm.demo.run import DemoInterrupted, run_demo
 
     t0 = time.perf_counter()
     try:
@@ -62,11 +86,22 @@ def _run(cfg, out: Path, resume: bool, device: str, quiet: bool) -> None:
 
 
 @click.command("bench")
-@click.option("--benches", "benches", default="benches", show_default=True, type=click.Path(path_type=Path),
-              help="The benchmark folder of a fastllm checkout (pytest-benchmark files).")
+@click.option(
+    "--benches",
+    "benches",
+    default="benches",
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The benchmark folder of a fastllm checkout (pytest-benchmark files).",
+)
 @click.option("-k", "keyword", default=None, help="Only benchmarks matching this pytest -k expression.")
-@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Also keep pytest-benchmark's JSON here.")
+@click.option(
+    "--json",
+    "json_out",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also keep pytest-benchmark's JSON here.",
+)
 @user_errors
 def bench_command(benches, keyword, json_out):
     """Run the benchmark suite (`pytest BENCHES --benchmark-only`) and print one table per group:
@@ -74,12 +109,23 @@ def bench_command(benches, keyword, json_out):
     benches = benches.resolve()
     report = benches / "report.py"
     if not report.is_file():
-        raise ValueError(f"no benchmark suite at {str(benches)!r} (expected report.py there); run from a fastllm "
-                         "checkout or pass --benches PATH")
+        raise ValueError(
+            f"no benchmark suite at {str(benches)!r} (expected report.py there); run from a fastllm "
+            "checkout or pass --benches PATH"
+        )
     with tempfile.TemporaryDirectory(prefix="fastllm-bench-") as tmp:
         result = Path(json_out) if json_out else Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "pytest", str(benches), "--benchmark-only", f"--benchmark-json={result}", "-q",
-               "-p", "no:cacheprovider"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(benches),
+            "--benchmark-only",
+            f"--benchmark-json={result}",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ]
         if keyword:
             cmd += ["-k", keyword]
         run = subprocess.run(cmd, cwd=benches.parent)

@@ -18,3 +18,11 @@ def user_errors(fn):
             raise click.ClickException(str(e)) from None
 
     return wrapper
+
+
+def report_invalid(invalid: list[str]) -> None:
+    """The first ten skipped records on stderr, and how many more there were."""
+    for line in invalid[:10]:
+        click.echo(f"  invalid: {line}", err=True)
+    if len(invalid) > 10:
+        click.echo(f"  ... and {len(invalid) - 10} more invalid records", err=True)

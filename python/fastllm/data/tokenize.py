@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastllm.dedup_io import InvalidRecord, iter_documents
-from fastllm.shards import DEFAULT_SHARD_TOKENS, ShardWriter
+from fastllm.data.dedup_io import InvalidRecord, iter_documents
+from fastllm.data.shards import DEFAULT_SHARD_TOKENS, ShardWriter
 from fastllm.tokenizer import BPETokenizer
 
 SPLITS = ("train", "val")
@@ -129,14 +129,18 @@ def tokenize_to_shards(
     tok = BPETokenizer.from_file(tokenizer)
     specials = tok.special_tokens
     if eot not in specials:
-        raise ValueError(f"tokenizer {str(tokenizer)!r} has no special token {eot!r} (its special tokens: {sorted(specials)}); pass --eot")
+        raise ValueError(
+            f"tokenizer {str(tokenizer)!r} has no special token {eot!r} (its special tokens: {sorted(specials)}); pass --eot"
+        )
     eot_id = specials[eot]
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"output {str(output)!r} is a file, not a folder")
     old = existing_shards(output)
     if old and not overwrite:
-        raise ValueError(f"{str(output)!r} already holds {len(old)} shard file(s) ({old[0].name}, ...); pass --overwrite to replace them")
+        raise ValueError(
+            f"{str(output)!r} already holds {len(old)} shard file(s) ({old[0].name}, ...); pass --overwrite to replace them"
+        )
     for p in old:
         p.unlink()
     output.mkdir(parents=True, exist_ok=True)
@@ -144,7 +148,14 @@ def tokenize_to_shards(
     stats = TokenizeStats()
     sha = hashlib.sha256(tok_bytes).hexdigest()
     writers = {
-        s: ShardWriter(output, split=s, vocab_size=tok.vocab_size, eot_id=eot_id, tokenizer_sha256=sha, shard_tokens=shard_tokens)
+        s: ShardWriter(
+            output,
+            split=s,
+            vocab_size=tok.vocab_size,
+            eot_id=eot_id,
+            tokenizer_sha256=sha,
+            shard_tokens=shard_tokens,
+        )
         for s in SPLITS
     }
     pending: np.ndarray | None = None  # the last train document so far, held back (see module docstring)
@@ -172,13 +183,17 @@ def tokenize_to_shards(
     try:
         texts: list[str] = []
         size = consumed = 0
-        for doc in iter_documents(list(inputs), fmt, text_field=text_field, skip_invalid=skip_invalid, invalid=stats.invalid):
+        for doc in iter_documents(
+            list(inputs), fmt, text_field=text_field, skip_invalid=skip_invalid, invalid=stats.invalid
+        ):
             try:
                 n = len(doc.text.encode("utf-8"))
             except UnicodeEncodeError as e:  # a lone surrogate (JSON "\ud800")
                 reason = f"text has a lone surrogate {doc.text[e.start]!r} at character {e.start}, not encodable as UTF-8"
                 if not skip_invalid:
-                    raise InvalidRecord(f"{doc.where}: {reason} (pass --skip-invalid to skip and count such records)") from None
+                    raise InvalidRecord(
+                        f"{doc.where}: {reason} (pass --skip-invalid to skip and count such records)"
+                    ) from None
                 stats.invalid.append(f"{doc.where}: {reason}")
                 continue
             texts.append(doc.text)

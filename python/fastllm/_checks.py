@@ -1,0 +1,125 @@
+"""Argument checks: the one vocabulary every public function uses for bad arguments.
+
+Wrong type -> TypeError naming the argument and the type it got; out of range -> ValueError naming
+the argument, its value and the allowed range. `bool` is not accepted as an int (True is not a
+count). Each check returns the value, so a call reads `n = check_int(n, "n", minimum=1)`.
+
+>>> check_int(3, "num_threads", minimum=1)
+3
+>>> check_int(True, "num_threads", minimum=1)
+Traceback (most recent call last):
+...
+TypeError: num_threads must be an int, not bool
+>>> check_int(0, "num_threads", minimum=1)
+Traceback (most recent call last):
+...
+ValueError: num_threads=0 is out of range: it must be >= 1
+>>> check_float(1.5, "threshold", minimum=0.0, maximum=1.0)
+Traceback (most recent call last):
+...
+ValueError: threshold=1.5 is out of range: it must be in [0.0, 1.0]
+>>> check_choice("gpt5", "pattern", ("gpt2", "gpt4"))
+Traceback (most recent call last):
+...
+ValueError: pattern must be one of 'gpt2', 'gpt4'; got 'gpt5'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import Any
+
+__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_optional_int", "check_type"]
+
+
+def _range_text(minimum: float | None, maximum: float | None, max_open: bool, min_open: bool) -> str:
+    if minimum is not None and maximum is not None:
+        left, right = "(" if min_open else "[", ")" if max_open else "]"
+        return f"in {left}{minimum}, {maximum}{right}"
+    if minimum is not None:
+        return f"> {minimum}" if min_open else f">= {minimum}"
+    return f"< {maximum}" if max_open else f"<= {maximum}"
+
+
+def check_int(
+    value: Any,
+    name: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    max_open: bool = False,
+) -> int:
+    """`value` as an int in [minimum, maximum] (or [minimum, maximum) with `max_open`)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        # numpy integers are ints to a user; accept anything that is an exact integer index.
+        if not isinstance(value, bool) and hasattr(value, "__index__") and not isinstance(value, float):
+            value = value.__index__()
+        else:
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    below = minimum is not None and value < minimum
+    above = maximum is not None and (value >= maximum if max_open else value > maximum)
+    if below or above:
+        raise ValueError(
+            f"{name}={value} is out of range: it must be {_range_text(minimum, maximum, max_open, False)}"
+        )
+    return int(value)
+
+
+def check_optional_int(
+    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
+    """`None`, or `value` checked by `check_int`."""
+    return None if value is None else check_int(value, name, minimum=minimum, maximum=maximum)
+
+
+def check_float(
+    value: Any,
+    name: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+) -> float:
+    """`value` (an int or a float, not a bool) as a finite float within the bounds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if hasattr(value, "__float__") and not isinstance(value, (bool, str, bytes)):
+            value = float(value)
+        else:
+            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{name}={value} must be a finite number")
+    below = minimum is not None and (value <= minimum if min_open else value < minimum)
+    above = maximum is not None and (value >= maximum if max_open else value > maximum)
+    if below or above:
+        raise ValueError(
+            f"{name}={value} is out of range: it must be {_range_text(minimum, maximum, max_open, min_open)}"
+        )
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """`value` if it is a bool (not 0/1, which usually means a misplaced positional argument)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_type(value: Any, name: str, types: type | tuple[type, ...]) -> Any:
+    """`value` if it is an instance of `types`, else a TypeError naming the expected type(s)."""
+    if not isinstance(value, types):
+        expected = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
+        raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:
+    """`value` if it is one of `choices` (TypeError if its type is not that of the choices)."""
+    kinds = tuple({type(c) for c in choices})
+    if kinds and not isinstance(value, kinds):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, choices))}; got {type(value).__name__}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
