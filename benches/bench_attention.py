@@ -16,7 +16,8 @@ on an H100.
 Every row skips with "no CUDA GPU: the Triton kernels run only on CUDA" where torch sees no GPU.
 
 Run:  pytest benches/bench_attention.py --benchmark-only
-      FASTLLM_BENCH_ATTN_T=2048,4096 FASTLLM_BENCH_ATTN_D=128 pytest benches/bench_attention.py --benchmark-only
+      FASTLLM_BENCH_ATTN_T=2048,4096 FASTLLM_BENCH_ATTN_D=128 \
+        pytest benches/bench_attention.py --benchmark-only
       python benches/report.py -k attention
 """
 

@@ -270,10 +270,10 @@ def gen_heading(name: str, rows: list[dict]) -> str:
             f"system prompt + {shared['prompt_tokens'] - shared['system_prompt_tokens']} tokens"
         )
     legend = (
-        "ms/token per seq: batch rows, median seconds / new tokens (one sequence's per-token latency, prefill "
-        "included); shared-prefix rows, mean time per output token after the first. TTFT: sequential row, from "
-        "the start of the whole run to the request's first token (the requests before it included); engine "
-        "rows, the Engine's submission-to-first-token time."
+        "ms/token per seq: batch rows, median seconds / new tokens (one sequence's per-token latency, "
+        "prefill included); shared-prefix rows, mean time per output token after the first. TTFT: "
+        "sequential row, from the start of the whole run to the request's first token (the requests "
+        "before it included); engine rows, the Engine's submission-to-first-token time."
     )
     return f"\n### {name} (" + "; ".join(notes) + ")\n\n" + gen_table(rows) + "\n\n" + legend
 
@@ -305,7 +305,8 @@ def summary(groups: dict[str, list[dict]]) -> str:
                     (r for r in same if r is not best), key=lambda r: -r["extra_info"]["tokens_per_s"]
                 )
                 peers = ", ".join(
-                    f"{label(r)} {r['extra_info']['tokens_per_s']:,.0f} tok/s ({tps / r['extra_info']['tokens_per_s']:.2f}x)"
+                    f"{label(r)} {r['extra_info']['tokens_per_s']:,.0f} tok/s "
+                    f"({tps / r['extra_info']['tokens_per_s']:.2f}x)"
                     for r in others
                 )
                 where = f" (batch {k[0]})" if k[0] is not None else ""
@@ -355,7 +356,8 @@ def report(data: dict) -> str:
     )
     if floor:
         out.append(
-            f"Peak RSS is the whole process; the interpreter alone (with benches/tasks.py imported) is {floor:.0f} MB."
+            f"Peak RSS is the whole process; the interpreter alone (with benches/tasks.py imported) "
+            f"is {floor:.0f} MB."
         )
     out.append("\n### Summary (every group; the tables after it have the details)\n\n" + summary(groups))
     for name in sorted(groups):
