@@ -335,12 +335,44 @@ def test_writer_rejects_out_of_range_ids_and_bad_settings(tmp_path):
         with ShardWriter(tmp_path, split="train", vocab_size=70000, eot_id=1, tokenizer_sha256="") as w:
             w.write(np.array([1, 2, 70000]))
     assert list(tmp_path.iterdir()) == []  # the unfinished shard's temporary file is gone
-    with pytest.raises(ValueError, match="shard_tokens .* 0"):
-        ShardWriter(tmp_path, split="train", vocab_size=10, eot_id=1, tokenizer_sha256="", shard_tokens=0)
-    with pytest.raises(ValueError, match="eot_id 10"):
-        ShardWriter(tmp_path, split="train", vocab_size=10, eot_id=10, tokenizer_sha256="")
-    with pytest.raises(ValueError, match="'../x'"):
-        ShardWriter(tmp_path, split="../x", vocab_size=10, eot_id=1, tokenizer_sha256="")
+    kw = dict(split="train", vocab_size=10, eot_id=1, tokenizer_sha256="")
+    for change, message in (
+        ({"shard_tokens": 0}, "shard_tokens=0 is out of range: it must be >= 1"),
+        ({"eot_id": 10}, r"eot_id=10 is out of range: it must be in \[0, 10\)"),
+        ({"eot_id": -1}, r"eot_id=-1 is out of range"),
+        ({"vocab_size": 0}, r"vocab_size=0 is out of range"),
+        ({"split": "../x"}, "'../x'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ShardWriter(tmp_path, **{**kw, **change})
+    for change, message in (
+        ({"shard_tokens": 5.0}, "shard_tokens must be an int, not float"),
+        ({"eot_id": "1"}, "eot_id must be an int, not str"),
+        ({"vocab_size": None}, "vocab_size must be an int, not NoneType"),
+        ({"split": b"train"}, "split must be str, not bytes"),
+        ({"tokenizer_sha256": None}, "tokenizer_sha256 must be str, not NoneType"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            ShardWriter(tmp_path, **{**kw, **change})
+
+
+def test_an_error_mid_shard_keeps_the_finished_shards_and_no_temporary_file(tmp_path):
+    """The open shard lives in an `atomic_path` block across `write` calls: an error drops its
+    temporary file, while the shards already full stay whole (header + .bin of the stated size)."""
+    with pytest.raises(RuntimeError, match="boom"):
+        with ShardWriter(
+            tmp_path, split="train", vocab_size=300, eot_id=0, tokenizer_sha256="", shard_tokens=4
+        ) as w:
+            w.write(np.arange(10))  # two full shards, two ids in the open one
+            assert len(list(tmp_path.glob(".*.tmp"))) == 1
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "train_00000.bin",
+        "train_00000.json",
+        "train_00001.bin",
+        "train_00001.json",
+    ]
+    assert [load_shard(h).tolist() for h in list_shards(tmp_path, "train")] == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def _one_shard(directory: Path, vocab_size: int = 300, n: int = 100) -> Path:
