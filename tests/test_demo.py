@@ -284,3 +284,50 @@ def test_stdlib_corpus_has_the_charmap_near_duplicates():
     assert (
         len(r.clusters) >= 1 and int((~r.keep).sum()) >= 5
     )  # the charmap codecs are near copies of each other
+
+
+@pytest.mark.parametrize(
+    "name, value, error, message",
+    [
+        ("context", 0, ValueError, "context=0 is out of range: it must be >= 1"),
+        ("context", 2.0, TypeError, "context must be an int, not float"),
+        ("n_head", True, TypeError, "n_head must be an int, not bool"),
+        ("max_docs", 1, ValueError, "max_docs=1 is out of range: it must be >= 2"),
+        (
+            "dedup_threshold",
+            1.0,
+            ValueError,
+            r"dedup_threshold=1.0 is out of range: it must be in \(0.0, 1.0\)",
+        ),
+        ("dedup_threshold", "0.8", TypeError, "dedup_threshold must be a number, not str"),
+        ("vocab_size", 256, ValueError, "vocab_size=256 is out of range: it must be >= 257"),
+        ("compression_sizes", (512, 100), ValueError, r"compression_sizes\[1\]=100 is out of range"),
+        ("compression_sizes", 512, TypeError, "compression_sizes must be tuple or list, not int"),
+        ("compression_sizes", (), ValueError, "compression_sizes is empty"),
+        ("lr", 0.0, ValueError, r"lr=0.0 is out of range: it must be > 0.0"),
+        ("warmup_steps", -1, ValueError, "warmup_steps=-1 is out of range: it must be >= 0"),
+        ("seed", -1, ValueError, "seed=-1 is out of range"),
+        ("sample_prompts", ("def ", 3), TypeError, r"sample_prompts\[1\] must be str, not int"),
+        ("sample_prompts", ("",), ValueError, r"sample_prompts\[0\] is empty"),
+        ("gen_batches", (1, 0), ValueError, r"gen_batches\[1\]=0 is out of range"),
+        ("corpus", 3, TypeError, "corpus must be str or PathLike, not int"),
+    ],
+)
+def test_demo_config_checks_every_setting(name, value, error, message):
+    with pytest.raises(error, match=message):
+        DemoConfig(**{name: value})
+    with pytest.raises(error, match=message):  # a state.json edited by hand gets the same checks
+        DemoConfig.from_dict({**DemoConfig.quick().to_dict(), name: value})
+
+
+def test_demo_config_normalises_lists_and_paths(tmp_path):
+    cfg = DemoConfig.quick(gen_batches=[1, 2], corpus=tmp_path)
+    assert cfg.gen_batches == (1, 2) and cfg.corpus == str(tmp_path)
+    assert DemoConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=r"settings this fastllm does not know: \['colour'\]"):
+        DemoConfig.from_dict({"colour": "blue"})
+    with pytest.raises(TypeError, match="cfg must be DemoConfig, not dict"):
+        run_demo(cfg.to_dict(), tmp_path / "o", progress=False, say=lambda s: None)
+    with pytest.raises(TypeError, match="device must be str, not int"):
+        run_demo(cfg, tmp_path / "o", device=0, progress=False, say=lambda s: None)
+    assert not (tmp_path / "o").exists()

@@ -90,6 +90,9 @@ def test_infer_format_and_folder_rules(tmp_path):
     (f / ".hidden.txt").write_text("hidden")
     (f / ".git" / "x.txt").write_text("git")
     (f / "__pycache__" / "y.txt").write_text("cache")
+    (tmp_path / "outside.txt").write_text("outside")
+    (f / "sub" / "link.txt").symlink_to(tmp_path / "outside.txt")  # leads out of the folder: not read
+    (f / "sub" / "broken.txt").symlink_to(tmp_path / "nowhere.txt")
     reader = DocumentReader.folder(f, skip_invalid=True)
     assert [d.text for d in reader] == ["doc a\nstill doc a", "b1", "b2", '{"k": 1}', "d0", "d1", "doc e"]
     assert reader.invalid == [f"{f / 'img.bin'}: invalid UTF-8 at byte 3"]

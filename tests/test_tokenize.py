@@ -424,3 +424,28 @@ def test_check_ids_finds_out_of_range_ids(tmp_path):
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_arguments_are_checked_before_anything_is_read_or_written(tmp_path, tok_path):
+    (tmp_path / "in.txt").write_text("one two\nthree four\n", encoding="utf-8")
+    for kwargs, error, message in (
+        ({"val_fraction": "0.1"}, TypeError, "val_fraction must be a number, not str"),
+        (
+            {"val_fraction": -0.1},
+            ValueError,
+            r"val_fraction=-0.1 is out of range: it must be in \[0.0, 1.0\)",
+        ),
+        ({"seed": -1}, ValueError, "seed=-1 is out of range"),
+        ({"seed": 1.5}, TypeError, "seed must be an int, not float"),
+        ({"shard_tokens": "8"}, TypeError, "shard_tokens must be an int, not str"),
+        ({"num_threads": 0}, ValueError, "num_threads=0 is out of range: it must be >= 1"),
+        ({"batch_bytes": 0}, ValueError, "batch_bytes=0 is out of range: it must be >= 1"),
+        ({"overwrite": 1}, TypeError, "overwrite must be a bool, not int"),
+        ({"skip_invalid": "yes"}, TypeError, "skip_invalid must be a bool, not str"),
+        ({"fmt": "csv"}, ValueError, "fmt must be one of 'lines', 'files', 'jsonl', 'parquet'; got 'csv'"),
+        ({"text_field": None}, TypeError, "text_field must be str, not NoneType"),
+        ({"eot": 1}, TypeError, "eot must be str, not int"),
+    ):
+        with pytest.raises(error, match=message):
+            tokenize_to_shards([tmp_path / "in.txt"], tmp_path / "out", tokenizer=tok_path, **kwargs)
+    assert not (tmp_path / "out").exists()

@@ -7,9 +7,10 @@ Formats (`FORMATS`), each a list of files:
 - `jsonl`: one JSON object per line with the text under `text_field` (blank lines are no records);
 - `parquet`: one document per row, the text in column `text_field` (needs pyarrow).
 `infer_format` picks one from the file names. Two more sources:
-- a folder (`DocumentReader.folder`, the demo's `--corpus`): its files in sorted order (hidden files
-  and tool folders such as `.git` or `__pycache__` left out), each read by its extension: `.jsonl`/
-  `.ndjson` as JSONL, `.parquet` as Parquet, any other file as one document;
+- a folder (`DocumentReader.folder`, the demo's `--corpus`): its files in sorted order (hidden files,
+  tool folders such as `.git` or `__pycache__`, and links leading out of the folder left out), each
+  read by its extension: `.jsonl`/`.ndjson` as JSONL, `.parquet` as Parquet, any other file as one
+  document;
 - the Python standard library (`DocumentReader.stdlib`), on every machine with Python, so the default
   runs need no download: its `.py` files (site-packages left out), one document per file, decoded as
   Python decodes them (PEP 263 coding cookies, universal newlines), then the pydoc topics (the
@@ -104,20 +105,19 @@ def stdlib_root() -> Path:
 
 def _stdlib_files(root: Path) -> list[Path]:
     """Sorted `.py` files under `root`, without site-packages."""
-    return sorted(
-        p
-        for p in root.rglob("*.py")
-        if "site-packages" not in p.parts and "dist-packages" not in p.parts and p.is_file()
-    )
+    skip = {"site-packages", "dist-packages"}
+    return sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts) and p.is_file())
 
 
 def _folder_files(root: Path) -> list[Path]:
-    """The files of a folder, sorted per folder, hidden files and tool folders left out."""
+    """The files of a folder, sorted per folder, hidden files and tool folders left out, and links
+    that lead outside the folder too (only what the user gave is read)."""
     files = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root):  # does not descend into linked folders
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
         files += [Path(dirpath) / f for f in sorted(filenames) if not f.startswith(".")]
-    return [p for p in files if p.is_file()]  # not broken links, sockets, ...
+    inside = root.resolve()
+    return [p for p in files if p.is_file() and p.resolve().is_relative_to(inside)]
 
 
 def _pydoc_topics() -> dict[str, str]:
@@ -199,8 +199,16 @@ class DocumentReader:
     def __iter__(self) -> Iterator[Document]:
         self.invalid = []
         self.tables = []
+        read = {
+            "lines": self._read_lines,
+            "files": self._read_files,
+            "jsonl": self._read_jsonl,
+            "parquet": self._read_parquet,
+            _PYTHON: self._read_python,
+            _TOPICS: self._read_pydoc_topics,
+        }
         for path, fmt in self.inputs:
-            yield from getattr(self, f"_read_{fmt.replace('-', '_')}")(path)
+            yield from read[fmt](path)
 
     def _bad(self, where: str, reason: str) -> None:
         """The one rule: raise, or with `skip_invalid` record the record as skipped."""
