@@ -142,11 +142,15 @@ def test_start_skips_exactly(shards, shuffle):
 
 
 def test_bad_arguments_name_the_value(shards, tmp_path):
+    """The shared vocabulary (`fastllm._checks`): wrong type TypeError, out of range ValueError,
+    each naming the argument and the value."""
     for context in (0, -3):
-        with pytest.raises(ValueError, match=f"context must be an integer >= 1, got {context}"):
+        with pytest.raises(ValueError, match=f"context={context} is out of range: it must be >= 1"):
             TokenDataset(shards, context)
-    with pytest.raises(ValueError, match="context must be an integer >= 1, got '8'"):
-        TokenDataset(shards, "8")
+    for context in ("8", 8.0, True, None):
+        with pytest.raises(TypeError, match=f"context must be an int, not {type(context).__name__}"):
+            TokenDataset(shards, context)
+    assert TokenDataset(shards, np.int64(8)).context == 8  # numpy integers are ints
     for context in (N, N + 50):
         with pytest.raises(ValueError, match=f"context {context} .* {N:,} tokens"):
             TokenDataset(shards, context)
@@ -154,14 +158,26 @@ def test_bad_arguments_name_the_value(shards, tmp_path):
         TokenDataset(shards, 8, split="val")
     with pytest.raises(FileNotFoundError, match="'train'"):
         TokenDataset(tmp_path / "nowhere", 8)
+    with pytest.raises(TypeError, match="split must be str, not int"):
+        TokenDataset(shards, 8, split=1)
     ds = TokenDataset(shards, 8)
     for kwargs, message in (
-        ({"batch_size": 0}, "batch_size .* got 0"),
-        ({"batch_size": 2, "world_size": 0}, "world_size .* got 0"),
-        ({"batch_size": 2, "rank": 2, "world_size": 2}, r"rank must be in \[0, world_size=2\), got 2"),
-        ({"batch_size": 2, "start": -1}, "start .* got -1"),
+        ({"batch_size": 0}, "batch_size=0 is out of range"),
+        ({"batch_size": 2, "world_size": 0}, "world_size=0 is out of range"),
+        ({"batch_size": 2, "rank": 2, "world_size": 2}, r"rank=2 is out of range: it must be in \[0, 2\)"),
+        ({"batch_size": 2, "rank": -1}, r"rank=-1 is out of range: it must be in \[0, 1\)"),
+        ({"batch_size": 2, "start": -1}, "start=-1 is out of range: it must be >= 0"),
+        ({"batch_size": 2, "seed": -1}, "seed=-1 is out of range: it must be >= 0"),
     ):
         with pytest.raises(ValueError, match=message):
+            ds.batches(**kwargs)
+    for kwargs, message in (
+        ({"batch_size": 2.0}, "batch_size must be an int, not float"),
+        ({"batch_size": 2, "seed": "0"}, "seed must be an int, not str"),
+        ({"batch_size": 2, "rank": 0.0}, "rank must be an int, not float"),
+        ({"batch_size": 2, "shuffle": 1}, "shuffle must be a bool, not int"),
+    ):
+        with pytest.raises(TypeError, match=message):
             ds.batches(**kwargs)
 
 

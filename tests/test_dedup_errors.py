@@ -163,3 +163,30 @@ def test_load_bad_num_threads(tmp_path):
 def test_load_a_directory(tmp_path):
     with pytest.raises((IsADirectoryError, FileNotFoundError, ValueError), match=re.escape(str(tmp_path))):
         MinHashDeduper.load(tmp_path)
+
+
+# ---- the shared vocabulary (fastllm._checks) on the flags and the stage functions ----------------
+
+
+@pytest.mark.parametrize("name", ["char_ngrams", "lowercase", "strip_punctuation"])
+@pytest.mark.parametrize("value", [1, 0, "yes", None])
+def test_flags_must_be_bools(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be a bool, not {type(value).__name__}"):
+        MinHashDeduper(**{name: value})
+
+
+def test_stage_functions_check_their_integers():
+    import numpy as np
+
+    from fastllm.data.dedup import band_keys, cluster
+
+    sig = np.zeros((2, 8), dtype=np.uint64)
+    with pytest.raises(ValueError, match="bands=0 is out of range: it must be >= 1"):
+        band_keys(sig, 0, 4)
+    with pytest.raises(TypeError, match="rows must be an int, not float"):
+        band_keys(sig, 2, 4.0)
+    with pytest.raises(ValueError, match="n=-1 is out of range: it must be >= 0"):
+        cluster(-1, [])
+    with pytest.raises(TypeError, match="n must be an int, not str"):
+        cluster("3", [])
+    assert cluster(np.int64(3), [(0, 2)]).clusters == [[0, 2]]  # numpy integers are ints

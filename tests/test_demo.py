@@ -19,8 +19,9 @@ import torch
 from click.testing import CliRunner
 
 from fastllm.cli import main
+from fastllm.demo import DemoConfig, DemoInterrupted, run_demo
 from fastllm.demo.report import PLOTS
-from fastllm.demo.run import STAGES, DemoConfig, DemoInterrupted, read_documents, run_demo
+from fastllm.demo.stages import STAGES, corpus_documents
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +148,7 @@ def test_resume_after_ctrl_c_in_training(tmp_path, monkeypatch):
 
 
 def test_interrupt_between_stages_keeps_the_finished_ones(tmp_path, monkeypatch):
-    import fastllm.demo.run as demo
+    import fastllm.demo.stages as demo
 
     out = tmp_path / "demo"
     cfg = DemoConfig.quick(**QUICK)
@@ -190,8 +191,12 @@ def test_user_corpus_folder(tmp_path):
     (corpus / "sub" / "copy.txt").write_text(base + "\n")
     (corpus / "sub" / "near.txt").write_text(base.replace(words[0], "zz", 1) + "\n")  # a near duplicate
     (corpus / "sub" / "again.txt").write_text(base + "\n")  # an exact duplicate
-    (corpus / "binary.bin").write_bytes(b"\xff\xfe\x00bad")  # not UTF-8: skipped
+    (corpus / "binary.bin").write_bytes(b"\xff\xfe\x00bad")  # not UTF-8: skipped and counted
+    record = json.dumps({"text": " ".join(rng.choice(words, 400))})
+    (corpus / "notes.jsonl").write_text(f"{record}\nnot json\n")  # one document, one bad line
+    (corpus / ".hidden.txt").write_text(base)  # hidden files are not read
     out = tmp_path / "demo"
+    lines: list[str] = []
     state = run_demo(
         DemoConfig.quick(
             corpus=str(corpus),
@@ -204,15 +209,22 @@ def test_user_corpus_folder(tmp_path):
         ),
         out,
         progress=False,
-        say=lambda s: None,
+        say=lines.append,
     ).state
     d = state["stages"]["dedup"]
     assert (
-        d["docs_in"] == 15
+        d["docs_in"] == 16
         and d["exact_duplicates"] == 1
         and d["near_duplicates"] == 1
-        and d["docs_out"] == 13
+        and d["docs_out"] == 14
     )
+    # the demo skips what is not text, and says so: in its first line, its figures and the report
+    assert d["invalid"] == 2 and [r.split(": ")[0] for r in d["invalid_examples"]] == [
+        str(corpus / "binary.bin"),
+        f"{corpus / 'notes.jsonl'}:2",
+    ]
+    assert "2 invalid records skipped (first: " in lines[0] and "binary.bin" in lines[0]
+    assert "2 records that are not text were skipped" in (out / "report.md").read_text()
     assert d["cluster_sizes"] == [3]
     assert {m.split("/")[-1] for m in d["largest_clusters"][0]["members"]} == {
         "copy.txt",
@@ -240,7 +252,7 @@ def test_missing_or_empty_corpus_is_a_clear_error(tmp_path, make, message):
     )
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     with pytest.raises((FileNotFoundError, ValueError), match=message):
-        read_documents(str(path))
+        corpus_documents(str(path))
 
 
 def test_bad_out_and_resume_without_a_run(tmp_path):
@@ -260,7 +272,8 @@ def test_bad_out_and_resume_without_a_run(tmp_path):
 
 
 def test_stdlib_corpus_has_the_charmap_near_duplicates():
-    texts, sources, _ = read_documents(None)
+    docs, _ = corpus_documents(None)
+    texts, sources = [d.text for d in docs], [d.where for d in docs]
     assert len(texts) > 500 and any(s.startswith("pydoc_data/topics:") for s in sources)
     from fastllm.data.dedup import MinHashDeduper
 
@@ -271,3 +284,50 @@ def test_stdlib_corpus_has_the_charmap_near_duplicates():
     assert (
         len(r.clusters) >= 1 and int((~r.keep).sum()) >= 5
     )  # the charmap codecs are near copies of each other
+
+
+@pytest.mark.parametrize(
+    "name, value, error, message",
+    [
+        ("context", 0, ValueError, "context=0 is out of range: it must be >= 1"),
+        ("context", 2.0, TypeError, "context must be an int, not float"),
+        ("n_head", True, TypeError, "n_head must be an int, not bool"),
+        ("max_docs", 1, ValueError, "max_docs=1 is out of range: it must be >= 2"),
+        (
+            "dedup_threshold",
+            1.0,
+            ValueError,
+            r"dedup_threshold=1.0 is out of range: it must be in \(0.0, 1.0\)",
+        ),
+        ("dedup_threshold", "0.8", TypeError, "dedup_threshold must be a number, not str"),
+        ("vocab_size", 256, ValueError, "vocab_size=256 is out of range: it must be >= 257"),
+        ("compression_sizes", (512, 100), ValueError, r"compression_sizes\[1\]=100 is out of range"),
+        ("compression_sizes", 512, TypeError, "compression_sizes must be tuple or list, not int"),
+        ("compression_sizes", (), ValueError, "compression_sizes is empty"),
+        ("lr", 0.0, ValueError, r"lr=0.0 is out of range: it must be > 0.0"),
+        ("warmup_steps", -1, ValueError, "warmup_steps=-1 is out of range: it must be >= 0"),
+        ("seed", -1, ValueError, "seed=-1 is out of range"),
+        ("sample_prompts", ("def ", 3), TypeError, r"sample_prompts\[1\] must be str, not int"),
+        ("sample_prompts", ("",), ValueError, r"sample_prompts\[0\] is empty"),
+        ("gen_batches", (1, 0), ValueError, r"gen_batches\[1\]=0 is out of range"),
+        ("corpus", 3, TypeError, "corpus must be str or PathLike, not int"),
+    ],
+)
+def test_demo_config_checks_every_setting(name, value, error, message):
+    with pytest.raises(error, match=message):
+        DemoConfig(**{name: value})
+    with pytest.raises(error, match=message):  # a state.json edited by hand gets the same checks
+        DemoConfig.from_dict({**DemoConfig.quick().to_dict(), name: value})
+
+
+def test_demo_config_normalises_lists_and_paths(tmp_path):
+    cfg = DemoConfig.quick(gen_batches=[1, 2], corpus=tmp_path)
+    assert cfg.gen_batches == (1, 2) and cfg.corpus == str(tmp_path)
+    assert DemoConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match=r"settings this fastllm does not know: \['colour'\]"):
+        DemoConfig.from_dict({"colour": "blue"})
+    with pytest.raises(TypeError, match="cfg must be DemoConfig, not dict"):
+        run_demo(cfg.to_dict(), tmp_path / "o", progress=False, say=lambda s: None)
+    with pytest.raises(TypeError, match="device must be str, not int"):
+        run_demo(cfg, tmp_path / "o", device=0, progress=False, say=lambda s: None)
+    assert not (tmp_path / "o").exists()

@@ -335,12 +335,44 @@ def test_writer_rejects_out_of_range_ids_and_bad_settings(tmp_path):
         with ShardWriter(tmp_path, split="train", vocab_size=70000, eot_id=1, tokenizer_sha256="") as w:
             w.write(np.array([1, 2, 70000]))
     assert list(tmp_path.iterdir()) == []  # the unfinished shard's temporary file is gone
-    with pytest.raises(ValueError, match="shard_tokens .* 0"):
-        ShardWriter(tmp_path, split="train", vocab_size=10, eot_id=1, tokenizer_sha256="", shard_tokens=0)
-    with pytest.raises(ValueError, match="eot_id 10"):
-        ShardWriter(tmp_path, split="train", vocab_size=10, eot_id=10, tokenizer_sha256="")
-    with pytest.raises(ValueError, match="'../x'"):
-        ShardWriter(tmp_path, split="../x", vocab_size=10, eot_id=1, tokenizer_sha256="")
+    kw = dict(split="train", vocab_size=10, eot_id=1, tokenizer_sha256="")
+    for change, message in (
+        ({"shard_tokens": 0}, "shard_tokens=0 is out of range: it must be >= 1"),
+        ({"eot_id": 10}, r"eot_id=10 is out of range: it must be in \[0, 10\)"),
+        ({"eot_id": -1}, r"eot_id=-1 is out of range"),
+        ({"vocab_size": 0}, r"vocab_size=0 is out of range"),
+        ({"split": "../x"}, "'../x'"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ShardWriter(tmp_path, **{**kw, **change})
+    for change, message in (
+        ({"shard_tokens": 5.0}, "shard_tokens must be an int, not float"),
+        ({"eot_id": "1"}, "eot_id must be an int, not str"),
+        ({"vocab_size": None}, "vocab_size must be an int, not NoneType"),
+        ({"split": b"train"}, "split must be str, not bytes"),
+        ({"tokenizer_sha256": None}, "tokenizer_sha256 must be str, not NoneType"),
+    ):
+        with pytest.raises(TypeError, match=message):
+            ShardWriter(tmp_path, **{**kw, **change})
+
+
+def test_an_error_mid_shard_keeps_the_finished_shards_and_no_temporary_file(tmp_path):
+    """The open shard lives in an `atomic_path` block across `write` calls: an error drops its
+    temporary file, while the shards already full stay whole (header + .bin of the stated size)."""
+    with pytest.raises(RuntimeError, match="boom"):
+        with ShardWriter(
+            tmp_path, split="train", vocab_size=300, eot_id=0, tokenizer_sha256="", shard_tokens=4
+        ) as w:
+            w.write(np.arange(10))  # two full shards, two ids in the open one
+            assert len(list(tmp_path.glob(".*.tmp"))) == 1
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "train_00000.bin",
+        "train_00000.json",
+        "train_00001.bin",
+        "train_00001.json",
+    ]
+    assert [load_shard(h).tolist() for h in list_shards(tmp_path, "train")] == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
 def _one_shard(directory: Path, vocab_size: int = 300, n: int = 100) -> Path:
@@ -392,3 +424,28 @@ def test_check_ids_finds_out_of_range_ids(tmp_path):
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_arguments_are_checked_before_anything_is_read_or_written(tmp_path, tok_path):
+    (tmp_path / "in.txt").write_text("one two\nthree four\n", encoding="utf-8")
+    for kwargs, error, message in (
+        ({"val_fraction": "0.1"}, TypeError, "val_fraction must be a number, not str"),
+        (
+            {"val_fraction": -0.1},
+            ValueError,
+            r"val_fraction=-0.1 is out of range: it must be in \[0.0, 1.0\)",
+        ),
+        ({"seed": -1}, ValueError, "seed=-1 is out of range"),
+        ({"seed": 1.5}, TypeError, "seed must be an int, not float"),
+        ({"shard_tokens": "8"}, TypeError, "shard_tokens must be an int, not str"),
+        ({"num_threads": 0}, ValueError, "num_threads=0 is out of range: it must be >= 1"),
+        ({"batch_bytes": 0}, ValueError, "batch_bytes=0 is out of range: it must be >= 1"),
+        ({"overwrite": 1}, TypeError, "overwrite must be a bool, not int"),
+        ({"skip_invalid": "yes"}, TypeError, "skip_invalid must be a bool, not str"),
+        ({"fmt": "csv"}, ValueError, "fmt must be one of 'lines', 'files', 'jsonl', 'parquet'; got 'csv'"),
+        ({"text_field": None}, TypeError, "text_field must be str, not NoneType"),
+        ({"eot": 1}, TypeError, "eot must be str, not int"),
+    ):
+        with pytest.raises(error, match=message):
+            tokenize_to_shards([tmp_path / "in.txt"], tmp_path / "out", tokenizer=tok_path, **kwargs)
+    assert not (tmp_path / "out").exists()

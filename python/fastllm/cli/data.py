@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from fastllm.cli._errors import report_invalid, user_errors
+from fastllm.data.documents import FORMATS
 
 
 @click.command("dedup")
@@ -28,7 +29,7 @@ from fastllm.cli._errors import report_invalid, user_errors
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["lines", "files", "jsonl", "parquet"]),
+    type=click.Choice(FORMATS),
     default=None,
     help="Input format (default: from the extension; .jsonl/.parquet, else lines).",
 )
@@ -86,14 +87,14 @@ def dedup_command(
     quiet,
 ):
     """Remove exact and near-duplicate documents from INPUTS (text lines, files, JSONL or Parquet)."""
-    from tqdm.auto import tqdm
-
+    from fastllm._io import write_atomic
+    from fastllm._progress import bar
     from fastllm.data.dedup import MinHashDeduper
-    from fastllm.data.dedup_io import infer_format, read_corpus, write_atomic, write_kept
+    from fastllm.data.dedup_io import read_corpus, write_kept
+    from fastllm.data.documents import DocumentReader
 
     t0 = time.perf_counter()
-    paths = list(inputs)
-    fmt = fmt or infer_format(paths)
+    reader = DocumentReader(list(inputs), fmt, text_field=text_field, skip_invalid=skip_invalid)
     deduper = MinHashDeduper(
         threshold,
         num_perm=num_perm,
@@ -103,14 +104,14 @@ def dedup_command(
         seed=seed,
         num_threads=threads,
     )
-    with tqdm(total=3, desc="dedup", unit="stage", disable=quiet, leave=False) as bar:
-        bar.set_postfix_str("reading")
-        corpus = read_corpus(paths, fmt, text_field=text_field, skip_invalid=skip_invalid)
-        bar.update()
-        bar.set_postfix_str(f"{len(corpus.texts):,} documents")
+    with bar(not quiet, total=3, desc="dedup", unit="stage") as stages:
+        stages.set_postfix_str("reading")
+        corpus = read_corpus(reader)
+        stages.update()
+        stages.set_postfix_str(f"{len(corpus.texts):,} documents")
         result = deduper.dedup(corpus.texts)
-        bar.update()
-        bar.set_postfix_str("writing")
+        stages.update()
+        stages.set_postfix_str("writing")
         write_kept(corpus, result.keep.tolist(), output)
         if clusters_path is not None:
             edges: dict[int, list] = {}
@@ -129,13 +130,14 @@ def dedup_command(
                 for c, members in enumerate(result.clusters)
             )
             write_atomic(clusters_path, lines)
-        bar.update()
+        stages.update()
     seconds = time.perf_counter() - t0
     st = result.stats
     n_in = st["documents_in"] + len(corpus.invalid)
     click.echo(
         f"dedup: {n_in:,} documents in, {st['documents_out']:,} out; {st['clusters']:,} clusters "
-        f"({n_in - st['documents_out'] - len(corpus.invalid):,} removed, {st['exact_duplicates']:,} of them exact), "
+        f"({n_in - st['documents_out'] - len(corpus.invalid):,} removed, "
+        f"{st['exact_duplicates']:,} of them exact), "
         f"{st['too_short']:,} shorter than the shingle size (kept), {len(corpus.invalid):,} invalid; "
         f"{seconds:.2f} s, {n_in / max(seconds, 1e-9):,.0f} documents/s"
     )
@@ -162,7 +164,7 @@ def dedup_command(
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["lines", "files", "jsonl", "parquet"]),
+    type=click.Choice(FORMATS),
     default=None,
     help="Input format (default: from the extension; .jsonl/.parquet, else lines).",
 )
@@ -210,16 +212,13 @@ def tokenize_command(
     quiet,
 ):
     """Encode INPUTS (text lines, files, JSONL or Parquet) into train/val token shards for training."""
-    from tqdm.auto import tqdm
-
-    from fastllm.data.dedup_io import infer_format
+    from fastllm._progress import bar
+    from fastllm.data.documents import infer_format
     from fastllm.data.tokenize import input_size, tokenize_to_shards
 
     paths = list(inputs)
     fmt = fmt or infer_format(paths)
-    with tqdm(
-        total=input_size(paths, fmt), desc="tokenize", unit="B", unit_scale=True, disable=quiet, leave=False
-    ) as bar:
+    with bar(not quiet, total=input_size(paths, fmt), desc="tokenize", unit="B", unit_scale=True) as done:
         stats = tokenize_to_shards(
             paths,
             output,
@@ -233,7 +232,7 @@ def tokenize_command(
             skip_invalid=skip_invalid,
             eot=eot,
             overwrite=overwrite,
-            progress=bar.update,
+            progress=done.update,
         )
     tokens = sum(stats.tokens.values())
     per_split = ", ".join(

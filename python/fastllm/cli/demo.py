@@ -1,4 +1,5 @@
-"""`fastllm demo` (the whole pipeline, `fastllm.demo.run`) and `fastllm bench` (the benchmark suite as one table)."""
+"""`fastllm demo` (the whole pipeline, `fastllm.demo.run`) and `fastllm bench` (the benchmark suite as
+one table)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,16 @@ from fastllm.cli._errors import user_errors
     default="fastllm-demo",
     show_default=True,
     type=click.Path(path_type=Path),
-    help="The report folder: report.md, plots, tokenizer.json, shards/, train/ (checkpoints, model), samples.md.",
+    help="The report folder: report.md, plots, tokenizer.json, shards/, train/ (checkpoints, model), "
+    "samples.md.",
 )
 @click.option(
     "--corpus",
     default=None,
     type=click.Path(path_type=Path),
-    help="A file or folder of your own text (default: the Python standard library).",
+    help="A file or folder of your own text (default: the Python standard library): a folder gives one "
+    "document per file (.jsonl/.parquet files: per record), a file one per line (or record). Records "
+    "that are not text are skipped and counted.",
 )
 @click.option(
     "--quick", is_flag=True, help="A small run that finishes in under a minute (what the tests run)."
@@ -55,7 +59,7 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
     Ctrl-C stops cleanly after the current training step (or at once in the other stages) and
     keeps what finished; `fastllm demo --resume` carries on.
     """
-    from fastllm.demo.run import DemoConfig, load_state
+    from fastllm.demo import DemoConfig, load_state
 
     if resume and not (quick or corpus or max_steps or max_docs) and out.is_dir():
         state = load_state(out)  # `fastllm demo --resume` alone: carry on with the run's own settings
@@ -74,7 +78,7 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
 
 
 def _run(cfg, out: Path, resume: bool, device: str, quiet: bool) -> None:
-    from fastllm.demo.run import DemoInterrupted, run_demo
+    from fastllm.demo import DemoInterrupted, run_demo
 
     t0 = time.perf_counter()
     try:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from fastllm.cli._errors import user_errors
-from fastllm.data.documents import CorpusStats, stdlib_root, stdlib_texts
+from fastllm.cli._errors import report_invalid, user_errors
+from fastllm.data.documents import DocumentReader
 from fastllm.tokenizer import BPETokenizer
 
 SAMPLE = 'def greet(name: str) -> str:\n    return f"Hello, {name}! \U0001f40d"\n'
@@ -79,10 +79,12 @@ def tokenizer_train(files, vocab_size, output, pattern, special_tokens, min_freq
         )
         sample_texts = None
     else:
-        stats = CorpusStats()
-        sample_texts = list(stdlib_texts(stats))
-        source = f"the Python standard library ({stats.files} files under {stdlib_root()}"
-        source += f", {len(stats.skipped)} undecodable skipped)" if stats.skipped else ")"
+        reader = DocumentReader.stdlib()
+        sample_texts = [doc.text for doc in reader]
+        source = (
+            f"{reader.description}, {len(sample_texts):,} documents, {len(reader.invalid)} invalid skipped"
+        )
+        report_invalid(reader.invalid)
         n_bytes = sum(len(t.encode("utf-8")) for t in sample_texts)
         tok = BPETokenizer.train(
             sample_texts,
@@ -100,12 +102,14 @@ def tokenizer_train(files, vocab_size, output, pattern, special_tokens, min_freq
         f"trained on {source}: {n_bytes / 1e6:.1f} MB in {seconds:.2f} s ({n_bytes / 1e6 / seconds:.1f} MB/s)"
     )
     click.echo(
-        f"vocab size {tok.vocab_size} = 256 bytes + {len(tok.merges)} merges + {len(tok.special_tokens)} special"
+        f"vocab size {tok.vocab_size} = 256 bytes + {len(tok.merges)} merges + "
+        f"{len(tok.special_tokens)} special"
     )
     if sample_texts is not None:
         ids, _ = tok.encode_batch_numpy(sample_texts, num_threads=threads, disallowed_special=())
         click.echo(
-            f"compression: {n_bytes / max(len(ids), 1):.2f} bytes per token over the corpus ({len(ids):,} tokens)"
+            f"compression: {n_bytes / max(len(ids), 1):.2f} bytes per token over the corpus "
+            f"({len(ids):,} tokens)"
         )
     longest = sorted(range(256, 256 + len(tok.merges)), key=lambda i: (-len(tok.token_bytes(i)), i))[:5]
     click.echo(

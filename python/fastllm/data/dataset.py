@@ -15,7 +15,8 @@ the skipped batches.
 >>> import tempfile, numpy as np
 >>> from fastllm.data.shards import ShardWriter
 >>> d = tempfile.mkdtemp()
->>> with ShardWriter(d, split="train", vocab_size=100, eot_id=99, tokenizer_sha256="0" * 64, shard_tokens=5) as w:
+>>> settings = dict(vocab_size=100, eot_id=99, tokenizer_sha256="0" * 64, shard_tokens=5)
+>>> with ShardWriter(d, split="train", **settings) as w:
 ...     w.write(np.arange(12))
 >>> ds = TokenDataset(d, context=3)
 >>> len(ds), ds.tokens
@@ -37,27 +38,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fastllm._checks import check_bool, check_int
 from fastllm.data.shards import list_shards, load_shard, read_header
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class TokenDataset:
     """Non-overlapping (input, target) windows of `context` ids over the shards of `split` in `dir`.
 
-    Raises FileNotFoundError when `dir` holds no shard of `split`, and ValueError for a context
-    below 1 or not shorter than the split, and for shards that disagree on dtype, vocabulary, end
-    of text or tokenizer (made by different `fastllm tokenize` runs).
+    Raises FileNotFoundError when `dir` holds no shard of `split`, TypeError for an argument of the
+    wrong type, and ValueError for a context below 1 or not shorter than the split, and for shards
+    that disagree on dtype, vocabulary, end of text or tokenizer (made by different `fastllm
+    tokenize` runs).
     """
 
     def __init__(self, dir: str | os.PathLike, context: int, split: str = "train"):
         self.dir = Path(dir)
         self.split = split
-        self.context = _check_int(context, "context", 1)
+        self.context = check_int(context, "context", minimum=1)
         self.shards = list_shards(self.dir, split)
         if not self.shards:
             raise FileNotFoundError(
@@ -69,8 +66,8 @@ class TokenDataset:
             for name in ("dtype", "vocab_size", "eot_id", "tokenizer_sha256"):
                 if getattr(h, name) != getattr(first, name):
                     raise ValueError(
-                        f"shards of split {split!r} disagree on {name}: {self.shards[0].name} has {getattr(first, name)!r}, "
-                        f"{path.name} has {getattr(h, name)!r}"
+                        f"shards of split {split!r} disagree on {name}: {self.shards[0].name} has "
+                        f"{getattr(first, name)!r}, {path.name} has {getattr(h, name)!r}"
                     )
         self.dtype = first.dtype
         self.vocab_size = first.vocab_size
@@ -85,11 +82,15 @@ class TokenDataset:
         self.tokens = int(self._starts[-1])
         if self.context >= self.tokens:
             raise ValueError(
-                f"context {self.context} must be smaller than the {self.tokens:,} tokens of split {split!r} in {str(self.dir)!r}"
+                f"context {self.context} must be smaller than the {self.tokens:,} tokens of split "
+                f"{split!r} in {str(self.dir)!r}"
             )
 
     def __repr__(self) -> str:
-        return f"TokenDataset({str(self.dir)!r}, context={self.context}, split={self.split!r}: {self.tokens:,} {self.dtype} tokens in {len(self.shards)} shard(s))"
+        return (
+            f"TokenDataset({str(self.dir)!r}, context={self.context}, split={self.split!r}: "
+            f"{self.tokens:,} {self.dtype} tokens in {len(self.shards)} shard(s))"
+        )
 
     def __len__(self) -> int:
         return (self.tokens - 1) // self.context
@@ -158,13 +159,12 @@ class TokenDataset:
         >>> [x.tolist() for x, _ in TokenDataset(d, 2, split="val").batches(2, shuffle=False)]
         [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]
         """
-        batch_size = _check_int(batch_size, "batch_size", 1)
-        world_size = _check_int(world_size, "world_size", 1)
-        rank = _check_int(rank, "rank", 0)
-        if rank >= world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        start = _check_int(start, "start", 0)
-        seed = _check_int(seed, "seed", 0)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        world_size = check_int(world_size, "world_size", minimum=1)
+        rank = check_int(rank, "rank", minimum=0, maximum=world_size, max_open=True)
+        start = check_int(start, "start", minimum=0)
+        seed = check_int(seed, "seed", minimum=0)
+        shuffle = check_bool(shuffle, "shuffle")
         return self._batches(batch_size, seed, rank, world_size, shuffle, start)
 
     def _batches(self, batch_size, seed, rank, world_size, shuffle, start):

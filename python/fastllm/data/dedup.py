@@ -23,7 +23,8 @@ Spark) without rewriting anything:
 
 >>> d = MinHashDeduper(threshold=0.8, ngram=3)
 >>> base = "the quick brown fox jumps over the lazy dog near the river bank today"
->>> r = d.dedup([base, base.replace("today", "yesterday"), "a completely different sentence about cats and dogs"])
+>>> other = "a completely different sentence about cats and dogs"
+>>> r = d.dedup([base, base.replace("today", "yesterday"), other])
 >>> r.keep.tolist(), r.clusters
 ([True, False, True], [[0, 1]])
 """
@@ -40,6 +41,7 @@ from typing import Union
 import numpy as np
 
 from fastllm import _core
+from fastllm._checks import check_bool, check_choice, check_float, check_int, check_optional_int
 
 __all__ = ["DedupResult", "MinHashDeduper", "band_keys", "candidate_pairs", "cluster"]
 
@@ -68,14 +70,6 @@ class DedupResult:
     clusters: list[list[int]]
     pairs: list[tuple[int, int, float]]
     stats: dict[str, float] = field(default_factory=dict)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name}={value} is invalid: it must be at least {minimum}")
-    return value
 
 
 def _check_texts(texts: object) -> list[str]:
@@ -125,36 +119,34 @@ class MinHashDeduper:
         lowercase: bool = True,
         strip_punctuation: bool = False,
     ):
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-            raise TypeError(f"threshold must be a float, not {type(threshold).__name__}")
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold={threshold} is invalid: it must be strictly between 0 and 1")
-        _check_int(num_perm, "num_perm", 1)
-        _check_int(ngram, "ngram", 1)
-        _check_int(seed, "seed", 0)
-        if seed >= 2**64:
-            raise ValueError(f"seed={seed} is invalid: it must be below 2**64")
-        if verify not in VERIFY:
-            raise ValueError(f"verify={verify!r} is invalid: use one of {VERIFY}")
-        if num_threads is not None:
-            _check_int(num_threads, "num_threads", 1)
+        threshold = check_float(
+            threshold, "threshold", minimum=0.0, maximum=1.0, min_open=True, max_open=True
+        )
+        num_perm = check_int(num_perm, "num_perm", minimum=1)
+        ngram = check_int(ngram, "ngram", minimum=1)
+        seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        verify = check_choice(verify, "verify", VERIFY)
+        num_threads = check_optional_int(num_threads, "num_threads", minimum=1)
+        char_ngrams = check_bool(char_ngrams, "char_ngrams")
+        lowercase = check_bool(lowercase, "lowercase")
+        strip_punctuation = check_bool(strip_punctuation, "strip_punctuation")
         if (bands is None) != (rows is None):
             raise ValueError(f"give both bands and rows or neither (got bands={bands}, rows={rows})")
         if bands is None:
-            bands, rows = _core.Deduper.optimal_params(float(threshold), num_perm, *_WEIGHTS[verify])
+            bands, rows = _core.Deduper.optimal_params(threshold, num_perm, *_WEIGHTS[verify])
         else:
-            _check_int(bands, "bands", 1)
-            _check_int(rows, "rows", 1)
+            bands = check_int(bands, "bands", minimum=1)
+            rows = check_int(rows, "rows", minimum=1)
             if bands * rows > num_perm:
                 raise ValueError(f"bands*rows = {bands}*{rows} = {bands * rows} exceeds num_perm={num_perm}")
         self._core = _core.Deduper(
             num_perm,
             seed,
             ngram,
-            bool(char_ngrams),
-            bool(lowercase),
-            bool(strip_punctuation),
-            float(threshold),
+            char_ngrams,
+            lowercase,
+            strip_punctuation,
+            threshold,
             bands,
             rows,
             verify,
@@ -176,7 +168,10 @@ class MinHashDeduper:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"MinHashDeduper(threshold={c['threshold']}, num_perm={c['num_perm']}, ngram={c['ngram']}, verify={c['verify']!r}, bands={c['bands']}, rows={c['rows']})"
+        return (
+            f"MinHashDeduper(threshold={c['threshold']}, num_perm={c['num_perm']}, ngram={c['ngram']}, "
+            f"verify={c['verify']!r}, bands={c['bands']}, rows={c['rows']})"
+        )
 
     def __len__(self) -> int:
         """Texts in the incremental index."""
@@ -232,8 +227,7 @@ class MinHashDeduper:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"dedup index not found: {str(p)!r}")
-        if num_threads is not None:
-            _check_int(num_threads, "num_threads", 1)
+        num_threads = check_optional_int(num_threads, "num_threads", minimum=1)
         self = cls.__new__(cls)
         self._core = _core.Deduper.load(os.fspath(p))
         self._threads = num_threads
@@ -255,8 +249,8 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     sig = np.ascontiguousarray(signatures, dtype=np.uint64)
     if sig.ndim != 2:
         raise ValueError(f"signatures must be a 2-d (n, num_perm) array, not shape {sig.shape}")
-    _check_int(bands, "bands", 1)
-    _check_int(rows, "rows", 1)
+    bands = check_int(bands, "bands", minimum=1)
+    rows = check_int(rows, "rows", minimum=1)
     return _core.band_keys(sig, bands, rows)
 
 
@@ -279,7 +273,7 @@ def cluster(n: int, pairs: np.ndarray | Sequence[tuple[int, int]]) -> DedupResul
     >>> r.keep.tolist(), r.cluster_ids.tolist(), r.clusters
     ([True, True, True, False, False], [0, -1, -1, 0, 0], [[0, 3, 4]])
     """
-    _check_int(n, "n", 0)
+    n = check_int(n, "n", minimum=0)
     p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     if p.size and (p.min() < 0 or p.max() >= n):
         raise ValueError(f"pairs name documents outside 0..{n - 1}")

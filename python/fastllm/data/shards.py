@@ -12,14 +12,16 @@ cache for every tokenizer up to 65,536 ids, as in nanoGPT and llm.c), beside a h
 documents that end in this shard; a document may start in the previous one). `tokenizer_sha256`
 is the SHA-256 of the tokenizer.json bytes, so shards made by different tokenizers are never mixed.
 
-Writing: each .bin is streamed into a temporary file beside the target and renamed into place when
-the shard is full (`shard_tokens` ids) or the writer is closed; the header is written (also via a
-temporary file) after its .bin, so a header on disk always describes a complete .bin. A reader
+Writing: each .bin is streamed into a temporary file beside the target (`fastllm._io.atomic_path`)
+and renamed into place when the shard is full (`shard_tokens` ids) or the writer is closed; the
+header is written (also atomically) after its .bin, so a header on disk always describes a complete
+.bin. A reader
 lists shards by their headers and checks the .bin size against `count`.
 
 >>> import tempfile, numpy as np
 >>> d = tempfile.mkdtemp()
->>> with ShardWriter(d, split="train", vocab_size=300, eot_id=299, tokenizer_sha256="0" * 64, shard_tokens=4) as w:
+>>> settings = dict(vocab_size=300, eot_id=299, tokenizer_sha256="0" * 64, shard_tokens=4)
+>>> with ShardWriter(d, split="train", **settings) as w:
 ...     w.write(np.array([5, 6, 299, 7, 8, 9, 299], dtype=np.uint32))
 >>> [p.name for p in list_shards(d, "train")]
 ['train_00000.json', 'train_00001.json']
@@ -34,12 +36,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
+
+from fastllm._checks import check_int, check_type
+from fastllm._io import atomic_path, write_atomic
 
 FORMAT = "fastllm-tokens"
 VERSION = 1
@@ -51,15 +54,13 @@ PathLike = str | os.PathLike
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     """uint16 when every id < vocab_size fits in 16 bits, else uint32 (little-endian)."""
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-    if vocab_size > 2**32:
-        raise ValueError(f"vocab_size {vocab_size} does not fit in uint32 token ids")
+    check_int(vocab_size, "vocab_size", minimum=1, maximum=2**32)
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
 def _check_split(split: str) -> str:
-    if not isinstance(split, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", split):
+    check_type(split, "split", str)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]*", split):
         raise ValueError(f"split must be a name of letters, digits, '.' and '-', got {split!r}")
     return split
 
@@ -155,8 +156,8 @@ def load_shard(
     actual = data.stat().st_size
     if actual != expected:
         raise ValueError(
-            f"{data}: size is {actual:,} bytes but its header says {header.count:,} {header.dtype} ids = {expected:,} bytes"
-            " (truncated or corrupt shard)"
+            f"{data}: size is {actual:,} bytes but its header says {header.count:,} {header.dtype} ids "
+            f"= {expected:,} bytes (truncated or corrupt shard)"
         )
     dtype = np.dtype(header.dtype).newbyteorder("<")
     if header.count == 0:
@@ -169,15 +170,27 @@ def load_shard(
     return ids
 
 
-def _write_atomic_bytes(target: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+class _OpenShard:
+    """The .bin being filled: a file inside `atomic_path`, renamed into place by `commit` (after an
+    fsync) or removed by `discard`. A shard outlives one `write` call, so the `with` block of
+    `atomic_path` is entered here and left in one of the two methods."""
+
+    def __init__(self, target: Path) -> None:
+        self._scope = atomic_path(target)
+        self.file = open(self._scope.__enter__(), "wb")  # closed by commit or discard
+
+    def commit(self) -> None:
+        self.file.close()
+        self._scope.__exit__(None, None, None)
+
+    def discard(self) -> None:
+        self.file.close()
+        error = _Discarded()
+        self._scope.__exit__(_Discarded, error, None)  # as an error would: the temporary file goes
+
+
+class _Discarded(Exception):
+    """Leaves an `atomic_path` block the way an error does (never raised to a caller)."""
 
 
 class ShardWriter:
@@ -202,20 +215,15 @@ class ShardWriter:
         self.directory = Path(directory)
         self.split = _check_split(split)
         self.dtype = dtype_for_vocab(vocab_size)
-        if not isinstance(shard_tokens, int) or shard_tokens < 1:
-            raise ValueError(f"shard_tokens must be an integer >= 1, got {shard_tokens!r}")
-        if not 0 <= eot_id < vocab_size:
-            raise ValueError(f"eot_id {eot_id} is out of range for vocab_size {vocab_size}")
+        self.shard_tokens = check_int(shard_tokens, "shard_tokens", minimum=1)
+        self.eot_id = check_int(eot_id, "eot_id", minimum=0, maximum=vocab_size, max_open=True)
         self.vocab_size = vocab_size
-        self.eot_id = eot_id
-        self.tokenizer_sha256 = tokenizer_sha256
-        self.shard_tokens = shard_tokens
+        self.tokenizer_sha256 = check_type(tokenizer_sha256, "tokenizer_sha256", str)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.written: list[Path] = []  # headers of finished shards
         self.tokens = 0  # ids written over all shards
         self.documents = 0  # end-of-text ids written over all shards
-        self._file: BinaryIO | None = None
-        self._tmp: Path | None = None
+        self._open: _OpenShard | None = None  # the shard being filled
         self._count = 0  # ids in the open shard
         self._docs = 0  # end-of-text ids in the open shard
 
@@ -234,23 +242,19 @@ class ShardWriter:
                 raise ValueError(f"token id {bad} is out of range for vocab_size {self.vocab_size}")
         ids = ids.astype(self.dtype, copy=False)
         while ids.size:
-            if self._file is None:
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f".{self._name('.bin').name}.", suffix=".tmp", dir=self.directory
-                )
-                self._file, self._tmp = os.fdopen(fd, "wb"), Path(tmp)
+            if self._open is None:
+                self._open = _OpenShard(self._name(".bin"))
             room = self.shard_tokens - self._count
             part, ids = ids[:room], ids[room:]
-            self._file.write(part.tobytes())
+            self._open.file.write(part.tobytes())
             self._count += part.size
             self._docs += int(np.count_nonzero(part == self.eot_id))
             if self._count == self.shard_tokens:
                 self._finish()
 
     def _finish(self) -> None:
-        assert self._file is not None and self._tmp is not None
-        self._file.close()
-        os.replace(self._tmp, self._name(".bin"))
+        assert self._open is not None
+        self._open.commit()
         header = ShardHeader(
             dtype=self.dtype.name,
             count=self._count,
@@ -259,25 +263,23 @@ class ShardWriter:
             tokenizer_sha256=self.tokenizer_sha256,
             documents=self._docs,
         )
-        _write_atomic_bytes(self._name(".json"), header.to_json())
+        write_atomic(self._name(".json"), header.to_json())
         self.written.append(self._name(".json"))
         self.tokens += self._count
         self.documents += self._docs
-        self._file, self._tmp, self._count, self._docs = None, None, 0, 0
+        self._open, self._count, self._docs = None, 0, 0
 
     def close(self) -> list[Path]:
         """Finishes the open shard (if any ids are pending) and returns every header written."""
-        if self._file is not None:
+        if self._open is not None:
             self._finish()
         return list(self.written)
 
     def abort(self) -> None:
         """Drops the unfinished shard's temporary file; finished shards stay."""
-        if self._file is not None:
-            self._file.close()
-            assert self._tmp is not None
-            self._tmp.unlink(missing_ok=True)
-            self._file, self._tmp, self._count, self._docs = None, None, 0, 0
+        if self._open is not None:
+            self._open.discard()
+            self._open, self._count, self._docs = None, 0, 0
 
     def __enter__(self) -> ShardWriter:
         return self

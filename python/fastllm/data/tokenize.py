@@ -1,10 +1,11 @@
 """Corpus -> token shards: what `fastllm tokenize` does, as a function the tests and scripts can call.
 
-Documents are streamed from the inputs (`dedup_io.iter_documents`), gathered into batches of a few
-MB and encoded with `BPETokenizer.encode_batch_numpy` (no Python int per token). Special tokens
-spelled in the text are encoded as plain text (`disallowed_special=()`), so the only end-of-text
-ids in a shard are the ones appended after every document: splitting a shard at them gives the
-documents back. This is what nanoGPT's and llm.c's data scripts do (`encode_ordinary` + EOT).
+Documents are streamed from the inputs (`fastllm.data.documents.DocumentReader`, whose rule for
+bad records applies), gathered into batches of a few MB and encoded with
+`BPETokenizer.encode_batch_numpy` (no Python int per token). Special tokens spelled in the text are
+encoded as plain text (`disallowed_special=()`), so the only end-of-text ids in a shard are the ones
+appended after every document: splitting a shard at them gives the documents back. This is what
+nanoGPT's and llm.c's data scripts do (`encode_ordinary` + EOT).
 
 Each document goes to "val" or "train" by a seeded hash of its index in the input (splitmix64):
 the split of a document does not depend on batch sizes or threads, only on (seed, index,
@@ -14,9 +15,10 @@ val: the last train document is held back until the end and moved to val if val 
 >>> import tempfile, pathlib
 >>> from fastllm import BPETokenizer
 >>> d = pathlib.Path(tempfile.mkdtemp())
->>> BPETokenizer.train(["hello world"] * 8, 270, special_tokens=["<|endoftext|>"], show_progress=False).save(d / "tok.json")
+>>> tok = BPETokenizer.train(["hello world"] * 8, 270, special_tokens=["<|endoftext|>"], show_progress=False)
+>>> tok.save(d / "tok.json")
 >>> _ = (d / "in.txt").write_text("hello\\nworld\\nhello world\\n")
->>> stats = tokenize_to_shards([d / "in.txt"], d / "out", tokenizer=d / "tok.json", fmt="lines", val_fraction=0.5)
+>>> stats = tokenize_to_shards([d / "in.txt"], d / "out", tokenizer=d / "tok.json", val_fraction=0.5)
 >>> stats.documents, stats.docs["train"] + stats.docs["val"]
 (3, 3)
 """
@@ -33,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fastllm.data.dedup_io import InvalidRecord, iter_documents
+from fastllm._checks import check_bool, check_float, check_int, check_optional_int, check_type
+from fastllm.data.documents import DocumentReader
 from fastllm.data.shards import DEFAULT_SHARD_TOKENS, ShardWriter
 from fastllm.tokenizer import BPETokenizer
 
@@ -101,7 +104,7 @@ def tokenize_to_shards(
     output: Path,
     *,
     tokenizer: Path,
-    fmt: str,
+    fmt: str | None = None,
     text_field: str = "text",
     val_fraction: float = 0.005,
     seed: int = 0,
@@ -115,13 +118,19 @@ def tokenize_to_shards(
 ) -> TokenizeStats:
     """Encodes the documents of `inputs` into train/val shards in `output`; see the module docstring.
 
-    `progress(n)` is called after each batch with the input bytes it consumed.
+    `fmt` is one of `fastllm.data.documents.FORMATS` (None: from the file names); bad records raise
+    `InvalidRecord` naming file and line, or with `skip_invalid` are skipped and listed in
+    `TokenizeStats.invalid`. `progress(n)` is called after each batch with the input bytes it consumed.
     """
     t0 = time.perf_counter()
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    if not isinstance(shard_tokens, int) or shard_tokens < 1:
-        raise ValueError(f"shard_tokens must be an integer >= 1, got {shard_tokens!r}")
+    val_fraction = check_float(val_fraction, "val_fraction", minimum=0.0, maximum=1.0, max_open=True)
+    seed = check_int(seed, "seed", minimum=0, maximum=_M64)
+    shard_tokens = check_int(shard_tokens, "shard_tokens", minimum=1)
+    num_threads = check_optional_int(num_threads, "num_threads", minimum=1)
+    batch_bytes = check_int(batch_bytes, "batch_bytes", minimum=1)
+    eot = check_type(eot, "eot", str)
+    overwrite = check_bool(overwrite, "overwrite")
+    reader = DocumentReader(inputs, fmt, text_field=text_field, skip_invalid=skip_invalid)
     tokenizer = Path(tokenizer)
     if not tokenizer.is_file():
         raise FileNotFoundError(f"tokenizer not found: {str(tokenizer)!r}")
@@ -130,7 +139,8 @@ def tokenize_to_shards(
     specials = tok.special_tokens
     if eot not in specials:
         raise ValueError(
-            f"tokenizer {str(tokenizer)!r} has no special token {eot!r} (its special tokens: {sorted(specials)}); pass --eot"
+            f"tokenizer {str(tokenizer)!r} has no special token {eot!r} (its special tokens: "
+            f"{sorted(specials)}); pass --eot"
         )
     eot_id = specials[eot]
     output = Path(output)
@@ -139,7 +149,8 @@ def tokenize_to_shards(
     old = existing_shards(output)
     if old and not overwrite:
         raise ValueError(
-            f"{str(output)!r} already holds {len(old)} shard file(s) ({old[0].name}, ...); pass --overwrite to replace them"
+            f"{str(output)!r} already holds {len(old)} shard file(s) ({old[0].name}, ...); "
+            "pass --overwrite to replace them"
         )
     for p in old:
         p.unlink()
@@ -183,19 +194,8 @@ def tokenize_to_shards(
     try:
         texts: list[str] = []
         size = consumed = 0
-        for doc in iter_documents(
-            list(inputs), fmt, text_field=text_field, skip_invalid=skip_invalid, invalid=stats.invalid
-        ):
-            try:
-                n = len(doc.text.encode("utf-8"))
-            except UnicodeEncodeError as e:  # a lone surrogate (JSON "\ud800")
-                reason = f"text has a lone surrogate {doc.text[e.start]!r} at character {e.start}, not encodable as UTF-8"
-                if not skip_invalid:
-                    raise InvalidRecord(
-                        f"{doc.where}: {reason} (pass --skip-invalid to skip and count such records)"
-                    ) from None
-                stats.invalid.append(f"{doc.where}: {reason}")
-                continue
+        for doc in reader:
+            n = len(doc.text.encode("utf-8"))  # the reader yields only encodable text
             texts.append(doc.text)
             stats.documents += 1
             stats.text_bytes += n
@@ -206,8 +206,9 @@ def tokenize_to_shards(
                 texts, size, consumed = [], 0, 0
         if texts:
             flush(texts, consumed)
+        stats.invalid = reader.invalid
         if stats.documents == 0:
-            raise ValueError(f"no documents in {', '.join(map(str, inputs))} (format {fmt!r})")
+            raise ValueError(f"no documents in {', '.join(map(str, inputs))} (format {reader.fmt!r})")
         if pending is not None:
             if val_fraction > 0 and stats.docs["val"] == 0 and stats.documents >= 2:
                 writers["val"].write(pending)

@@ -1,6 +1,6 @@
 """The demo's report: `report.md` and its PNG plots, written from `state.json` alone.
 
-Plots (matplotlib, Agg backend, each written to a temporary file and renamed into place):
+Plots (matplotlib, Agg backend, each written atomically with `fastllm._io`):
 - `loss.png`: training loss per logged step and validation loss per evaluation, with the unigram
   entropy of the training tokens as a line (a model below it uses context);
 - `dedup_clusters.png`: how many duplicate clusters have each size;
@@ -11,24 +11,18 @@ Plots (matplotlib, Agg backend, each written to a temporary file and renamed int
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from fastllm._io import atomic_path, write_atomic
 
 PLOTS = ("loss.png", "dedup_clusters.png", "tokenizer_compression.png", "generation_throughput.png")
 
 
 def _save(fig: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
 
 
 def _curve(plt: Any, path: Path, xs: list, ys: list, xlabel: str, ylabel: str, title: str) -> None:
@@ -111,8 +105,6 @@ def _plots(out: Path, stages: dict[str, Any]) -> list[str]:
 
 def write_report(out: Path, state: dict[str, Any]) -> Path:
     """Write the plots and `report.md` for whatever stages `state` holds; returns the report's path."""
-    from fastllm.demo.run import write_atomic
-
     st = state["stages"]
     made = _plots(out, st)
     s = state["settings"]
@@ -120,15 +112,21 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
     md += ["Settings: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in s.items() if v is not None), ""]
     if "dedup" in st:
         d = st["dedup"]
+        skipped = ""
+        if d.get("invalid"):  # runs recorded before the count existed have none
+            first = "; ".join(f"`{r}`" for r in d["invalid_examples"])
+            skipped = f" {d['invalid']:,} records that are not text were skipped (first: {first})."
         md += [
             "## 1. Deduplication",
             "",
-            f"Corpus: {d['corpus']}.",
+            f"Corpus: {d['corpus']}.{skipped}",
             "",
-            "| documents in | out | exact duplicates removed | near duplicates removed | clusters | MB in | MB out | seconds |",
+            "| documents in | out | exact duplicates removed | near duplicates removed | clusters "
+            "| MB in | MB out | seconds |",
             "|---|---|---|---|---|---|---|---|",
-            f"| {d['docs_in']:,} | {d['docs_out']:,} | {d['exact_duplicates']:,} | {d['near_duplicates']:,} | "
-            f"{d['clusters']:,} | {d['bytes_in'] / 1e6:.2f} | {d['bytes_out'] / 1e6:.2f} | {d['seconds']:.2f} |",
+            f"| {d['docs_in']:,} | {d['docs_out']:,} | {d['exact_duplicates']:,} | "
+            f"{d['near_duplicates']:,} | {d['clusters']:,} | {d['bytes_in'] / 1e6:.2f} | "
+            f"{d['bytes_out'] / 1e6:.2f} | {d['seconds']:.2f} |",
             "",
         ]
         if d["largest_clusters"]:
@@ -146,8 +144,9 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
         md += [
             "## 2. Tokenizer",
             "",
-            f"Byte-level BPE, GPT-4 split, vocabulary {t['vocab_size']:,} (`tokenizer.json`, Hugging Face format): "
-            f"{t['bytes_per_token']:.2f} bytes per token over the deduplicated corpus, trained in {t['seconds']:.2f} s.",
+            f"Byte-level BPE, GPT-4 split, vocabulary {t['vocab_size']:,} (`tokenizer.json`, Hugging "
+            f"Face format): {t['bytes_per_token']:.2f} bytes per token over the deduplicated corpus, "
+            f"trained in {t['seconds']:.2f} s.",
             "",
             "| vocabulary size | bytes / token (held-out tenth) |",
             "|---|---|",
@@ -180,7 +179,8 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
             gap = st["tokenize"]["unigram_entropy"] - r["val_loss"]
             md += [
                 f"That is {gap:.3f} nats/token {'below' if gap > 0 else 'ABOVE'} the unigram entropy "
-                f"({st['tokenize']['unigram_entropy']:.3f}): the model {'uses' if gap > 0 else 'does not yet use'} context."
+                f"({st['tokenize']['unigram_entropy']:.3f}): the model "
+                f"{'uses' if gap > 0 else 'does not yet use'} context."
             ]
         md += [
             "",
