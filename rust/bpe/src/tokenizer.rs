@@ -155,13 +155,7 @@ impl Tokenizer {
     }
 
     /// Encodes text under a special-token policy (tiktoken's `encode`).
-    pub fn encode(
-        &self,
-        text: &str,
-        policy: &SpecialPolicy,
-        cache: &mut PieceCache,
-        out: &mut Vec<u32>,
-    ) -> Result<()> {
+    pub fn encode(&self, text: &str, policy: &SpecialPolicy, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
         if self.matcher.is_empty() {
             return self.encode_ordinary(text, cache, out);
         }

@@ -181,10 +181,7 @@ impl CoreTokenizer {
     ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed)?;
         let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
-        let lists = offsets
-            .windows(2)
-            .map(|w| self.to_list(py, &ids[w[0]..w[1]]))
-            .collect::<PyResult<Vec<_>>>()?;
+        let lists = offsets.windows(2).map(|w| self.to_list(py, &ids[w[0]..w[1]])).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, lists)
     }
 

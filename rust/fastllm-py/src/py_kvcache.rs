@@ -32,7 +32,12 @@ impl CoreBlockManager {
     }
 
     /// Runs `f` on the manager, without the GIL when `n_tokens` is large.
-    fn with<T: Send>(&self, py: Python<'_>, n_tokens: usize, f: impl FnOnce(&mut BlockManager) -> T + Send) -> PyResult<T> {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        n_tokens: usize,
+        f: impl FnOnce(&mut BlockManager) -> T + Send,
+    ) -> PyResult<T> {
         if n_tokens < DETACH_TOKENS {
             return Ok(f(&mut *self.lock()?));
         }

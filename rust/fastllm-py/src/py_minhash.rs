@@ -46,7 +46,8 @@ impl Settings {
     fn decode(bytes: &[u8], path: &str) -> PyResult<Self> {
         let bad = || PyValueError::new_err(format!("{path}: unreadable settings in the index file"));
         let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-        let mut s = Settings { num_perm: 0, seed: 0, ngram: 0, char_ngrams: false, lowercase: true, strip_punctuation: false };
+        let mut s =
+            Settings { num_perm: 0, seed: 0, ngram: 0, char_ngrams: false, lowercase: true, strip_punctuation: false };
         for kv in text.split(';') {
             let (k, v) = kv.split_once('=').ok_or_else(bad)?;
             match k {
@@ -63,7 +64,11 @@ impl Settings {
     }
 
     fn normalize(&self) -> NormalizeOptions {
-        NormalizeOptions { lowercase: self.lowercase, strip_punctuation: self.strip_punctuation, ..NormalizeOptions::default() }
+        NormalizeOptions {
+            lowercase: self.lowercase,
+            strip_punctuation: self.strip_punctuation,
+            ..NormalizeOptions::default()
+        }
     }
 
     fn shingling(&self) -> Shingling {
@@ -80,7 +85,9 @@ fn parse_verify(verify: &str) -> PyResult<Verify> {
         "exact" => Ok(Verify::Exact),
         "estimate" => Ok(Verify::Estimate),
         "none" => Ok(Verify::None),
-        other => Err(PyValueError::new_err(format!("verify={other:?} is invalid: use \"exact\", \"estimate\" or \"none\""))),
+        other => {
+            Err(PyValueError::new_err(format!("verify={other:?} is invalid: use \"exact\", \"estimate\" or \"none\"")))
+        }
     }
 }
 
@@ -101,7 +108,13 @@ pub struct Deduper {
 }
 
 impl Deduper {
-    fn features(&self, py: Python<'_>, texts: &[PyBackedStr], num_threads: Option<usize>, keep_shingles: bool) -> PyResult<Features> {
+    fn features(
+        &self,
+        py: Python<'_>,
+        texts: &[PyBackedStr],
+        num_threads: Option<usize>,
+        keep_shingles: bool,
+    ) -> PyResult<Features> {
         let pool = pool::pool(num_threads)?;
         let (opts, kind) = (self.settings.normalize(), self.settings.shingling());
         Ok(py.detach(|| {

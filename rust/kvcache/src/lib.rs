@@ -14,8 +14,8 @@ mod audit;
 pub mod error;
 pub mod hash;
 mod lru;
-mod pool;
 pub mod manager;
+mod pool;
 
 pub use error::{KvError, Result};
 pub use manager::{Allocation, BlockManager, Slot, Stats};

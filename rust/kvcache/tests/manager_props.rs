@@ -156,7 +156,13 @@ impl World {
             }
             for (pos, &t) in tokens.iter().enumerate() {
                 let block = table[pos / bs];
-                prop_assert_eq!(self.mem[block as usize][pos % bs], Some(t), "seq {} reads a wrong token at {}", id, pos);
+                prop_assert_eq!(
+                    self.mem[block as usize][pos % bs],
+                    Some(t),
+                    "seq {} reads a wrong token at {}",
+                    id,
+                    pos
+                );
             }
             for (i, chunk) in tokens.chunks_exact(bs).enumerate() {
                 if let Some(cached) = self.mgr.block_tokens(table[i]) {
