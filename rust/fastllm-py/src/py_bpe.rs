@@ -23,7 +23,10 @@ use pyo3::types::{PyBytes, PyInt, PyList};
 use crate::errors::IntoPy;
 use crate::pool;
 
-/// Pieces of at most this many bytes are cached; the cache is cleared when it holds this many.
+/// Slots of the piece cache that single-text calls share (a direct-mapped table: a colliding piece
+/// evicts the slot's occupant). It holds pieces of 2 to `CACHE_MAX_PIECE` (15) bytes that the
+/// vocabulary does not answer directly, and is reset when its arena of multi-token results passes
+/// 1M ids.
 const CACHE_CAPACITY: usize = 1 << 15;
 /// Ids below this get a cached Python int (1M ids: ~32 MB, more than any real vocabulary).
 const INT_CACHE_MAX: usize = 1 << 20;
