@@ -68,6 +68,7 @@ class WordCounter:
     def __len__(self) -> int: ...
     def train(
         self,
+        *,
         vocab_size: int,
         min_frequency: int,
         num_threads: int | None = None,
@@ -78,6 +79,7 @@ class WordCounter:
 class Deduper:
     def __new__(
         cls,
+        *,
         num_perm: int,
         seed: int,
         ngram: int,
@@ -90,7 +92,7 @@ class Deduper:
         verify: str,
     ) -> Deduper: ...
     @staticmethod
-    def optimal_params(threshold: float, num_perm: int, fp_weight: float, fn_weight: float) -> tuple[int, int]: ...
+    def optimal_params(*, threshold: float, num_perm: int, fp_weight: float, fn_weight: float) -> tuple[int, int]: ...
     def signatures(self, texts: Sequence[str], num_threads: int | None = None) -> npt.NDArray[np.uint64]: ...
     def dedup(
         self, texts: Sequence[str], num_threads: int | None = None
@@ -128,6 +130,7 @@ class BlockManager:
 class Decoder:
     def __new__(
         cls,
+        *,
         vocab: int,
         context: int,
         n_layer: int,
@@ -152,10 +155,12 @@ class Decoder:
         pos_emb: npt.NDArray[np.float32] | None = None,
     ) -> None: ...
     def state(self, capacity: int) -> DecodeState: ...
-    def load(self, state: DecodeState, layer: int, k: npt.NDArray[np.float32], v: npt.NDArray[np.float32], n: int) -> None: ...
+    def load(
+        self, state: DecodeState, *, layer: int, k: npt.NDArray[np.float32], v: npt.NDArray[np.float32], n: int
+    ) -> None: ...
     def set_len(self, state: DecodeState, n: int) -> None: ...
     def step(
-        self, state: DecodeState, token: int, position: int, num_threads: int, greedy: bool
+        self, state: DecodeState, *, token: int, position: int, num_threads: int, greedy: bool
     ) -> int | npt.NDArray[np.float32]: ...
 
 @final

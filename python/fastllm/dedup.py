@@ -139,15 +139,19 @@ class MinHashDeduper:
         if (bands is None) != (rows is None):
             raise ValueError(f"give both bands and rows or neither (got bands={bands}, rows={rows})")
         if bands is None:
-            bands, rows = _core.Deduper.optimal_params(float(threshold), num_perm, *_WEIGHTS[verify])
+            fp_weight, fn_weight = _WEIGHTS[verify]
+            bands, rows = _core.Deduper.optimal_params(
+                threshold=float(threshold), num_perm=num_perm, fp_weight=fp_weight, fn_weight=fn_weight
+            )
         else:
             _check_int(bands, "bands", 1)
             _check_int(rows, "rows", 1)
             if bands * rows > num_perm:
                 raise ValueError(f"bands*rows = {bands}*{rows} = {bands * rows} exceeds num_perm={num_perm}")
         self._core = _core.Deduper(
-            num_perm, seed, ngram, bool(char_ngrams), bool(lowercase), bool(strip_punctuation),
-            float(threshold), bands, rows, verify,
+            num_perm=num_perm, seed=seed, ngram=ngram, char_ngrams=bool(char_ngrams), lowercase=bool(lowercase),
+            strip_punctuation=bool(strip_punctuation), threshold=float(threshold), bands=bands, rows=rows,
+            verify=verify,
         )
         self._threads = num_threads
 

@@ -286,7 +286,7 @@ class BPETokenizer:
             raise ValueError("empty corpus: the training texts contain no pre-tokens (only empty text or special tokens)")
         bar = _Progress(show_progress, vocab_size - 256 - len(specials), "merging", " merges")
         try:
-            core = counter.train(vocab_size, min_frequency, num_threads, bar)
+            core = counter.train(vocab_size=vocab_size, min_frequency=min_frequency, num_threads=num_threads, progress=bar)
         finally:
             bar.close()
         return cls(core)

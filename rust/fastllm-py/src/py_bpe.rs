@@ -322,8 +322,9 @@ impl WordCounter {
         Ok(self.counts.lock().map_err(lock_err)?.len())
     }
 
-    /// Trains on the counts (which are consumed: the counter is empty afterwards).
-    #[pyo3(signature = (vocab_size, min_frequency, num_threads=None, progress=None))]
+    /// Trains on the counts (which are consumed: the counter is empty afterwards). Keyword-only:
+    /// three integer arguments side by side.
+    #[pyo3(signature = (*, vocab_size, min_frequency, num_threads=None, progress=None))]
     fn train(
         &self,
         py: Python<'_>,

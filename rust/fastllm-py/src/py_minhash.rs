@@ -1,6 +1,7 @@
 //! Bindings for near-duplicate detection: `_core.Deduper` (signatures, batch dedup, and the
 //! incremental on-disk index). The Python facade (`fastllm/dedup.py`) validates arguments and
-//! owns the user-facing API; these signatures are private.
+//! owns the user-facing API; these signatures are private, and keyword-only where several
+//! arguments share a type (the constructor, `optimal_params`).
 //!
 //! Texts are featurized (normalize -> shingle -> sign, one pass per text) on the pool with the
 //! GIL released; results come back as numpy arrays where they are per-document.
@@ -131,6 +132,10 @@ impl Deduper {
 #[pymethods]
 impl Deduper {
     #[new]
+    #[pyo3(signature = (
+        *, num_perm, seed, ngram, char_ngrams, lowercase, strip_punctuation, threshold, bands, rows, verify
+    ))]
+    // pyo3 binds each keyword of the Python signature to one parameter: many, but all named.
     #[allow(clippy::too_many_arguments)]
     fn new(
         num_perm: usize,
@@ -154,6 +159,7 @@ impl Deduper {
 
     /// (bands, rows) minimising the weighted false-positive and false-negative probabilities.
     #[staticmethod]
+    #[pyo3(signature = (*, threshold, num_perm, fp_weight, fn_weight))]
     fn optimal_params(threshold: f64, num_perm: usize, fp_weight: f64, fn_weight: f64) -> PyResult<(usize, usize)> {
         optimal_params(threshold, num_perm, fp_weight, fn_weight).py_err()
     }
