@@ -66,6 +66,8 @@ pub fn encode_batch(tok: &Tokenizer, texts: &[&str], policy: &SpecialPolicy) -> 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
     use crate::count::count_texts;
     use crate::pretokenize::PreTokenizer;

@@ -207,6 +207,8 @@ impl Tokenizer {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
     use crate::count::count_texts;
 

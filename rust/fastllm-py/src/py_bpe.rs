@@ -33,6 +33,9 @@ const INT_CACHE_MAX: usize = 1 << 20;
 /// Below this many bytes an encode keeps the GIL: releasing it costs more than the work.
 const DETACH_BYTES: usize = 1 << 12;
 
+/// Flat token ids of a batch and the offsets that cut them into texts.
+type IdsAndOffsets<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
+
 fn lock_err<T>(_: T) -> PyErr {
     PyRuntimeError::new_err("internal lock poisoned by an earlier panic")
 }
@@ -190,7 +193,6 @@ impl CoreTokenizer {
 
     /// Flat ids and offsets (`ids[offsets[i]:offsets[i+1]]` is text i): no Python int per token.
     #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
-    #[allow(clippy::type_complexity)]
     fn encode_batch_numpy<'py>(
         &self,
         py: Python<'py>,
@@ -198,7 +200,7 @@ impl CoreTokenizer {
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
         num_threads: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<IdsAndOffsets<'py>> {
         let policy = self.policy(allowed, disallowed)?;
         let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
         let offsets: Vec<i64> = offsets.into_iter().map(|o| o as i64).collect();

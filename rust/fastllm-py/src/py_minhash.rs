@@ -24,6 +24,13 @@ use pyo3::pybacked::PyBackedStr;
 use crate::errors::IntoPy;
 use crate::pool;
 
+/// `(keep, cluster_ids, clusters)`: which documents to keep, each one's cluster, the clusters.
+type ClustersOut<'py> = (Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>);
+/// `Deduper.dedup`'s answer: `ClustersOut`'s three, the verified edges `(a, b, similarity)`, and
+/// the counts `(exact_duplicates, too_short, candidates)`.
+type DedupOut<'py> =
+    (Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>, Vec<(u32, u32, f64)>, (usize, usize, usize));
+
 /// Everything needed to featurize text the same way later (stored in the index file).
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Settings {
@@ -153,7 +160,7 @@ impl Deduper {
         settings.shingling().validate().py_err()?;
         let params = Params { threshold, bands, rows, verify: parse_verify(verify)? };
         let hasher = MinHasher::new(num_perm, seed).py_err()?;
-        let index = Index::new(num_perm, params.clone(), settings.encode()).py_err()?;
+        let index = Index::new(num_perm, params, settings.encode()).py_err()?;
         Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
     }
 
@@ -177,19 +184,12 @@ impl Deduper {
 
     /// (keep, cluster_ids, clusters, edges, (exact_duplicates, too_short, candidates)).
     #[pyo3(signature = (texts, num_threads=None))]
-    #[allow(clippy::type_complexity)]
     fn dedup<'py>(
         &self,
         py: Python<'py>,
         texts: Vec<PyBackedStr>,
         num_threads: Option<usize>,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<bool>>,
-        Bound<'py, PyArray1<i64>>,
-        Vec<Vec<u32>>,
-        Vec<(u32, u32, f64)>,
-        (usize, usize, usize),
-    )> {
+    ) -> PyResult<DedupOut<'py>> {
         let keep_shingles = self.params.verify == Verify::Exact;
         let f = self.features(py, &texts, num_threads, keep_shingles)?;
         let pool = pool::pool(num_threads)?;
@@ -235,7 +235,7 @@ impl Deduper {
     fn load(py: Python<'_>, path: &str) -> PyResult<Self> {
         let index = py.detach(|| Index::load(Path::new(path))).py_err()?;
         let settings = Settings::decode(index.settings(), path)?;
-        let params = index.params().clone();
+        let params = *index.params();
         let hasher = MinHasher::new(settings.num_perm, settings.seed).py_err()?;
         Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
     }
@@ -288,12 +288,7 @@ pub fn lsh_candidates<'py>(py: Python<'py>, keys: PyReadonlyArray2<'py, u64>) ->
 
 /// (keep, cluster_ids, clusters) of n documents joined by pairs (m, 2).
 #[pyfunction]
-#[allow(clippy::type_complexity)]
-pub fn cluster_pairs<'py>(
-    py: Python<'py>,
-    n: usize,
-    pairs: PyReadonlyArray2<'py, u32>,
-) -> PyResult<(Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>)> {
+pub fn cluster_pairs<'py>(py: Python<'py>, n: usize, pairs: PyReadonlyArray2<'py, u32>) -> PyResult<ClustersOut<'py>> {
     if pairs.shape()[1] != 2 {
         return Err(PyValueError::new_err(format!("pairs must have shape (m, 2), not {:?}", pairs.shape())));
     }
