@@ -128,6 +128,14 @@ def test_prefix_caching_reuses_and_matches(model):
     full_blocks = (len(shared)) // 4
     for o in rest:
         assert o.cached_tokens == full_blocks * 4
+    # The engine tells the manager which K/V it wrote: prompt blocks after a prefill, generated ones
+    # when a decode step fills them (all but the last token, which no step has run yet).
+    assert engine.stats()["prefix_hit_tokens"] == sum(o.cached_tokens for o in rest)
+    written = len(prompts[0]) + len(first.token_ids) - 1
+    assert engine.blocks.lookup_prefix(prompts[0] + first.token_ids) == written // 4 * 4
+    prefill_only = Engine(model, num_blocks=120, block_size=4)
+    prefill_only.generate(prompts[:1], SamplingParams(max_new_tokens=1, temperature=0))  # no decode step
+    assert prefill_only.blocks.lookup_prefix(prompts[0]) == len(prompts[0]) // 4 * 4
     for p, o in zip(prompts, [first, *rest]):
         assert o.token_ids == _alone(model, p, params)
     # submitted together: the first computes the shared blocks, the others reuse them in the same step

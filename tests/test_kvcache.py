@@ -1,12 +1,16 @@
 """The paged KV-cache block manager (`fastllm.generation.kvcache.BlockManager`) under random operations.
 
 Oracles: (1) `RefManager`, a pure-Python model of the same semantics that names cached blocks by
-their whole token prefix (a tuple) instead of a hash chain, so it is obviously collision-free;
-every verb's answer (block ids, cached tokens, slots, copies, None) and the stats must match it
-exactly. (2) A simulated K/V memory: each token is written where the manager says (performing the
-copy-on-write copies), and every live sequence is read back through its block table, so a leaked,
-double-freed, wrongly shared or prematurely evicted block shows up as a wrong token. (3) The
-native `audit()`, which re-derives ref counts and the free / evictable / held partition.
+their whole token prefix (a tuple) instead of a hash chain, so it is obviously collision-free, and
+keeps the computed blocks as a set; every verb's answer (block ids, cached tokens, slots, copies,
+None, errors) and the stats must match it exactly. (2) A simulated K/V memory whose slots hold the
+whole prefix up to their token (as real K/V depend on it), written lazily as a scheduler does: a
+prompt's cached tokens are taken as written, the rest is written (where the block table says) only
+when the test marks it computed, and `append`'s copy-on-write copies are performed. Every live
+sequence reads its written tokens back through its table and every computed block must hold its
+prefix, so a leaked, double-freed, wrongly shared or prematurely evicted block, or one counted as
+cached before its K/V exist, shows up as a wrong prefix. (3) The native `audit()`, which re-derives
+ref counts and the free / evictable / held partition.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 import fastllm.generation.kvcache
-from fastllm.generation.kvcache import Allocation, BlockManager, Slot
+from fastllm.generation.kvcache import Allocation, BlockManager, KvStats, Slot
 
 
 class RefManager:
@@ -33,6 +37,7 @@ class RefManager:
         self.lru: OrderedDict[int, None] = OrderedDict()  # evictable cached blocks, oldest first
         self.cache: dict[tuple[int, ...], int] = {}  # whole prefix -> block holding its last block
         self.cached_as: dict[int, tuple[int, ...]] = {}
+        self.computed: set[int] = set()  # cached blocks whose K/V the caller has written
         self.seqs: dict[int, tuple[list[int], list[int]]] = {}  # id -> (blocks, tokens)
         self.queries = self.hits = self.query_tokens = 0
 
@@ -47,6 +52,7 @@ class RefManager:
             del self.cache[self.cached_as.pop(b)]
         else:
             return None
+        self.computed.discard(b)  # fresh: whatever it held no longer counts
         self.rc[b] = 1
         return b
 
@@ -70,7 +76,9 @@ class RefManager:
 
     def lookup_prefix(self, toks: list[int]) -> int:
         i = 0
-        while (i + 1) * self.bs <= len(toks) and tuple(toks[: (i + 1) * self.bs]) in self.cache:
+        while (i + 1) * self.bs <= len(toks) and self.cache.get(
+            tuple(toks[: (i + 1) * self.bs])
+        ) in self.computed:
             i += 1
         return i * self.bs
 
@@ -84,6 +92,9 @@ class RefManager:
             if b is None:
                 break
             reused.append(b)
+        cached = 0  # leading reused blocks that are computed
+        while cached < len(reused) and reused[cached] in self.computed:
+            cached += 1
         fresh = -(-len(toks) // bs) - len(reused)
         if fresh > self.available() - sum(self.rc[b] == 0 for b in reused):
             return None
@@ -94,9 +105,9 @@ class RefManager:
             self.register(blocks[i], tuple(toks[: (i + 1) * bs]))
         self.queries += 1
         self.query_tokens += len(toks)
-        self.hits += len(reused) * bs
+        self.hits += cached * bs
         self.seqs[sid] = (blocks, list(toks))
-        return Allocation(list(blocks), len(reused) * bs)
+        return Allocation(list(blocks), cached * bs)
 
     def append(self, sid: int, tok: int) -> Slot | None:
         blocks, toks = self.seqs[sid]
@@ -127,6 +138,12 @@ class RefManager:
         for b in blocks:
             self.share(b)
         self.seqs[child] = (list(blocks), list(toks))
+
+    def mark_computed(self, sid: int, n: int) -> None:
+        blocks, toks = self.seqs[sid]
+        if n > len(toks):
+            raise ValueError
+        self.computed.update(b for b in blocks[: n // self.bs] if b in self.cached_as)
 
     def free_seq(self, sid: int) -> None:
         blocks, _ = self.seqs.pop(sid)
@@ -173,7 +190,8 @@ class BlockManagerMachine(RuleBasedStateMachine):
     def setup(self, num_blocks: int, block_size: int) -> None:
         self.m = BlockManager(num_blocks, block_size)
         self.ref = RefManager(num_blocks, block_size)
-        self.mem = [[None] * block_size for _ in range(num_blocks)]
+        self.mem: list[list[tuple[int, ...] | None]] = [[None] * block_size for _ in range(num_blocks)]
+        self.written: dict[int, int] = {}  # live sequence -> leading tokens whose K/V are in memory
 
     @rule(sid=SEQ, toks=PROMPT)
     def allocate(self, sid: int, toks: list[int]) -> None:
@@ -184,8 +202,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
             return
         assert got == expected
         if got is not None:
-            for pos in range(got.cached_tokens, len(toks)):
-                self.mem[got.blocks[pos // self.ref.bs]][pos % self.ref.bs] = toks[pos]
+            self.written[sid] = got.cached_tokens  # in memory already: checked by the invariant
 
     @rule(sid=SEQ, tok=TOKEN)
     def append(self, sid: int, tok: int) -> None:
@@ -199,15 +216,18 @@ class BlockManagerMachine(RuleBasedStateMachine):
             if got.copy is not None:
                 src, dst = got.copy
                 self.mem[dst][: got.offset] = self.mem[src][: got.offset]
-            self.mem[got.block][got.offset] = tok
 
     @rule(parent=SEQ, child=SEQ)
     def fork(self, parent: int, child: int) -> None:
-        _same_error(lambda: self.m.fork(parent, child), lambda: self.ref.fork(parent, child))
+        _, _, raised = _same_error(lambda: self.m.fork(parent, child), lambda: self.ref.fork(parent, child))
+        if not raised:
+            self.written[child] = self.written[parent]
 
     @rule(sid=SEQ)
     def free(self, sid: int) -> None:
-        _same_error(lambda: self.m.free(sid), lambda: self.ref.free_seq(sid))
+        _, _, raised = _same_error(lambda: self.m.free(sid), lambda: self.ref.free_seq(sid))
+        if not raised:
+            del self.written[sid]
 
     @precondition(lambda self: self.ref.seqs)
     @rule(data=st.data())
@@ -215,6 +235,19 @@ class BlockManagerMachine(RuleBasedStateMachine):
         sid = data.draw(st.sampled_from(sorted(self.ref.seqs)))
         self.m.free(sid)
         self.ref.free_seq(sid)
+        del self.written[sid]
+
+    @rule(sid=SEQ, back=st.integers(-1, 3))
+    def mark_computed(self, sid: int, back: int) -> None:
+        """Write the K/V of the first `len - back` tokens where the table says, then mark them
+        (`back == -1`: one past the end, a ValueError)."""
+        n = max(len(self.ref.seqs[sid][1]) - back, 0) if sid in self.ref.seqs else 1
+        if sid in self.ref.seqs and n <= len(self.ref.seqs[sid][1]):
+            blocks, toks = self.ref.seqs[sid]
+            for pos in range(self.written[sid], n):
+                self.mem[blocks[pos // self.ref.bs]][pos % self.ref.bs] = tuple(toks[: pos + 1])
+            self.written[sid] = max(self.written[sid], n)
+        _same_error(lambda: self.m.mark_computed(sid, n), lambda: self.ref.mark_computed(sid, n))
 
     @rule(toks=PROMPT)
     def lookup_prefix(self, toks: list[int]) -> None:
@@ -223,14 +256,20 @@ class BlockManagerMachine(RuleBasedStateMachine):
     @invariant()
     def matches_the_model_and_reads_back(self) -> None:
         self.m._core.audit()
-        assert self.m.stats() == self.ref.stats()
+        assert self.m.stats().as_dict() == self.ref.stats()
         bs = self.ref.bs
         for sid, (blocks, toks) in self.ref.seqs.items():
             assert self.m.block_table(sid) == blocks
             assert self.m.num_tokens(sid) == len(toks)
-            assert [self.mem[blocks[p // bs]][p % bs] for p in range(len(toks))] == toks
+            n = self.written[sid]
+            assert [self.mem[blocks[p // bs]][p % bs] for p in range(n)] == [
+                tuple(toks[: p + 1]) for p in range(n)
+            ]
         for b in range(self.ref.n):
             assert self.m._core.ref_count(b) == self.ref.rc[b]
+        for b in self.ref.computed:  # a computed block holds the K/V of its whole prefix
+            prefix = self.ref.cached_as[b]
+            assert self.mem[b] == [prefix[: len(prefix) - bs + j + 1] for j in range(bs)]
         assert self.m.can_allocate(self.ref.available() * bs)
         assert not self.m.can_allocate(self.ref.available() * bs + 1)
 
@@ -240,7 +279,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
         for sid in list(self.ref.seqs):
             self.m.free(sid)
         s = self.m.stats()
-        assert s["used"] == 0 and s["free"] + s["cached_evictable"] == s["num_blocks"]
+        assert s.used == 0 and s.free + s.cached_evictable == s.num_blocks
 
 
 TestBlockManagerMachine = BlockManagerMachine.TestCase
@@ -250,15 +289,19 @@ def test_prefix_reuse_and_lru_eviction_exact():
     m = BlockManager(4, 2)
     assert m.allocate(1, [1, 2, 3, 4]) == Allocation([0, 1], 0)
     assert m.allocate(2, [5, 6, 7, 8]) == Allocation([2, 3], 0)
+    assert m.lookup_prefix([1, 2, 3, 4]) == 0  # cached, but their K/V are not written yet
+    m.mark_computed(1, 4)
+    m.mark_computed(2, 4)
     m.free(1)
     m.free(2)  # LRU list: 1, 0, 3, 2 (each sequence tail first)
     assert m.allocate(3, [9, 9]).blocks == [1]
     assert m.lookup_prefix([1, 2, 3, 4]) == 2
     assert m.allocate(4, [1, 2, 3, 4, 0]) == Allocation([0, 3, 2], 2)
     assert m.lookup_prefix([5, 6, 7, 8]) == 0
+    assert m.lookup_prefix([1, 2, 3, 4]) == 2  # block 3 is taken fresh: not computed
     s = m.stats()
-    assert (s["used"], s["free"], s["cached_evictable"]) == (4, 0, 0)
-    assert (s["prefix_hit_tokens"], s["prefix_query_tokens"]) == (2, 15)
+    assert (s.used, s.free, s.cached_evictable) == (4, 0, 0)
+    assert (s.prefix_hit_tokens, s.prefix_query_tokens) == (2, 15)
 
 
 def test_out_of_blocks_is_none_and_changes_nothing():
@@ -287,7 +330,9 @@ def test_bad_sizes():
         with pytest.raises(exc, match=msg):
             BlockManager(*args)
     with pytest.raises(ValueError, match="num_blocks must be >= 1, got 0"):
-        fastllm.generation.kvcache._core.BlockManager(0, 1, True)
+        fastllm.generation.kvcache._core.BlockManager(num_blocks=0, block_size=1, prefix_caching=True)
+    with pytest.raises(TypeError):  # keyword-only: the two sizes cannot be swapped by position
+        fastllm.generation.kvcache._core.BlockManager(4, 2, True)  # type: ignore[misc]
     with pytest.raises(TypeError, match="enable_prefix_caching must be a bool, got 1"):
         BlockManager(4, 2, enable_prefix_caching=1)
 
@@ -297,7 +342,9 @@ def test_prefix_caching_off_gives_fresh_blocks():
     assert m.allocate(1, [1, 2, 3, 4, 5]) == Allocation([0, 1, 2], 0)
     assert m.lookup_prefix([1, 2, 3, 4, 5]) == 0
     assert m.allocate(2, [1, 2, 3, 4, 5]) == Allocation([3, 4, 5], 0)
-    assert m.stats()["prefix_hit_tokens"] == 0
+    m.mark_computed(1, 5)
+    assert m.lookup_prefix([1, 2, 3, 4, 5]) == 0
+    assert m.stats().prefix_hit_tokens == 0
 
 
 def test_unknown_and_duplicate_seq_ids():
@@ -308,6 +355,7 @@ def test_unknown_and_duplicate_seq_ids():
         lambda: m.fork(7, 8),
         lambda: m.block_table(7),
         lambda: m.num_tokens(7),
+        lambda: m.mark_computed(7, 0),
     ):
         with pytest.raises(KeyError, match="unknown seq id 7"):
             call()
@@ -342,14 +390,51 @@ def test_bad_token_and_seq_values_name_the_offender():
     for call, exc, msg in cases:
         with pytest.raises(exc, match=msg):
             call()
-    assert m.stats()["used"] == 0 and m.stats()["prefix_queries"] == 0
+    assert m.stats().used == 0 and m.stats().prefix_queries == 0
     m.allocate(1, np.array([5, 6, 7], dtype=np.uint32))
     assert m.num_tokens(1) == 3
+    for args, exc, msg in [
+        ((1, -1), ValueError, r"num_tokens=-1 is out of range"),
+        ((1, "3"), TypeError, r"num_tokens must be an int, not str"),
+        ((-1, 3), ValueError, r"seq_id=-1 is out of range"),
+        ((1, 4), ValueError, r"seq id 1: num_tokens=4 is more than the sequence's 3 tokens"),
+    ]:
+        with pytest.raises(exc, match=msg):
+            m.mark_computed(*args)  # type: ignore[arg-type]
     for tok, exc in [(-1, ValueError), (2**32, ValueError), ("x", TypeError), (None, TypeError)]:
         with pytest.raises(exc, match="token_id"):
             m.append(1, tok)  # type: ignore[arg-type]
     assert m.num_tokens(1) == 3
     assert m.allocate(2, [2**32 - 1]) is not None
+
+
+def test_kv_stats_is_a_frozen_named_record():
+    m = BlockManager(num_blocks=4, block_size=2)
+    m.allocate(1, [1, 2, 3])
+    m.mark_computed(1, 3)
+    m.allocate(2, [1, 2, 4])
+    s = m.stats()
+    assert isinstance(s, KvStats) and KvStats is fastllm.generation.kvcache._core.KvStats
+    assert (s.num_blocks, s.block_size, s.used, s.free, s.cached_evictable) == (4, 2, 3, 1, 0)
+    assert (s.prefix_queries, s.prefix_hit_tokens, s.prefix_query_tokens, s.hit_rate) == (2, 2, 6, 2 / 6)
+    assert list(s.as_dict()) == [
+        "num_blocks",
+        "block_size",
+        "used",
+        "free",
+        "cached_evictable",
+        "prefix_queries",
+        "prefix_hit_tokens",
+        "prefix_query_tokens",
+        "hit_rate",
+    ]
+    assert repr(s) == (
+        "KvStats(num_blocks=4, block_size=2, used=3, free=1, cached_evictable=0, prefix_queries=2, "
+        f"prefix_hit_tokens=2, prefix_query_tokens=6, hit_rate={2 / 6!r})"
+    )
+    with pytest.raises(AttributeError):
+        s.used = 0  # type: ignore[misc]
+    assert s == m.stats() and s != BlockManager(4, 2).stats()
 
 
 def test_repr_properties_and_docstring_examples():

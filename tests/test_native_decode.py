@@ -242,16 +242,37 @@ def test_bad_input_raises_value_error():
     st = core.state(8)
     k = torch.zeros(c.n_kv_head * 3 * c.head_dim)
     with pytest.raises(ValueError, match="k holds"):
-        core.load(st, 0, k[:-1].numpy(), k.numpy(), 3)
+        core.load(st, layer=0, k=k[:-1].numpy(), v=k.numpy(), n=3)
     with pytest.raises(ValueError, match="layer 9 is out of range"):
-        core.load(st, 9, k.numpy(), k.numpy(), 3)
+        core.load(st, layer=9, k=k.numpy(), v=k.numpy(), n=3)
+    with pytest.raises(TypeError):  # keyword-only: a swapped layer and n cannot slip through
+        core.load(st, 0, k.numpy(), k.numpy(), 3)  # type: ignore[misc]
+    config = dict(
+        vocab=97,
+        context=48,
+        n_layer=2,
+        n_head=4,
+        n_kv_head=4,
+        head_dim=8,
+        d_model=32,
+        hidden=128,
+        norm="layernorm",
+        eps=1e-5,
+        mlp="gelu",
+        positions="learned",
+        bias=True,
+    )
     with pytest.raises(ValueError, match="norm must be one of"):
-        _core.Decoder(97, 48, 2, 4, 4, 8, 32, 128, "batchnorm", 1e-5, "gelu", "learned", True)
+        _core.Decoder(**{**config, "norm": "batchnorm"})
     with pytest.raises(ValueError, match="n_kv_head=3 must divide n_head=4"):
-        _core.Decoder(97, 48, 2, 4, 3, 8, 32, 128, "layernorm", 1e-5, "gelu", "learned", True)
-    fresh = _core.Decoder(97, 48, 2, 4, 4, 8, 32, 128, "layernorm", 1e-5, "gelu", "learned", True)
+        _core.Decoder(**{**config, "n_kv_head": 3})
+    with pytest.raises(TypeError):  # keyword-only: n_head and n_kv_head cannot be swapped by position
+        _core.Decoder(*config.values())  # type: ignore[misc]
+    fresh = _core.Decoder(**config)
     with pytest.raises(ValueError, match="set_weights was not called"):
-        fresh.step(fresh.state(4), 1, 0, 1, True)
+        fresh.step(fresh.state(4), token=1, position=0, num_threads=1, greedy=True)
+    with pytest.raises(TypeError):
+        fresh.step(fresh.state(4), 1, 0, 1, True)  # type: ignore[misc]
     with pytest.raises(ValueError, match="weights holds 3 floats"):
         fresh.set_weights(torch.zeros(3).numpy(), torch.zeros(97 * 32).numpy(), torch.zeros(48 * 32).numpy())
 

@@ -288,7 +288,9 @@ class BPETokenizer:
             )
         bar = _Progress(show_progress, vocab_size - 256 - len(specials), "merging", " merges")
         try:
-            core = counter.train(vocab_size, min_frequency, num_threads, bar)
+            core = counter.train(
+                vocab_size=vocab_size, min_frequency=min_frequency, num_threads=num_threads, progress=bar
+            )
         finally:
             bar.close()
         return cls(core)

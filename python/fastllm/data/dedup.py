@@ -133,23 +133,26 @@ class MinHashDeduper:
         if (bands is None) != (rows is None):
             raise ValueError(f"give both bands and rows or neither (got bands={bands}, rows={rows})")
         if bands is None:
-            bands, rows = _core.Deduper.optimal_params(threshold, num_perm, *_WEIGHTS[verify])
+            fp_weight, fn_weight = _WEIGHTS[verify]
+            bands, rows = _core.Deduper.optimal_params(
+                threshold=threshold, num_perm=num_perm, fp_weight=fp_weight, fn_weight=fn_weight
+            )
         else:
             bands = check_int(bands, "bands", minimum=1)
             rows = check_int(rows, "rows", minimum=1)
             if bands * rows > num_perm:
                 raise ValueError(f"bands*rows = {bands}*{rows} = {bands * rows} exceeds num_perm={num_perm}")
         self._core = _core.Deduper(
-            num_perm,
-            seed,
-            ngram,
-            char_ngrams,
-            lowercase,
-            strip_punctuation,
-            threshold,
-            bands,
-            rows,
-            verify,
+            num_perm=num_perm,
+            seed=seed,
+            ngram=ngram,
+            char_ngrams=char_ngrams,
+            lowercase=lowercase,
+            strip_punctuation=strip_punctuation,
+            threshold=threshold,
+            bands=bands,
+            rows=rows,
+            verify=verify,
         )
         self._threads = num_threads
 

@@ -143,19 +143,19 @@ class DecodePlan:
         # The layout of the fused weights is the Rust decoder's (one flat buffer); the torch step
         # below works on views into the same buffer, so the two paths share one copy.
         core = _core.Decoder(
-            c.vocab_size,
-            c.context,
-            c.n_layer,
-            c.n_head,
-            c.n_kv_head,
-            c.head_dim,
-            c.d_model,
-            c.mlp_hidden,
-            c.norm,
-            float(c.norm_eps),
-            c.mlp,
-            c.positions,
-            c.bias,
+            vocab=c.vocab_size,
+            context=c.context,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            n_kv_head=c.n_kv_head,
+            head_dim=c.head_dim,
+            d_model=c.d_model,
+            hidden=c.mlp_hidden,
+            norm=c.norm,
+            eps=float(c.norm_eps),
+            mlp=c.mlp,
+            positions=c.positions,
+            bias=c.bias,
         )
         with torch.inference_mode(False), torch.no_grad():  # this order: no_grad must be innermost
             flat = torch.empty(core.total, dtype=p.dtype, device=p.device)
@@ -291,17 +291,20 @@ class NativeDecode:
         for i, layer in enumerate(layers):
             k = layer.k[0, :, :length].contiguous().reshape(-1)  # (n_kv_head * length * head_dim,)
             v = layer.v[0, :, :length].contiguous().reshape(-1)
-            self.core.load(self.state, i, k.numpy(), v.numpy(), length)
+            self.core.load(self.state, layer=i, k=k.numpy(), v=v.numpy(), n=length)
         self.core.set_len(self.state, length)
 
     def step(self, token: int, position: int) -> torch.Tensor:
         """Logits (1, vocab) float32 of `token` at `position`, on torch's thread count."""
-        return torch.from_numpy(self.core.step(self.state, token, position, torch.get_num_threads(), False))[
-            None
-        ]
+        logits = self.core.step(
+            self.state, token=token, position=position, num_threads=torch.get_num_threads(), greedy=False
+        )
+        return torch.from_numpy(logits)[None]
 
     def step_greedy(self, token: int, position: int) -> int:
         """The argmax of `step`'s logits (torch.argmax's tie and NaN rule), with no tensor made:
         after a step has streamed the weights through the caches, every torch op costs tens of
         microseconds."""
-        return self.core.step(self.state, token, position, torch.get_num_threads(), True)
+        return self.core.step(
+            self.state, token=token, position=position, num_threads=torch.get_num_threads(), greedy=True
+        )

@@ -456,8 +456,9 @@ class Engine:
             for i in range(self.model.config.n_layer)
         ]
         logits = self.model.forward_cached(ids, pos, kv, mask, last_only=True)  # (B, 1, V)
-        for t, a, b in zip(tables, starts, ends):  # blocks now complete hold valid K/V for reuse
+        for s, t, a, b in zip(seqs, tables, starts, ends):  # blocks now complete hold valid K/V for reuse
             self._ready.update(t[a // bs : b // bs])
+            self.blocks.mark_computed(s.rid, b)  # the manager counts them as cached from now on
         last = logits[:, -1]  # (B, V)
         return last if last.dtype == torch.float64 else last.float()
 
@@ -717,6 +718,8 @@ class Engine:
             logits = self._decode_forward(ready, ends)  # (B, V)
             for s in ready:
                 s.computed += 1
+                if s.computed % bs == 0:  # its last block is full and written: generated text is reusable
+                    self.blocks.mark_computed(s.rid, s.computed)
             greedy = all(s.params.greedy and s.seen is None for s in ready)
             if greedy:  # numpy's argmax is SIMD (~10x torch's here); the same first-max and NaN rule
                 tokens = (logits.numpy() if logits.device.type == "cpu" else logits).argmax(-1).tolist()
@@ -770,6 +773,6 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """The block manager's figures plus the queue lengths."""
-        s = dict(self.blocks.stats())
+        s: dict[str, Any] = self.blocks.stats().as_dict()
         s.update(waiting=len(self.waiting), running=len(self.running))
         return s

@@ -3,47 +3,56 @@
 K/V memory is cut into `num_blocks` blocks of `block_size` token slots; each sequence gets a block
 table (logical block i -> physical block id). This class only decides which block ids a sequence
 uses and when the caller must copy one; the K/V tensors and the copies stay with the caller
-(PagedAttention, Kwon et al. 2023). Five verbs:
+(PagedAttention, Kwon et al. 2023). Six verbs:
 
 - `allocate(seq_id, token_ids)`: a prompt's table. Leading full blocks already in the prefix cache
-  are shared (`cached_tokens` says how many prompt tokens need no prefill); the last prompt token
-  is always left to compute, since the model must run it to get logits.
+  are shared; `cached_tokens` says how many prompt tokens need no prefill: the leading shared
+  blocks whose K/V are computed. The last prompt token is always left to compute, since the model
+  must run it to get logits.
 - `append(seq_id, token_id)`: the slot for one new token; a new block when the last is full, and
   copy-on-write (`Slot.copy = (src, dst)`: copy src's first `offset` slots to dst) when the last
   block is partly filled and shared with a fork.
 - `fork(parent, child)`: the child shares every block (beam search, parallel sampling).
 - `free(seq_id)`: cached blocks nobody holds stay reusable until evicted, least recently used first.
-- `lookup_prefix(token_ids)`: how many leading tokens the cache holds, without side effects.
+- `mark_computed(seq_id, num_tokens)`: the caller has written the K/V of the first `num_tokens`
+  tokens; the full blocks among them count as cached for later prompts from now on.
+- `lookup_prefix(token_ids)`: how many leading tokens the cache holds computed, without side effects.
 
 Full blocks are named by a hash chain over their token ids (the prefix up to and including the
 block), with the tokens compared on every hit, and blocks filled by `append` are cached too, so
-generated text is shareable. Running out of blocks returns `None` and changes nothing: the caller
-preempts a sequence and retries. A full block is cached as soon as it is allocated, so a scheduler
-must finish a prompt's prefill before another sequence that hits those blocks reads them.
+generated text is shareable. A full block joins the prefix cache as soon as it is allocated (a
+second prompt with the same prefix shares it rather than taking a copy), but it only counts as
+cached once marked computed, so the manager is the one record of which cached K/V are valid: a
+block taken fresh or evicted is not computed. Running out of blocks returns `None` and changes
+nothing: the caller preempts a sequence and retries.
 
 >>> m = BlockManager(num_blocks=8, block_size=4)
 >>> m.allocate(0, [1, 2, 3, 4, 5, 6])
 Allocation(blocks=[0, 1], cached_tokens=0)
->>> m.allocate(1, [1, 2, 3, 4, 9])  # the first block is shared
-Allocation(blocks=[0, 2], cached_tokens=4)
->>> m.fork(0, 2)
->>> m.append(2, 7)  # the shared, partly filled block 1 is copied before the write
-Slot(block=3, offset=2, copy=(1, 3))
->>> m.block_table(2), m.num_tokens(2)
-([0, 3], 7)
->>> for seq_id in (0, 1, 2):
+>>> m.allocate(1, [1, 2, 3, 4, 9])  # block 0 is shared, but its K/V are not written yet
+Allocation(blocks=[0, 2], cached_tokens=0)
+>>> m.mark_computed(0, 6)  # seq 0's prefill wrote its 6 tokens: full block 0 is computed
+>>> m.allocate(2, [1, 2, 3, 4, 8])
+Allocation(blocks=[0, 3], cached_tokens=4)
+>>> m.fork(0, 3)
+>>> m.append(3, 7)  # the shared, partly filled block 1 is copied before the write
+Slot(block=4, offset=2, copy=(1, 4))
+>>> m.block_table(3), m.num_tokens(3)
+([0, 4], 7)
+>>> for seq_id in (0, 1, 2, 3):
 ...     m.free(seq_id)
 >>> s = m.stats()
->>> s["used"], s["prefix_hit_tokens"], round(s["hit_rate"], 3)
-(0, 4, 0.364)
+>>> s.used, s.prefix_hit_tokens, s.hit_rate
+(0, 4, 0.25)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, TypedDict
+from typing import NamedTuple
 
 from fastllm import _core
+from fastllm._core import KvStats  # frozen, named counters: `s.used`, `s.hit_rate`
 
 __all__ = ["Allocation", "BlockManager", "KvStats", "Slot"]
 
@@ -66,21 +75,6 @@ class Slot(NamedTuple):
     block: int
     offset: int
     copy: tuple[int, int] | None
-
-
-class KvStats(TypedDict):
-    """`used + free + cached_evictable == num_blocks`; `hit_rate` is prompt tokens served from the
-    prefix cache over prompt tokens allocated (`prefix_hit_tokens / prefix_query_tokens`)."""
-
-    num_blocks: int
-    block_size: int
-    used: int
-    free: int
-    cached_evictable: int
-    prefix_queries: int
-    prefix_hit_tokens: int
-    prefix_query_tokens: int
-    hit_rate: float
 
 
 def _check_int(value: object, name: str, minimum: int, bound: int) -> int:
@@ -127,19 +121,21 @@ class BlockManager:
         _check_int(block_size, "block_size", 1, _U64)
         if not isinstance(enable_prefix_caching, bool):
             raise TypeError(f"enable_prefix_caching must be a bool, got {enable_prefix_caching!r}")
-        self._core = _core.BlockManager(num_blocks, block_size, enable_prefix_caching)
+        self._core = _core.BlockManager(
+            num_blocks=num_blocks, block_size=block_size, prefix_caching=enable_prefix_caching
+        )
 
     def __repr__(self) -> str:
         s = self.stats()
-        return f"BlockManager(num_blocks={s['num_blocks']}, block_size={s['block_size']}, used={s['used']})"
+        return f"BlockManager(num_blocks={s.num_blocks}, block_size={s.block_size}, used={s.used})"
 
     @property
     def num_blocks(self) -> int:
-        return self.stats()["num_blocks"]
+        return self.stats().num_blocks
 
     @property
     def block_size(self) -> int:
-        return self.stats()["block_size"]
+        return self.stats().block_size
 
     def allocate(self, seq_id: int, token_ids: Sequence[int]) -> Allocation | None:
         """Blocks for a new sequence's prompt; `None` (nothing changed) when they do not fit."""
@@ -165,8 +161,16 @@ class BlockManager:
         """Drops `seq_id`; its cached blocks stay reusable until evicted (LRU)."""
         self._core.free(_seq(seq_id))
 
+    def mark_computed(self, seq_id: int, num_tokens: int) -> None:
+        """Records that the K/V of the first `num_tokens` tokens of `seq_id` are written: every full
+        block among them counts as cached for later prompts. Idempotent, never un-marks; a partly
+        filled block waits for a later call. ValueError when `num_tokens` exceeds the sequence."""
+        _seq(seq_id)
+        _check_int(num_tokens, "num_tokens", 0, _U64)
+        self._core.mark_computed(seq_id, num_tokens)
+
     def lookup_prefix(self, token_ids: Sequence[int]) -> int:
-        """How many leading tokens of `token_ids` the prefix cache holds (whole blocks)."""
+        """How many leading tokens of `token_ids` the prefix cache holds computed (whole blocks)."""
         try:
             return self._core.lookup_prefix(token_ids)
         except (OverflowError, TypeError):
@@ -186,16 +190,7 @@ class BlockManager:
         return self._core.can_allocate(n_tokens)
 
     def stats(self) -> KvStats:
-        """Block occupancy and prefix-cache counters."""
-        (n, bs, used, free, evictable, queries, hit, query, rate) = self._core.stats()
-        return KvStats(
-            num_blocks=n,
-            block_size=bs,
-            used=used,
-            free=free,
-            cached_evictable=evictable,
-            prefix_queries=queries,
-            prefix_hit_tokens=hit,
-            prefix_query_tokens=query,
-            hit_rate=rate,
-        )
+        """Block occupancy and prefix-cache counters (`KvStats`: `used + free + cached_evictable ==
+        num_blocks`; `hit_rate` is `prefix_hit_tokens / prefix_query_tokens`, where a hit is a
+        prompt token `allocate` reported as cached)."""
+        return self._core.stats()

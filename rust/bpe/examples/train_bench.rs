@@ -25,8 +25,7 @@ fn vm_hwm_mb() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let path =
-        PathBuf::from(args.next().unwrap_or_else(|| "/work/shared/data/imdb_reviews_train.txt".into()));
+    let path = PathBuf::from(args.next().unwrap_or_else(|| "/work/shared/data/imdb_reviews_train.txt".into()));
     if !path.exists() {
         eprintln!("skipping: {} not found", path.display());
         return Ok(());

@@ -66,6 +66,8 @@ pub fn encode_batch(tok: &Tokenizer, texts: &[&str], policy: &SpecialPolicy) -> 
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
     use crate::count::count_texts;
     use crate::pretokenize::PreTokenizer;
@@ -73,8 +75,7 @@ mod tests {
 
     #[test]
     fn batch_equals_one_by_one_on_any_thread_count() {
-        let texts: Vec<String> =
-            (0..200).map(|i| format!("doc {i}: {} end", "word ".repeat(i % 17))).collect();
+        let texts: Vec<String> = (0..200).map(|i| format!("doc {i}: {} end", "word ".repeat(i % 17))).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let pretok = PreTokenizer::new("gpt2").unwrap();
         let counts = count_texts(&pretok, &SpecialMatcher::new(&[]).unwrap(), &refs).unwrap();

@@ -449,8 +449,8 @@ mod tests {
     /// non-ASCII letters / spaces, to stress cut points.
     fn random_text(rng: &mut XorShift, len: usize) -> String {
         const ATOMS: &[&str] = &[
-            "a", "b", "Z", "é", "ж", "中", "1", "23", "'s", "'LL", " ", " ", "  ", "\t", "\n", "\n", "\r\n",
-            "\n\n", ".", "!?", "\u{3000}", "\u{a0}", "\u{2028}", "\u{b}", "\u{c}", "🙂", "<|s|>", "-", "\r",
+            "a", "b", "Z", "é", "ж", "中", "1", "23", "'s", "'LL", " ", " ", "  ", "\t", "\n", "\n", "\r\n", "\n\n",
+            ".", "!?", "\u{3000}", "\u{a0}", "\u{2028}", "\u{b}", "\u{c}", "🙂", "<|s|>", "-", "\r",
         ];
         let mut s = String::new();
         while s.len() < len {
@@ -468,12 +468,7 @@ mod tests {
         p
     }
 
-    fn file_counts(
-        pretok: &PreTokenizer,
-        specials: &SpecialMatcher,
-        path: &Path,
-        block: usize,
-    ) -> WordCounts {
+    fn file_counts(pretok: &PreTokenizer, specials: &SpecialMatcher, path: &Path, block: usize) -> WordCounts {
         let mut counts = WordCounts::default();
         let mut last = 0;
         count_file_blocks(
@@ -660,8 +655,7 @@ mod tests {
         let path = write_tmp("bad.txt", &bytes);
         for block in [1, 5, 16, 1 << 20] {
             let mut counts = WordCounts::default();
-            let err = count_file_blocks(&pretok, &no_specials(), &path, &mut counts, &mut |_| {}, block)
-                .unwrap_err();
+            let err = count_file_blocks(&pretok, &no_specials(), &path, &mut counts, &mut |_| {}, block).unwrap_err();
             match &err {
                 BpeError::Format { path: p, line, .. } => {
                     assert_eq!(*line, Some(3), "block {block}: {err}");
@@ -673,8 +667,7 @@ mod tests {
         }
         // A truncated multi-byte character at the very end.
         let path = write_tmp("bad-end.txt", b"ok\nok\n\xe4\xb8");
-        let err =
-            count_file(&pretok, &no_specials(), &path, &mut WordCounts::default(), &mut |_| {}).unwrap_err();
+        let err = count_file(&pretok, &no_specials(), &path, &mut WordCounts::default(), &mut |_| {}).unwrap_err();
         assert!(matches!(err, BpeError::Format { line: Some(3), .. }), "{err}");
     }
 
@@ -682,8 +675,7 @@ mod tests {
     fn count_file_missing_is_io_error() {
         let pretok = PreTokenizer::new("gpt4").unwrap();
         let path = std::env::temp_dir().join("fastllm-definitely-missing-file.txt");
-        let err =
-            count_file(&pretok, &no_specials(), &path, &mut WordCounts::default(), &mut |_| {}).unwrap_err();
+        let err = count_file(&pretok, &no_specials(), &path, &mut WordCounts::default(), &mut |_| {}).unwrap_err();
         assert!(matches!(err, BpeError::Io { .. }), "{err}");
         assert!(err.to_string().contains("fastllm-definitely-missing-file.txt"));
     }

@@ -183,16 +183,12 @@ fn show_bytes(b: &[u8]) -> String {
 impl Bpe {
     /// Common part: trimmed vocab, bytes -> id map (all direct), byte table.
     fn base(vocab: Vec<Option<Vec<u8>>>, rank_based: bool) -> Result<Self> {
-        let mut vocab: Vec<Option<Box<[u8]>>> =
-            vocab.into_iter().map(|t| t.map(Vec::into_boxed_slice)).collect();
+        let mut vocab: Vec<Option<Box<[u8]>>> = vocab.into_iter().map(|t| t.map(Vec::into_boxed_slice)).collect();
         while matches!(vocab.last(), Some(None)) {
             vocab.pop();
         }
         if vocab.len() > MAX_ID {
-            return Err(bad_vocab(
-                format!("<{} ids>", vocab.len()),
-                format!("at most {MAX_ID} ids are supported"),
-            ));
+            return Err(bad_vocab(format!("<{} ids>", vocab.len()), format!("at most {MAX_ID} ids are supported")));
         }
         let mut ids: BytesMap<u32> = BytesMap::default();
         let mut byte_ids = [u32::MAX; 256];
@@ -206,10 +202,7 @@ impl Bpe {
             if let Some(&other) = ids.get(tok) {
                 return Err(bad_vocab(
                     format!("id {id}"),
-                    format!(
-                        "token {} is also id {other}; token bytes must be unique",
-                        show_bytes(tok)
-                    ),
+                    format!("token {} is also id {other}; token bytes must be unique", show_bytes(tok)),
                 ));
             }
             ids.insert(tok, id);
@@ -225,8 +218,7 @@ impl Bpe {
             ));
         }
         // Built on the heap (a 512 KiB array literal would sit on the stack first in debug builds).
-        let Ok(byte_pairs) = Box::<[u64; 65536]>::try_from(vec![NO_PAIR; 65536].into_boxed_slice())
-        else {
+        let Ok(byte_pairs) = Box::<[u64; 65536]>::try_from(vec![NO_PAIR; 65536].into_boxed_slice()) else {
             return Err(bad_vocab(String::new(), "internal error: byte pair table"));
         };
         Ok(Bpe {
@@ -389,10 +381,7 @@ impl Bpe {
             0 => {}
             1 => out.push(self.byte_ids[piece[0] as usize]),
             2 => match self.byte_pair(piece[0], piece[1]) {
-                NO_PAIR => out.extend_from_slice(&[
-                    self.byte_ids[piece[0] as usize],
-                    self.byte_ids[piece[1] as usize],
-                ]),
+                NO_PAIR => out.extend_from_slice(&[self.byte_ids[piece[0] as usize], self.byte_ids[piece[1] as usize]]),
                 p => out.push(p as u32),
             },
             n if n <= SHORT_MAX => self.merge_short(piece, out),
@@ -669,8 +658,7 @@ impl PieceCache {
             self.owner = bpe.instance;
         }
         let (lo, hi) = short_key(piece);
-        let h = ((lo ^ hi.rotate_left(23)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize
-            & (self.slots.len() - 1);
+        let h = ((lo ^ hi.rotate_left(23)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (self.slots.len() - 1);
         let slot = self.slots[h];
         if slot.lo == lo && slot.hi == hi {
             if slot.len == 1 {

@@ -36,7 +36,11 @@ pub enum BpeError {
     #[error("{path}{}: {reason}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Format { path: String, line: Option<usize>, reason: String },
     #[error("{path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid argument {name}={value}: {reason}")]
     InvalidArgument { name: &'static str, value: String, reason: String },
 }

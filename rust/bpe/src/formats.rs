@@ -100,11 +100,7 @@ pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
         }
         let mut parts = line.split_whitespace();
         let (Some(b64), Some(rank), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(BpeError::format(
-                &p,
-                Some(ln),
-                format!("expected \"<base64 token> <rank>\", got {line:?}"),
-            ));
+            return Err(BpeError::format(&p, Some(ln), format!("expected \"<base64 token> <rank>\", got {line:?}")));
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -112,9 +108,7 @@ pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
         if bytes.is_empty() {
             return Err(BpeError::format(&p, Some(ln), "empty token"));
         }
-        let rank: u64 = rank
-            .parse()
-            .map_err(|_| BpeError::format(&p, Some(ln), format!("invalid rank {rank:?}")))?;
+        let rank: u64 = rank.parse().map_err(|_| BpeError::format(&p, Some(ln), format!("invalid rank {rank:?}")))?;
         if rank > max_sane_id(n_lines) {
             return Err(BpeError::format(
                 &p,
@@ -130,11 +124,7 @@ pub fn load_tiktoken(path: &Path) -> Result<Vec<Option<Vec<u8>>>> {
             return Err(BpeError::format(&p, Some(ln), format!("rank {rank} is listed twice")));
         }
         if let Some(prev) = seen.insert(bytes.clone(), ln) {
-            return Err(BpeError::format(
-                &p,
-                Some(ln),
-                format!("token {b64:?} is listed twice (also on line {prev})"),
-            ));
+            return Err(BpeError::format(&p, Some(ln), format!("token {b64:?} is listed twice (also on line {prev})")));
         }
         vocab[rank] = Some(bytes);
     }
@@ -159,15 +149,12 @@ pub fn load_gpt2(encoder_json: &Path, vocab_bpe: &Path) -> Result<(Vocab, Specia
     let mut specials: Vec<(String, u32)> = Vec::new();
     let mut owner: HashMap<u64, &str> = HashMap::new();
     for (key, v) in &enc {
-        let id = v.as_u64().filter(|&id| id <= max_sane_id(enc.len())).ok_or_else(|| {
-            BpeError::format(&ep, None, format!("entry {key:?}: id {v} is not a valid token id"))
-        })?;
+        let id = v
+            .as_u64()
+            .filter(|&id| id <= max_sane_id(enc.len()))
+            .ok_or_else(|| BpeError::format(&ep, None, format!("entry {key:?}: id {v} is not a valid token id")))?;
         if let Some(other) = owner.insert(id, key) {
-            return Err(BpeError::format(
-                &ep,
-                None,
-                format!("id {id} is used by both {other:?} and {key:?}"),
-            ));
+            return Err(BpeError::format(&ep, None, format!("id {id} is used by both {other:?} and {key:?}")));
         }
         let bytes = if key == "<|endoftext|>" || key == "<|startoftext|>" {
             None
@@ -212,18 +199,10 @@ pub fn load_gpt2(encoder_json: &Path, vocab_bpe: &Path) -> Result<(Vocab, Specia
         }
         let mut parts = line.split_whitespace();
         let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(BpeError::format(
-                &bp,
-                Some(ln),
-                format!("expected a merge \"a b\", got {line:?}"),
-            ));
+            return Err(BpeError::format(&bp, Some(ln), format!("expected a merge \"a b\", got {line:?}")));
         };
         let (Some(mut ab), Some(bb)) = (unicode_to_bytes(a), unicode_to_bytes(b)) else {
-            return Err(BpeError::format(
-                &bp,
-                Some(ln),
-                format!("merge {line:?} is not made of byte-level strings"),
-            ));
+            return Err(BpeError::format(&bp, Some(ln), format!("merge {line:?} is not made of byte-level strings")));
         };
         ab.extend_from_slice(&bb);
         let id = 256 + n_merges;
@@ -294,8 +273,8 @@ fn type_of(v: &Value) -> &str {
 /// `added_tokens` become the specials. Anything else is a Format error naming the field.
 pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let err = |reason: String| BpeError::format(path, None, reason);
-    let root: Value = serde_json::from_str(text)
-        .map_err(|e| BpeError::format(path, Some(e.line()), format!("invalid JSON: {e}")))?;
+    let root: Value =
+        serde_json::from_str(text).map_err(|e| BpeError::format(path, Some(e.line()), format!("invalid JSON: {e}")))?;
     if !root.is_object() {
         return Err(err("the top level must be a JSON object".into()));
     }
@@ -335,8 +314,8 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
 
     // --- normalizer ---
     if let Some(n) = get(&root, "normalizer") {
-        let empty_seq = type_of(n) == "Sequence"
-            && n.get("normalizers").and_then(Value::as_array).is_some_and(|a| a.is_empty());
+        let empty_seq =
+            type_of(n) == "Sequence" && n.get("normalizers").and_then(Value::as_array).is_some_and(|a| a.is_empty());
         if !empty_seq {
             return Err(err(format!(
                 "normalizer is {:?}; only null is supported (a normalizer changes the text)",
@@ -392,9 +371,7 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
             let content = t.get("content").and_then(Value::as_str).filter(|c| !c.is_empty());
             let id = t.get("id").and_then(Value::as_u64).filter(|&id| id < i32::MAX as u64);
             let (Some(content), Some(id)) = (content, id) else {
-                return Err(err(format!(
-                    "added_tokens[{i}] needs a non-empty \"content\" and an \"id\""
-                )));
+                return Err(err(format!("added_tokens[{i}] needs a non-empty \"content\" and an \"id\"")));
             };
             let id = id as u32;
             for flag in ["lstrip", "rstrip", "single_word"] {
@@ -425,9 +402,7 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
                 )));
             }
             if let Some((c, _)) = specials.iter().find(|s| s.1 == id) {
-                return Err(err(format!(
-                    "added_tokens[{i}] ({content:?}) has the id {id} of {c:?}"
-                )));
+                return Err(err(format!("added_tokens[{i}] ({content:?}) has the id {id} of {c:?}")));
             }
             specials.push((content.to_string(), id));
         }
@@ -438,9 +413,9 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
         if specials.iter().any(|s| s.1 == id) {
             continue;
         }
-        let bytes = unicode_to_bytes(k).filter(|b| !b.is_empty()).ok_or_else(|| {
-            err(format!("model.vocab[{k:?}] is not a byte-level token (and not an added token)"))
-        })?;
+        let bytes = unicode_to_bytes(k)
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| err(format!("model.vocab[{k:?}] is not a byte-level token (and not an added token)")))?;
         if vocab[id as usize].is_some() {
             return Err(err(format!("model.vocab: id {id} is used by more than one token")));
         }
@@ -451,9 +426,8 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     }
 
     // --- merges ---
-    let mlist = get(model, "merges")
-        .and_then(Value::as_array)
-        .ok_or_else(|| err("model.merges must be a list".into()))?;
+    let mlist =
+        get(model, "merges").and_then(Value::as_array).ok_or_else(|| err("model.merges must be a list".into()))?;
     let mut merges = Vec::with_capacity(mlist.len());
     for (i, m) in mlist.iter().enumerate() {
         let (a, b) = match m {
@@ -468,16 +442,13 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
                 (Some(a), Some(b)) => (a, b),
                 _ => return Err(err(format!("model.merges[{i}] = {m} is not [\"a\", \"b\"]"))),
             },
-            _ => {
-                return Err(err(format!(
-                    "model.merges[{i}] = {m} is not \"a b\" or [\"a\", \"b\"]"
-                )))
-            }
+            _ => return Err(err(format!("model.merges[{i}] = {m} is not \"a b\" or [\"a\", \"b\"]"))),
         };
         let look = |s: &str| {
-            by_key.get(s).copied().ok_or_else(|| {
-                err(format!("model.merges[{i}] = ({a:?}, {b:?}): {s:?} is not in model.vocab"))
-            })
+            by_key
+                .get(s)
+                .copied()
+                .ok_or_else(|| err(format!("model.merges[{i}] = ({a:?}, {b:?}): {s:?} is not in model.vocab")))
         };
         let (la, lb) = (look(a)?, look(b)?);
         look(&format!("{a}{b}"))?;
@@ -529,16 +500,12 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
                         return Err(unsupported("Sequence[Split, ByteLevel(use_regex=true)]"));
                     }
                     let f = "pre_tokenizer.pretokenizers[0]";
-                    let Some(re) =
-                        split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str)
-                    else {
+                    let Some(re) = split.get("pattern").and_then(|p| p.get("Regex")).and_then(Value::as_str) else {
                         return Err(format!("{f}.pattern must be {{\"Regex\": ...}}"));
                     };
                     let behavior = split.get("behavior").and_then(Value::as_str).unwrap_or("?");
                     if behavior != "Isolated" {
-                        return Err(format!(
-                            "{f}.behavior is {behavior:?}; only \"Isolated\" is supported"
-                        ));
+                        return Err(format!("{f}.behavior is {behavior:?}; only \"Isolated\" is supported"));
                     }
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(format!("{f}.invert is true; it is not supported"));
@@ -731,11 +698,7 @@ fn json_str(s: &str) -> String {
 /// BPE model with the vocab in id order (specials included, under their raw content, so that
 /// tokenizers keeps their ids), merges as `["a", "b"]` pairs, specials as added tokens.
 pub fn write_hf_json(t: &HfBpe) -> Result<String> {
-    let bad = |reason: String| BpeError::InvalidArgument {
-        name: "tokenizer",
-        value: "HfBpe".into(),
-        reason,
-    };
+    let bad = |reason: String| BpeError::InvalidArgument { name: "tokenizer", value: "HfBpe".into(), reason };
     let map = bytes_to_unicode();
     let enc = |b: &[u8]| -> String { b.iter().map(|&x| map[x as usize]).collect() };
 
@@ -761,14 +724,10 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
             if other == *id && t.vocab.get(*id as usize).is_some_and(|v| v.is_some()) {
                 continue; // the token's byte-level string is the special's text: one entry
             }
-            return Err(bad(format!(
-                "special token {content:?} (id {id}) has the same text as token id {other}"
-            )));
+            return Err(bad(format!("special token {content:?} (id {id}) has the same text as token id {other}")));
         }
         if t.vocab.get(*id as usize).is_some_and(|v| v.is_some()) {
-            return Err(bad(format!(
-                "special token {content:?} has id {id}, which is a vocab token"
-            )));
+            return Err(bad(format!("special token {content:?} has id {id}, which is a vocab token")));
         }
         key_id.insert(content.clone(), *id);
         entries.push((*id, content.clone()));
@@ -831,17 +790,9 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     for (i, &(a, b)) in t.merges.iter().enumerate() {
         let (ka, kb) = (tok(a)?, tok(b)?);
         if !key_id.contains_key(&format!("{ka}{kb}")) {
-            return Err(bad(format!(
-                "merges[{i}] = ({a}, {b}) produces a token that is not in vocab"
-            )));
+            return Err(bad(format!("merges[{i}] = ({a}, {b}) produces a token that is not in vocab")));
         }
-        let _ = write!(
-            s,
-            "{}\n      [{}, {}]",
-            if i > 0 { "," } else { "" },
-            json_str(&ka),
-            json_str(&kb)
-        );
+        let _ = write!(s, "{}\n      [{}, {}]", if i > 0 { "," } else { "" }, json_str(&ka), json_str(&kb));
     }
     s.push_str(if t.merges.is_empty() { "]\n" } else { "\n    ]\n" });
     s.push_str("  }\n}\n");

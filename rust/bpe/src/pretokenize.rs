@@ -37,8 +37,7 @@ use crate::error::{BpeError, Result};
 use crate::unicode::{char_classes, CharClasses, LETTER, NEWLINE, NUMBER, OTHER, SPACE};
 
 /// tiktoken's r50k/gpt2 split pattern.
-pub const GPT2_PATTERN: &str =
-    r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
+pub const GPT2_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s";
 /// tiktoken's cl100k split pattern (the form current tiktoken ships).
 pub const GPT4_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s";
 
@@ -52,8 +51,7 @@ pub const GPT4_HF_PATTERN: &str = r"'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{
 /// [`GPT4_PATTERN`] on trailing white space that contains a newline (see the module docs).
 pub const GPT4_LEGACY_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The older r50k form (also Hugging Face's GPT-2 pattern). Equivalent to [`GPT2_PATTERN`].
-pub const GPT2_LEGACY_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_LEGACY_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 #[derive(Clone, Debug)]
 enum Matcher {
@@ -93,27 +91,22 @@ impl PreTokenizer {
                 ("gpt4", GPT4_PATTERN, Some(Builtin::Gpt4 { legacy_tail: false }))
             }
             GPT4_HF_PATTERN => ("gpt4", GPT4_PATTERN, Some(Builtin::Gpt4 { legacy_tail: false })),
-            "gpt2" | "r50k" | "r50k_base" | "p50k_base" | GPT2_PATTERN => {
-                ("gpt2", GPT2_PATTERN, Some(Builtin::Gpt2))
-            }
+            "gpt2" | "r50k" | "r50k_base" | "p50k_base" | GPT2_PATTERN => ("gpt2", GPT2_PATTERN, Some(Builtin::Gpt2)),
             GPT2_LEGACY_PATTERN => ("gpt2", GPT2_LEGACY_PATTERN, Some(Builtin::Gpt2)),
-            GPT4_LEGACY_PATTERN => {
-                ("custom", GPT4_LEGACY_PATTERN, Some(Builtin::Gpt4 { legacy_tail: true }))
-            }
+            GPT4_LEGACY_PATTERN => ("custom", GPT4_LEGACY_PATTERN, Some(Builtin::Gpt4 { legacy_tail: true })),
             p => ("custom", p, None),
         };
         let fast = match (builtin, char_classes()) {
-            (Some(Builtin::Gpt4 { legacy_tail }), Some(classes)) => {
-                Some(Matcher::Gpt4 { classes, legacy_tail })
-            }
+            (Some(Builtin::Gpt4 { legacy_tail }), Some(classes)) => Some(Matcher::Gpt4 { classes, legacy_tail }),
             (Some(Builtin::Gpt2), Some(classes)) => Some(Matcher::Gpt2 { classes }),
             _ => None,
         };
         let matcher = match fast {
             Some(m) => m,
-            None => Matcher::Regex(Box::new(fancy_regex::Regex::new(source).map_err(|e| {
-                BpeError::InvalidPattern { pattern: source.to_string(), reason: e.to_string() }
-            })?)),
+            None => Matcher::Regex(Box::new(
+                fancy_regex::Regex::new(source)
+                    .map_err(|e| BpeError::InvalidPattern { pattern: source.to_string(), reason: e.to_string() })?,
+            )),
         };
         Ok(PreTokenizer { name, source: source.to_string(), matcher })
     }
@@ -125,7 +118,11 @@ impl PreTokenizer {
 
     /// The source to store in a Hugging Face `tokenizer.json` (see [`GPT4_HF_PATTERN`]).
     pub fn hf_pattern(&self) -> &str {
-        if self.name == "gpt4" { GPT4_HF_PATTERN } else { &self.source }
+        if self.name == "gpt4" {
+            GPT4_HF_PATTERN
+        } else {
+            &self.source
+        }
     }
 
     /// `"gpt4"`, `"gpt2"` or `"custom"`.
@@ -147,11 +144,7 @@ impl PreTokenizer {
     /// Call `f` on every piece of `text`, in order; monomorphised over `f` for the hot loops.
     /// The hand-written matchers cannot fail; only a custom regex can (backtrack limit).
     #[inline]
-    pub fn for_each_piece_fast<'a, F: FnMut(&'a str)>(
-        &self,
-        text: &'a str,
-        mut f: F,
-    ) -> Result<()> {
+    pub fn for_each_piece_fast<'a, F: FnMut(&'a str)>(&self, text: &'a str, mut f: F) -> Result<()> {
         match &self.matcher {
             Matcher::Gpt4 { classes, legacy_tail: false } => {
                 scan(text, |b, i| gpt4_piece_end::<false>(classes, b, i), f);
@@ -228,11 +221,7 @@ fn newlines_end(b: &[u8], mut i: usize) -> usize {
 /// `NL` enables the cl100k `\s*[\r\n]` rule; `LEGACY` lets that rule apply before the
 /// end-of-text rule (old cl100k form).
 #[inline(always)]
-fn whitespace_end<const NL: bool, const LEGACY: bool>(
-    t: &CharClasses,
-    b: &[u8],
-    i: usize,
-) -> usize {
+fn whitespace_end<const NL: bool, const LEGACY: bool>(t: &CharClasses, b: &[u8], i: usize) -> usize {
     let mut e = i;
     let mut last_start = i; // start of the run's last character
     let mut nl_end = 0; // end of the run's last \r / \n (0: none)
@@ -580,11 +569,7 @@ mod tests {
                     .collect();
                 // A preceding "other" run swallows the tail's leading newlines (`[\r\n]*+`).
                 let head = &text[..text.len() - tail.len()];
-                let tail = if head.ends_with('!') {
-                    tail.trim_start_matches(['\r', '\n'])
-                } else {
-                    tail.as_str()
-                };
+                let tail = if head.ends_with('!') { tail.trim_start_matches(['\r', '\n']) } else { tail.as_str() };
                 let splits = tail.rfind(['\r', '\n']).is_some_and(|k| k + 1 < tail.len());
                 let same = new.split(&text).expect("ok") == old.split(&text).expect("ok");
                 assert_eq!(same, !splits, "{text:?}");
@@ -619,15 +604,9 @@ mod tests {
             assert_eq!((p.name(), p.pattern(), p.is_hand_written()), ("gpt2", GPT2_PATTERN, true));
         }
         let p = PreTokenizer::new(GPT2_LEGACY_PATTERN).expect("builtin");
-        assert_eq!(
-            (p.name(), p.pattern(), p.is_hand_written()),
-            ("gpt2", GPT2_LEGACY_PATTERN, true)
-        );
+        assert_eq!((p.name(), p.pattern(), p.is_hand_written()), ("gpt2", GPT2_LEGACY_PATTERN, true));
         let p = PreTokenizer::new(GPT4_LEGACY_PATTERN).expect("builtin");
-        assert_eq!(
-            (p.name(), p.pattern(), p.is_hand_written()),
-            ("custom", GPT4_LEGACY_PATTERN, true)
-        );
+        assert_eq!((p.name(), p.pattern(), p.is_hand_written()), ("custom", GPT4_LEGACY_PATTERN, true));
         // a near-miss of a built-in source is a custom regex
         let near = format!("{GPT2_PATTERN}|x");
         let p = PreTokenizer::new(&near).expect("valid");
@@ -657,9 +636,7 @@ mod tests {
     /// Differential check on real corpora (a few MB; part of the normal suite when present).
     #[test]
     fn pretok_corpus_matches_regex() {
-        for path in
-            ["/work/shared/data/tinyshakespeare.txt", "/work/shared/data/imdb_reviews_train.txt"]
-        {
+        for path in ["/work/shared/data/tinyshakespeare.txt", "/work/shared/data/imdb_reviews_train.txt"] {
             let Some(text) = read_corpus(path) else { continue };
             let end = (0..=text.len().min(300_000)).rev().find(|&k| text.is_char_boundary(k));
             let text = &text[..end.unwrap_or(0)];
@@ -698,9 +675,7 @@ mod tests {
             };
             (best, cpu, out)
         }
-        for path in
-            ["/work/shared/data/tinyshakespeare.txt", "/work/shared/data/imdb_reviews_train.txt"]
-        {
+        for path in ["/work/shared/data/tinyshakespeare.txt", "/work/shared/data/imdb_reviews_train.txt"] {
             let Some(text) = read_corpus(path) else {
                 eprintln!("skip {path}: missing");
                 continue;

@@ -23,10 +23,7 @@ impl SpecialMatcher {
                 });
             }
             if tokens[..i].contains(t) {
-                return Err(BpeError::InvalidSpecial {
-                    token: t.clone(),
-                    reason: "listed more than once".into(),
-                });
+                return Err(BpeError::InvalidSpecial { token: t.clone(), reason: "listed more than once".into() });
             }
         }
         let ac = if tokens.is_empty() {
@@ -36,10 +33,7 @@ impl SpecialMatcher {
                 AhoCorasick::builder()
                     .match_kind(MatchKind::LeftmostLongest)
                     .build(tokens)
-                    .map_err(|e| BpeError::InvalidSpecial {
-                        token: tokens.join(", "),
-                        reason: e.to_string(),
-                    })?,
+                    .map_err(|e| BpeError::InvalidSpecial { token: tokens.join(", "), reason: e.to_string() })?,
             )
         };
         Ok(SpecialMatcher { tokens: tokens.to_vec(), ac })
@@ -55,10 +49,7 @@ impl SpecialMatcher {
 
     /// Non-overlapping occurrences as (start, end, index into `tokens`), left to right.
     pub fn find_iter<'a>(&'a self, text: &'a str) -> impl Iterator<Item = (usize, usize, usize)> + 'a {
-        self.ac
-            .iter()
-            .flat_map(move |ac| ac.find_iter(text))
-            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+        self.ac.iter().flat_map(move |ac| ac.find_iter(text)).map(|m| (m.start(), m.end(), m.pattern().as_usize()))
     }
 
     /// Calls `f` on each stretch of `text` between special tokens (never on an empty stretch).
@@ -79,6 +70,8 @@ impl SpecialMatcher {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     #[test]

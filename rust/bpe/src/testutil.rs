@@ -62,14 +62,8 @@ impl XorShift {
 /// `reserved`) is dropped for good and training goes on; training stops at `num_merges` merges,
 /// when no pair is left, or when the best remaining pair occurs fewer than `min_frequency` times
 /// (0 acts as 1). Merge `i` makes token `256 + i`.
-pub fn naive_train(
-    words: &WordCounts,
-    num_merges: usize,
-    min_frequency: u64,
-    reserved: &[&[u8]],
-) -> Vec<(u32, u32)> {
-    let mut ws: Vec<(Vec<u32>, u64)> =
-        words.iter().map(|(w, &c)| (w.iter().map(|&b| b as u32).collect(), c)).collect();
+pub fn naive_train(words: &WordCounts, num_merges: usize, min_frequency: u64, reserved: &[&[u8]]) -> Vec<(u32, u32)> {
+    let mut ws: Vec<(Vec<u32>, u64)> = words.iter().map(|(w, &c)| (w.iter().map(|&b| b as u32).collect(), c)).collect();
     let mut vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
     let mut known: BTreeSet<Vec<u8>> = vocab.iter().cloned().collect();
     known.extend(reserved.iter().map(|r| r.to_vec()));
@@ -82,10 +76,7 @@ pub fn naive_train(
                 *counts.entry((p[0], p[1])).or_insert(0) += c;
             }
         }
-        let best = counts
-            .iter()
-            .filter(|(p, _)| !dropped.contains(p))
-            .max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)));
+        let best = counts.iter().filter(|(p, _)| !dropped.contains(p)).max_by(|x, y| x.1.cmp(y.1).then(y.0.cmp(x.0)));
         let Some((&pair, &c)) = best else { break };
         if c < min_frequency.max(1) {
             break;

@@ -91,8 +91,7 @@ fn train_with_reserved(
             break;
         }
         let pair = unkey(k);
-        let mut bytes =
-            Vec::with_capacity(token_bytes[pair.0 as usize].len() + token_bytes[pair.1 as usize].len());
+        let mut bytes = Vec::with_capacity(token_bytes[pair.0 as usize].len() + token_bytes[pair.1 as usize].len());
         bytes.extend_from_slice(&token_bytes[pair.0 as usize]);
         bytes.extend_from_slice(&token_bytes[pair.1 as usize]);
         if known.contains(&bytes) {
@@ -180,8 +179,7 @@ struct Corpus {
 
 impl Corpus {
     fn new(words: WordCounts) -> Self {
-        let mut words: Vec<(Box<[u8]>, u64)> =
-            words.into_iter().filter(|(w, c)| !w.is_empty() && *c > 0).collect();
+        let mut words: Vec<(Box<[u8]>, u64)> = words.into_iter().filter(|(w, c)| !w.is_empty() && *c > 0).collect();
         words.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let total: usize = words.iter().map(|(w, _)| w.len()).sum();
         let mut syms = Vec::with_capacity(total);

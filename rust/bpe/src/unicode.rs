@@ -370,13 +370,7 @@ mod tests {
                 let mut buf = [0u8; 4];
                 let (fold, n) = t.fold_at(c.encode_utf8(&mut buf).as_bytes(), 0);
                 assert_eq!(n, c.len_utf8());
-                assert_eq!(
-                    fold == letter,
-                    set.contains(&off),
-                    "(?i:{}) vs U+{:04X}",
-                    char::from(letter),
-                    u32::from(c)
-                );
+                assert_eq!(fold == letter, set.contains(&off), "(?i:{}) vs U+{:04X}", char::from(letter), u32::from(c));
             }
         }
         // The one well-known non-ASCII member: U+017F LATIN SMALL LETTER LONG S folds to s.
@@ -408,8 +402,7 @@ mod tests {
     #[test]
     fn pretok_unicode_letters_end_matches_run_end() {
         let t = tables();
-        let pieces =
-            ["a", "Zz", "é", "中", "\u{10400}", "1", " ", "@", "[", "`", "{", "\u{301}", "ß"];
+        let pieces = ["a", "Zz", "é", "中", "\u{10400}", "1", " ", "@", "[", "`", "{", "\u{301}", "ß"];
         let mut rng = crate::testutil::XorShift::new(0x1234_5678_9ABC_DEF1);
         for _ in 0..20_000 {
             let mut s = String::new();
@@ -417,9 +410,7 @@ mod tests {
             let len = (state % 30) as usize;
             let mut r = state;
             for _ in 0..len {
-                r = r
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
+                r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 let k = (r >> 33) as usize % pieces.len();
                 // letters much more often than the rest, so runs cross 8-byte words
                 let k = if r & 1 == 0 { k % 5 } else { k };

@@ -68,10 +68,7 @@ fn encode_bench_imdb() {
         eprintln!("SKIPPED: {} or {} missing", text_path.display(), dir.display());
         return;
     };
-    let mb: usize = std::env::var("FASTLLM_BENCH_MB")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(usize::MAX >> 20);
+    let mb: usize = std::env::var("FASTLLM_BENCH_MB").ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX >> 20);
     let mut end = text.len().min(mb << 20);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -79,8 +76,7 @@ fn encode_bench_imdb() {
     let end = text[..end].rfind('\n').map_or(end, |i| i + 1);
     let text = &text[..end];
 
-    let (gvocab, _) =
-        load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
+    let (gvocab, _) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     let t = Instant::now();
     let g_ranks = Bpe::from_ranks(gvocab.clone()).unwrap();
     eprintln!("build gpt2 ranks: {:.3} s", t.elapsed().as_secs_f64());
@@ -112,8 +108,7 @@ fn encode_bench_imdb() {
     );
     let bytes = text.len();
     for (label, bpe, pieces) in [("gpt2", &g_ranks, &gpt2_pieces), ("cl100k", &cl, &gpt4_pieces)] {
-        let whole =
-            pieces.iter().filter(|p| p.len() == 1 || bpe.token_id(p.as_bytes()).is_some()).count();
+        let whole = pieces.iter().filter(|p| p.len() == 1 || bpe.token_id(p.as_bytes()).is_some()).count();
         let long = pieces.iter().filter(|p| p.len() > 32).count();
         eprintln!(
             "{label}: {:.1}% of pieces are tokens, {long} pieces > 32 bytes, mean piece {:.2} bytes",
@@ -169,17 +164,14 @@ fn encode_bench_imdb() {
                 example.get_or_insert_with(|| (p.to_string(), x.clone(), y.clone()));
             }
         }
-        eprintln!(
-            "{label}: ranks vs derived merge list differ on {differ} pieces; first: {example:?}"
-        );
+        eprintln!("{label}: ranks vs derived merge list differ on {differ} pieces; first: {example:?}");
     }
 
     if let Some(dump) = std::env::var_os("FASTLLM_DUMP_IDS") {
         let dump = PathBuf::from(dump);
         std::fs::create_dir_all(&dump).unwrap();
         std::fs::write(dump.join("text.txt"), text).unwrap();
-        for (name, bpe, pieces) in [("cl100k", &cl, &gpt4_pieces), ("gpt2", &g_ranks, &gpt2_pieces)]
-        {
+        for (name, bpe, pieces) in [("cl100k", &cl, &gpt4_pieces), ("gpt2", &g_ranks, &gpt2_pieces)] {
             encode_all(bpe, pieces, &mut out);
             let raw: Vec<u8> = out.iter().flat_map(|id| id.to_le_bytes()).collect();
             std::fs::write(dump.join(format!("{name}.u32")), raw).unwrap();
@@ -191,8 +183,7 @@ fn encode_bench_imdb() {
             ("gpt2", &g_ranks, GPT2_PATTERN, vec![("<|endoftext|>".to_string(), 50256)]),
             ("cl100k", &cl, GPT4_PATTERN, vec![("<|endoftext|>".to_string(), 100257)]),
         ] {
-            let vocab =
-                (0..bpe.len() as u32).map(|id| bpe.token_bytes(id).map(<[u8]>::to_vec)).collect();
+            let vocab = (0..bpe.len() as u32).map(|id| bpe.token_bytes(id).map(<[u8]>::to_vec)).collect();
             let t = HfBpe { pattern: pattern.to_string(), vocab, merges: bpe.merges(), specials };
             std::fs::write(dump.join(format!("{name}.json")), write_hf_json(&t).unwrap()).unwrap();
         }

@@ -16,10 +16,7 @@ fn vocab_dir() -> Option<PathBuf> {
     if dir.join("cl100k_base.tiktoken").exists() && dir.join("gpt2_encoder.json").exists() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: real vocabularies not found in {} (set FASTLLM_VOCAB_DIR)",
-            dir.display()
-        );
+        eprintln!("SKIPPED: real vocabularies not found in {} (set FASTLLM_VOCAB_DIR)", dir.display());
         None
     }
 }
@@ -69,10 +66,7 @@ const CL100K_CASES: &[(&str, &[u32])] = &[
         " pneumonoultramicroscopicsilicovolcanoconiosis",
         &[57223, 263, 11206, 99040, 2823, 2445, 454, 1233, 321, 292, 869, 337, 69377, 444, 91260],
     ),
-    (
-        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-        &[45202, 45202, 45202, 45202, 45202, 45202, 4239],
-    ),
+    ("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", &[45202, 45202, 45202, 45202, 45202, 45202, 4239]),
     ("                                       ", &[2623]),
 ];
 
@@ -109,8 +103,7 @@ fn encode_cl100k_known_ids() {
 #[test]
 fn encode_gpt2_known_ids_ranks_and_merges() {
     let Some(dir) = vocab_dir() else { return };
-    let (vocab, specials) =
-        load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
+    let (vocab, specials) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     assert_eq!(vocab.len(), 50256);
     assert_eq!(specials, vec![("<|endoftext|>".to_string(), 50256)]);
     let ranks = Bpe::from_ranks(vocab.clone()).unwrap();
@@ -126,8 +119,7 @@ fn encode_gpt2_known_ids_ranks_and_merges() {
 #[test]
 fn encode_gpt2_derived_merges_equal_vocab_bpe() {
     let Some(dir) = vocab_dir() else { return };
-    let (vocab, _) =
-        load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
+    let (vocab, _) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     let ranks = Bpe::from_ranks(vocab).unwrap();
     let file = gpt2_file_merges(&dir, &ranks);
     let (derived, unreachable) = ranks.derive_merges();

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bpe::encode::Bpe;
 use bpe::formats::{
-    bytes_to_unicode, load_gpt2, load_tiktoken, read_hf_json, unicode_to_bytes, write_hf_json,
-    HfBpe, HF_BYTELEVEL_PATTERN,
+    bytes_to_unicode, load_gpt2, load_tiktoken, read_hf_json, unicode_to_bytes, write_hf_json, HfBpe,
+    HF_BYTELEVEL_PATTERN,
 };
 use bpe::pretokenize::GPT2_PATTERN;
 use bpe::BpeError;
@@ -127,15 +127,11 @@ fn write_mini_gpt2(d: &Path, merges: &[(&str, &str)], extra: &[(&str, u32)]) -> 
 fn formats_gpt2_mini_and_errors() {
     let d = tmp_dir("gpt2");
     let merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")];
-    let (ej, vb) =
-        write_mini_gpt2(&d, &merges, &[("<|endoftext|>", 259), ("<|startoftext|>", 260)]);
+    let (ej, vb) = write_mini_gpt2(&d, &merges, &[("<|endoftext|>", 259), ("<|startoftext|>", 260)]);
     let (vocab, specials) = load_gpt2(&ej, &vb).unwrap();
     assert_eq!(vocab.len(), 259);
     assert_eq!(vocab[258].as_deref(), Some(&b" the"[..]));
-    assert_eq!(
-        specials,
-        vec![("<|endoftext|>".to_string(), 259), ("<|startoftext|>".to_string(), 260)]
-    );
+    assert_eq!(specials, vec![("<|endoftext|>".to_string(), 259), ("<|startoftext|>".to_string(), 260)]);
 
     // vocab.bpe disagreeing with encoder.json: line 3 (second merge) is wrong
     std::fs::write(&vb, "#version: 0.2\nĠ t\nh x\nĠt he\n").unwrap();
@@ -158,8 +154,7 @@ fn formats_gpt2_mini_and_errors() {
 #[test]
 fn formats_gpt2_real() {
     let Some(dir) = vocab_dir() else { return };
-    let (vocab, specials) =
-        load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
+    let (vocab, specials) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     assert_eq!(vocab.len() + specials.len(), 50257);
     assert_eq!(specials, vec![("<|endoftext|>".to_string(), 50256)]);
     assert_eq!(vocab[31373].as_deref(), Some(&b"hello"[..]));
@@ -206,8 +201,7 @@ fn formats_hf_round_trip() {
 #[test]
 fn formats_hf_round_trip_gpt2_real() {
     let Some(dir) = vocab_dir() else { return };
-    let (vocab, specials) =
-        load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
+    let (vocab, specials) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     let merges = Bpe::from_ranks(vocab.clone()).unwrap().merges();
     let t = HfBpe { pattern: GPT2_PATTERN.to_string(), vocab, merges, specials };
     let json = write_hf_json(&t).unwrap();
@@ -271,9 +265,8 @@ fn formats_hf_read_tokenizers_output() {
 #[test]
 fn formats_hf_read_hand_written() {
     let m = bytes_to_unicode();
-    let mut vocab: Vec<String> = (0..=255u8)
-        .map(|b| format!("{}: {b}", serde_json::to_string(&m[b as usize].to_string()).unwrap()))
-        .collect();
+    let mut vocab: Vec<String> =
+        (0..=255u8).map(|b| format!("{}: {b}", serde_json::to_string(&m[b as usize].to_string()).unwrap())).collect();
     vocab.push("\"ab\": 256".into());
     vocab.push("\"abĠ\": 257".into());
     let json = format!(

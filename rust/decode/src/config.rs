@@ -71,7 +71,10 @@ impl Config {
             return bad(format!("n_kv_head={} must divide n_head={}", self.n_kv_head, self.n_head));
         }
         if self.n_head.checked_mul(self.head_dim) != Some(self.d_model) {
-            return bad(format!("n_head={} * head_dim={} must equal d_model={}", self.n_head, self.head_dim, self.d_model));
+            return bad(format!(
+                "n_head={} * head_dim={} must equal d_model={}",
+                self.n_head, self.head_dim, self.d_model
+            ));
         }
         if self.positions == Positions::Rope && self.head_dim % 2 != 0 {
             return bad(format!("RoPE needs an even head_dim, got {}", self.head_dim));
@@ -89,7 +92,11 @@ impl Config {
 
     /// Width of the first MLP matrix (gate|up for SwiGLU).
     pub fn fc(&self) -> usize {
-        if self.mlp == Mlp::SwiGlu { 2 * self.hidden } else { self.hidden }
+        if self.mlp == Mlp::SwiGlu {
+            2 * self.hidden
+        } else {
+            self.hidden
+        }
     }
 
     fn norm_bias(&self) -> bool {
@@ -156,7 +163,10 @@ impl Layout {
             .and_then(|m| m.checked_mul(c.n_layer.checked_mul(6)?.checked_add(8)?))
             .is_some();
         if !room {
-            return Err(DecodeError::Config(format!("sizes too large: n_layer={} and a dimension of {largest}", c.n_layer)));
+            return Err(DecodeError::Config(format!(
+                "sizes too large: n_layer={} and a dimension of {largest}",
+                c.n_layer
+            )));
         }
         let mut entries = Vec::new();
         let mut total = 0usize;

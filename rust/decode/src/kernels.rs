@@ -71,7 +71,13 @@ fn gemv_cols(y: &mut [f32], x: &[f32], w: &[f32], stride: usize, c0: usize, b: O
         let (r4, r5, r6, r7) = (row(i + 4), row(i + 5), row(i + 6), row(i + 7));
         for j in 0..n {
             // left to right: the same order as one row at a time
-            y[j] = y[j] + xs[0] * r0[j] + xs[1] * r1[j] + xs[2] * r2[j] + xs[3] * r3[j] + xs[4] * r4[j] + xs[5] * r5[j]
+            y[j] = y[j]
+                + xs[0] * r0[j]
+                + xs[1] * r1[j]
+                + xs[2] * r2[j]
+                + xs[3] * r3[j]
+                + xs[4] * r4[j]
+                + xs[5] * r5[j]
                 + xs[6] * r6[j]
                 + xs[7] * r7[j];
         }
@@ -120,15 +126,8 @@ pub fn gelu(x: &mut [f32]) {
 #[inline(always)]
 #[allow(clippy::excessive_precision)] // Eigen's coefficients, as published
 pub fn tanh(x: f32) -> f32 {
-    const A: [f32; 7] = [
-        4.893_524_6e-3,
-        6.372_619_3e-4,
-        1.485_722_4e-5,
-        5.122_297e-8,
-        -8.604_672e-11,
-        2.000_188e-13,
-        -2.760_768_5e-16,
-    ];
+    const A: [f32; 7] =
+        [4.893_524_6e-3, 6.372_619_3e-4, 1.485_722_4e-5, 5.122_297e-8, -8.604_672e-11, 2.000_188e-13, -2.760_768_5e-16];
     const B: [f32; 4] = [4.893_525_2e-3, 2.268_434_6e-3, 1.185_347e-4, 1.198_258_4e-6];
     let x = x.clamp(-7.905_311, 7.905_311);
     let x2 = x * x;
@@ -151,7 +150,8 @@ pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_375; // ln 2 split in two: an exact part
     const C2: f32 = -2.121_944_4e-4; // and the rest
-    const P: [f32; 6] = [1.987_569_15e-4, 1.398_199_95e-3, 8.333_451_9e-3, 4.166_579_59e-2, 1.666_666_55e-1, 5.000_000_12e-1];
+    const P: [f32; 6] =
+        [1.987_569_15e-4, 1.398_199_95e-3, 8.333_451_9e-3, 4.166_579_59e-2, 1.666_666_55e-1, 5.000_000_12e-1];
     let x = x.clamp(-87.3, 88.3);
     let n = (x * LOG2E + 0.5).floor();
     let r = x - n * C1 - n * C2;

@@ -160,7 +160,9 @@ impl Model {
             (Positions::Learned, Some(p)) if p.len() != c.context * c.d_model => {
                 Err(DecodeError::Size { name: "pos_emb", got: p.len(), expected: c.context * c.d_model })
             }
-            (Positions::Learned, None) => Err(DecodeError::Size { name: "pos_emb", got: 0, expected: c.context * c.d_model }),
+            (Positions::Learned, None) => {
+                Err(DecodeError::Size { name: "pos_emb", got: 0, expected: c.context * c.d_model })
+            }
             (Positions::Rope, Some(p)) => Err(DecodeError::Size { name: "pos_emb", got: p.len(), expected: 0 }),
             _ => Ok(()),
         }
@@ -170,7 +172,14 @@ impl Model {
     /// logits are then `state.logits()`. With `parallel` the matrix products split their columns
     /// over the current rayon pool (call it inside `ThreadPool::install`); the result is the same
     /// either way.
-    pub fn step(&self, w: &Weights<'_>, state: &mut State, token: usize, position: usize, parallel: bool) -> Result<()> {
+    pub fn step(
+        &self,
+        w: &Weights<'_>,
+        state: &mut State,
+        token: usize,
+        position: usize,
+        parallel: bool,
+    ) -> Result<()> {
         let c = &self.config;
         let l = &self.layout;
         self.check(w)?;

@@ -18,7 +18,8 @@ use proptest::prelude::*;
 const EPS: f64 = f32::EPSILON as f64;
 
 fn pool(n: usize) -> &'static rayon::ThreadPool {
-    static POOLS: [OnceLock<rayon::ThreadPool>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static POOLS: [OnceLock<rayon::ThreadPool>; 4] =
+        [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     POOLS[n].get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap())
 }
 
@@ -427,7 +428,8 @@ fn rope_ref(x: &[f32], head_dim: usize, cos: &[f32], sin: &[f32]) -> (Vec<f64>, 
     let mut out = vec![0.0; x.len()];
     let mut mag = vec![0.0; x.len()];
     for (h, xh) in x.chunks_exact(head_dim).enumerate() {
-        let rot: Vec<f64> = (0..head_dim).map(|i| if i < half { -(xh[i + half] as f64) } else { xh[i - half] as f64 }).collect();
+        let rot: Vec<f64> =
+            (0..head_dim).map(|i| if i < half { -(xh[i + half] as f64) } else { xh[i - half] as f64 }).collect();
         for i in 0..head_dim {
             let (a, b) = (xh[i] as f64 * cos[i] as f64, rot[i] * sin[i] as f64);
             out[h * head_dim + i] = a + b;

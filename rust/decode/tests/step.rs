@@ -91,35 +91,37 @@ fn any_config() -> impl Strategy<Value = Config> {
         (any::<bool>(), any::<bool>(), 0u8..3, any::<bool>(), any::<bool>()),
         prop::sample::select(vec![1e-5f32, 1e-6, 1e-3]),
     )
-        .prop_map(|(style, (n_kv, group, hd, hidden), (vocab, context, n_layer), (layer, rope, mlp, bias, gelu), eps)| {
-            let mlp = [Mlp::Gelu, Mlp::GeluTanh, Mlp::SwiGlu][mlp as usize];
-            match style {
-                0 => {
-                    let mlp = if gelu { Mlp::Gelu } else { Mlp::GeluTanh };
-                    Config { mlp, ..gpt2(vocab, context, n_layer, n_kv * group, hd, hidden) }
-                }
-                1 => llama(vocab, context, n_layer, n_kv * group, n_kv, 2 * hd, hidden),
-                _ => {
-                    let positions = if rope { Positions::Rope } else { Positions::Learned };
-                    let head_dim = if rope { 2 * hd } else { hd };
-                    Config {
-                        vocab,
-                        context,
-                        n_layer,
-                        n_head: n_kv * group,
-                        n_kv_head: n_kv,
-                        head_dim,
-                        d_model: n_kv * group * head_dim,
-                        hidden,
-                        norm: if layer { Norm::Layer } else { Norm::Rms },
-                        eps,
-                        mlp,
-                        positions,
-                        bias,
+        .prop_map(
+            |(style, (n_kv, group, hd, hidden), (vocab, context, n_layer), (layer, rope, mlp, bias, gelu), eps)| {
+                let mlp = [Mlp::Gelu, Mlp::GeluTanh, Mlp::SwiGlu][mlp as usize];
+                match style {
+                    0 => {
+                        let mlp = if gelu { Mlp::Gelu } else { Mlp::GeluTanh };
+                        Config { mlp, ..gpt2(vocab, context, n_layer, n_kv * group, hd, hidden) }
+                    }
+                    1 => llama(vocab, context, n_layer, n_kv * group, n_kv, 2 * hd, hidden),
+                    _ => {
+                        let positions = if rope { Positions::Rope } else { Positions::Learned };
+                        let head_dim = if rope { 2 * hd } else { hd };
+                        Config {
+                            vocab,
+                            context,
+                            n_layer,
+                            n_head: n_kv * group,
+                            n_kv_head: n_kv,
+                            head_dim,
+                            d_model: n_kv * group * head_dim,
+                            hidden,
+                            norm: if layer { Norm::Layer } else { Norm::Rms },
+                            eps,
+                            mlp,
+                            positions,
+                            bias,
+                        }
                     }
                 }
-            }
-        })
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -166,7 +168,8 @@ fn params(m: &Model, seed: u64) -> Params {
     }
     assert!(flat.iter().all(|v| v.is_finite()), "an entry left unfilled");
     let tok_emb = (0..c.vocab * c.d_model).map(|_| rng.unit()).collect();
-    let pos_emb = (c.positions == Positions::Learned).then(|| (0..c.context * c.d_model).map(|_| 0.5 * rng.unit()).collect());
+    let pos_emb =
+        (c.positions == Positions::Learned).then(|| (0..c.context * c.d_model).map(|_| 0.5 * rng.unit()).collect());
     Params { flat, tok_emb, pos_emb }
 }
 
@@ -184,7 +187,12 @@ impl Tensors {
             .layout
             .entries
             .iter()
-            .map(|e| (e.name.clone(), (e.shape.clone(), flat[e.offset..e.offset + e.len()].iter().map(|&v| v as f64).collect())))
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    (e.shape.clone(), flat[e.offset..e.offset + e.len()].iter().map(|&v| v as f64).collect()),
+                )
+            })
             .collect();
         Tensors { by_name }
     }
@@ -452,7 +460,12 @@ fn parallel_steps_are_bitwise_serial_steps() {
             assert_close(serial.logits(), &r.step(tok, pos), "serial");
             for (pl, st) in pools.iter().zip(par.iter_mut()) {
                 pl.install(|| m.step(&w, st, tok, pos, true)).unwrap();
-                assert_eq!(bits(st.logits()), bits(serial.logits()), "{c:?}: pos {pos}, {} threads", pl.current_num_threads());
+                assert_eq!(
+                    bits(st.logits()),
+                    bits(serial.logits()),
+                    "{c:?}: pos {pos}, {} threads",
+                    pl.current_num_threads()
+                );
                 assert_eq!(st.argmax(), serial.argmax());
             }
         }
@@ -606,7 +619,10 @@ fn invalid_configs_are_config_errors() {
         ("n_kv_head 4 of 6", Config { n_head: 6, n_kv_head: 4, d_model: 24, ..base.clone() }),
         ("n_kv_head above n_head", Config { n_kv_head: 8, ..base.clone() }),
         ("n_head * head_dim != d_model", Config { d_model: 17, ..base.clone() }),
-        ("n_head * head_dim != d_model, learned", Config { d_model: 15, positions: Positions::Learned, ..base.clone() }),
+        (
+            "n_head * head_dim != d_model, learned",
+            Config { d_model: 15, positions: Positions::Learned, ..base.clone() },
+        ),
         ("odd head_dim with RoPE", Config { head_dim: 3, d_model: 12, ..base.clone() }),
         ("eps 0", Config { eps: 0.0, ..base.clone() }),
         ("eps -0", Config { eps: -0.0, ..base.clone() }),
@@ -747,7 +763,10 @@ fn step_errors_leave_the_state_as_it_was() {
         assert_eq!(m.step(&w, &mut st, 20, 2, false), Err(DecodeError::Token { token: 20, vocab: 20 }));
         assert_eq!(m.step(&w, &mut st, usize::MAX, 2, false), Err(DecodeError::Token { token: usize::MAX, vocab: 20 }));
         assert_eq!(m.step(&w, &mut st, 0, 6, false), Err(DecodeError::Position { position: 6, context: 6 }));
-        assert_eq!(m.step(&w, &mut st, 0, usize::MAX, false), Err(DecodeError::Position { position: usize::MAX, context: 6 }));
+        assert_eq!(
+            m.step(&w, &mut st, 0, usize::MAX, false),
+            Err(DecodeError::Position { position: usize::MAX, context: 6 })
+        );
 
         let short = &p.flat[..p.flat.len() - 1];
         let e = m.step(&Weights { flat: short, ..p.weights() }, &mut st, 0, 2, false);
@@ -764,7 +783,8 @@ fn step_errors_leave_the_state_as_it_was() {
         assert_eq!(e, Err(DecodeError::Size { name: "tok_emb", got: 21 * c.d_model, expected: 20 * c.d_model }));
         if c.positions == Positions::Learned {
             let pe = p.pos_emb.as_deref().unwrap();
-            let e = m.step(&Weights { pos_emb: Some(&pe[..pe.len() - c.d_model]), ..p.weights() }, &mut st, 0, 2, false);
+            let e =
+                m.step(&Weights { pos_emb: Some(&pe[..pe.len() - c.d_model]), ..p.weights() }, &mut st, 0, 2, false);
             assert_eq!(e, Err(DecodeError::Size { name: "pos_emb", got: 5 * c.d_model, expected: 6 * c.d_model }));
             let mut pos_long = pe.to_vec();
             pos_long.push(0.0);
@@ -812,7 +832,10 @@ fn load_and_set_len_errors() {
     let kv = |n: usize| vec![0.25f32; 2 * n * 4];
     let before = snapshot(&st);
     assert_eq!(m.load(&mut st, 2, &kv(3), &kv(3), 3), Err(DecodeError::Layer { layer: 2, n_layer: 2 }));
-    assert_eq!(m.load(&mut st, usize::MAX, &kv(3), &kv(3), 3), Err(DecodeError::Layer { layer: usize::MAX, n_layer: 2 }));
+    assert_eq!(
+        m.load(&mut st, usize::MAX, &kv(3), &kv(3), 3),
+        Err(DecodeError::Layer { layer: usize::MAX, n_layer: 2 })
+    );
     assert_eq!(m.load(&mut st, 0, &kv(3)[1..], &kv(3), 3), Err(DecodeError::Size { name: "k", got: 23, expected: 24 }));
     assert_eq!(m.load(&mut st, 0, &kv(3), &kv(4), 3), Err(DecodeError::Size { name: "v", got: 32, expected: 24 }));
     assert_eq!(m.load(&mut st, 1, &kv(3), &kv(3), 2), Err(DecodeError::Size { name: "k", got: 24, expected: 16 }));

@@ -17,6 +17,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_bpe::WordCounter>()?;
     m.add_class::<py_minhash::Deduper>()?;
     m.add_class::<py_kvcache::CoreBlockManager>()?;
+    m.add_class::<py_kvcache::KvStats>()?;
     m.add_class::<py_decode::CoreDecoder>()?;
     m.add_class::<py_decode::CoreDecodeState>()?;
     m.add_function(wrap_pyfunction!(py_minhash::band_keys, m)?)?;

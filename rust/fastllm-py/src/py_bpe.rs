@@ -23,12 +23,18 @@ use pyo3::types::{PyBytes, PyInt, PyList};
 use crate::errors::IntoPy;
 use crate::pool;
 
-/// Pieces of at most this many bytes are cached; the cache is cleared when it holds this many.
+/// Slots of the piece cache that single-text calls share (a direct-mapped table: a colliding piece
+/// evicts the slot's occupant). It holds pieces of 2 to `CACHE_MAX_PIECE` (15) bytes that the
+/// vocabulary does not answer directly, and is reset when its arena of multi-token results passes
+/// 1M ids.
 const CACHE_CAPACITY: usize = 1 << 15;
 /// Ids below this get a cached Python int (1M ids: ~32 MB, more than any real vocabulary).
 const INT_CACHE_MAX: usize = 1 << 20;
 /// Below this many bytes an encode keeps the GIL: releasing it costs more than the work.
 const DETACH_BYTES: usize = 1 << 12;
+
+/// Flat token ids of a batch and the offsets that cut them into texts.
+type IdsAndOffsets<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>);
 
 fn lock_err<T>(_: T) -> PyErr {
     PyRuntimeError::new_err("internal lock poisoned by an earlier panic")
@@ -181,16 +187,12 @@ impl CoreTokenizer {
     ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed)?;
         let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
-        let lists = offsets
-            .windows(2)
-            .map(|w| self.to_list(py, &ids[w[0]..w[1]]))
-            .collect::<PyResult<Vec<_>>>()?;
+        let lists = offsets.windows(2).map(|w| self.to_list(py, &ids[w[0]..w[1]])).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, lists)
     }
 
     /// Flat ids and offsets (`ids[offsets[i]:offsets[i+1]]` is text i): no Python int per token.
     #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
-    #[allow(clippy::type_complexity)]
     fn encode_batch_numpy<'py>(
         &self,
         py: Python<'py>,
@@ -198,7 +200,7 @@ impl CoreTokenizer {
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
         num_threads: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>)> {
+    ) -> PyResult<IdsAndOffsets<'py>> {
         let policy = self.policy(allowed, disallowed)?;
         let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
         let offsets: Vec<i64> = offsets.into_iter().map(|o| o as i64).collect();
@@ -322,8 +324,9 @@ impl WordCounter {
         Ok(self.counts.lock().map_err(lock_err)?.len())
     }
 
-    /// Trains on the counts (which are consumed: the counter is empty afterwards).
-    #[pyo3(signature = (vocab_size, min_frequency, num_threads=None, progress=None))]
+    /// Trains on the counts (which are consumed: the counter is empty afterwards). Keyword-only:
+    /// three integer arguments side by side.
+    #[pyo3(signature = (*, vocab_size, min_frequency, num_threads=None, progress=None))]
     fn train(
         &self,
         py: Python<'_>,

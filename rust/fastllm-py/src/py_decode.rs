@@ -1,7 +1,9 @@
 //! Bindings for the CPU decode step: `_core.Decoder` (config, layout, borrowed weights) and
 //! `_core.DecodeState` (one sequence's K/V). The Python side (`fastllm/decode.py`) fills the flat
 //! weight buffer in the layout this module reports, keeps it alive, and decides when the step
-//! applies (CPU, float32, one sequence); these signatures are private and positional.
+//! applies (CPU, float32, one sequence). These signatures are private; where several arguments
+//! share a type (the constructor's sizes, `load`'s layer and count, `step`'s token and position)
+//! they are keyword-only, so a swap is a TypeError instead of a wrong model.
 //!
 //! The weights stay numpy views of torch tensors, borrowed read-only for the length of a step, so
 //! the step shares memory with the torch decode path instead of holding a copy.
@@ -67,6 +69,10 @@ fn weights<'a>(
 #[pymethods]
 impl CoreDecoder {
     #[new]
+    #[pyo3(signature = (
+        *, vocab, context, n_layer, n_head, n_kv_head, head_dim, d_model, hidden, norm, eps, mlp, positions, bias
+    ))]
+    // pyo3 binds each keyword of the Python signature to one parameter: many, but all named.
     #[allow(clippy::too_many_arguments)]
     fn new(
         vocab: usize,
@@ -138,6 +144,7 @@ impl CoreDecoder {
     }
 
     /// Copies `n` tokens of K and V of `layer`, each (n_kv_head, n, head_dim) flattened.
+    #[pyo3(signature = (state, *, layer, k, v, n))]
     fn load(
         &self,
         mut state: PyRefMut<'_, CoreDecodeState>,
@@ -157,6 +164,7 @@ impl CoreDecoder {
     /// Runs `token` at `position` (its K/V join `state`) on `num_threads` threads (1: the calling
     /// thread, no pool), without the GIL. Returns the argmax of the logits when `greedy`, else
     /// the logits as a new (vocab,) float32 array.
+    #[pyo3(signature = (state, *, token, position, num_threads, greedy))]
     fn step<'py>(
         &self,
         py: Python<'py>,

@@ -1,6 +1,7 @@
 //! Bindings for near-duplicate detection: `_core.Deduper` (signatures, batch dedup, and the
 //! incremental on-disk index). The Python facade (`fastllm/dedup.py`) validates arguments and
-//! owns the user-facing API; these signatures are private.
+//! owns the user-facing API; these signatures are private, and keyword-only where several
+//! arguments share a type (the constructor, `optimal_params`).
 //!
 //! Texts are featurized (normalize -> shingle -> sign, one pass per text) on the pool with the
 //! GIL released; results come back as numpy arrays where they are per-document.
@@ -22,6 +23,13 @@ use pyo3::pybacked::PyBackedStr;
 
 use crate::errors::IntoPy;
 use crate::pool;
+
+/// `(keep, cluster_ids, clusters)`: which documents to keep, each one's cluster, the clusters.
+type ClustersOut<'py> = (Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>);
+/// `Deduper.dedup`'s answer: `ClustersOut`'s three, the verified edges `(a, b, similarity)`, and
+/// the counts `(exact_duplicates, too_short, candidates)`.
+type DedupOut<'py> =
+    (Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>, Vec<(u32, u32, f64)>, (usize, usize, usize));
 
 /// Everything needed to featurize text the same way later (stored in the index file).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -46,7 +54,8 @@ impl Settings {
     fn decode(bytes: &[u8], path: &str) -> PyResult<Self> {
         let bad = || PyValueError::new_err(format!("{path}: unreadable settings in the index file"));
         let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-        let mut s = Settings { num_perm: 0, seed: 0, ngram: 0, char_ngrams: false, lowercase: true, strip_punctuation: false };
+        let mut s =
+            Settings { num_perm: 0, seed: 0, ngram: 0, char_ngrams: false, lowercase: true, strip_punctuation: false };
         for kv in text.split(';') {
             let (k, v) = kv.split_once('=').ok_or_else(bad)?;
             match k {
@@ -63,7 +72,11 @@ impl Settings {
     }
 
     fn normalize(&self) -> NormalizeOptions {
-        NormalizeOptions { lowercase: self.lowercase, strip_punctuation: self.strip_punctuation, ..NormalizeOptions::default() }
+        NormalizeOptions {
+            lowercase: self.lowercase,
+            strip_punctuation: self.strip_punctuation,
+            ..NormalizeOptions::default()
+        }
     }
 
     fn shingling(&self) -> Shingling {
@@ -80,7 +93,9 @@ fn parse_verify(verify: &str) -> PyResult<Verify> {
         "exact" => Ok(Verify::Exact),
         "estimate" => Ok(Verify::Estimate),
         "none" => Ok(Verify::None),
-        other => Err(PyValueError::new_err(format!("verify={other:?} is invalid: use \"exact\", \"estimate\" or \"none\""))),
+        other => {
+            Err(PyValueError::new_err(format!("verify={other:?} is invalid: use \"exact\", \"estimate\" or \"none\"")))
+        }
     }
 }
 
@@ -101,7 +116,13 @@ pub struct Deduper {
 }
 
 impl Deduper {
-    fn features(&self, py: Python<'_>, texts: &[PyBackedStr], num_threads: Option<usize>, keep_shingles: bool) -> PyResult<Features> {
+    fn features(
+        &self,
+        py: Python<'_>,
+        texts: &[PyBackedStr],
+        num_threads: Option<usize>,
+        keep_shingles: bool,
+    ) -> PyResult<Features> {
         let pool = pool::pool(num_threads)?;
         let (opts, kind) = (self.settings.normalize(), self.settings.shingling());
         Ok(py.detach(|| {
@@ -118,6 +139,10 @@ impl Deduper {
 #[pymethods]
 impl Deduper {
     #[new]
+    #[pyo3(signature = (
+        *, num_perm, seed, ngram, char_ngrams, lowercase, strip_punctuation, threshold, bands, rows, verify
+    ))]
+    // pyo3 binds each keyword of the Python signature to one parameter: many, but all named.
     #[allow(clippy::too_many_arguments)]
     fn new(
         num_perm: usize,
@@ -135,12 +160,13 @@ impl Deduper {
         settings.shingling().validate().py_err()?;
         let params = Params { threshold, bands, rows, verify: parse_verify(verify)? };
         let hasher = MinHasher::new(num_perm, seed).py_err()?;
-        let index = Index::new(num_perm, params.clone(), settings.encode()).py_err()?;
+        let index = Index::new(num_perm, params, settings.encode()).py_err()?;
         Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
     }
 
     /// (bands, rows) minimising the weighted false-positive and false-negative probabilities.
     #[staticmethod]
+    #[pyo3(signature = (*, threshold, num_perm, fp_weight, fn_weight))]
     fn optimal_params(threshold: f64, num_perm: usize, fp_weight: f64, fn_weight: f64) -> PyResult<(usize, usize)> {
         optimal_params(threshold, num_perm, fp_weight, fn_weight).py_err()
     }
@@ -158,19 +184,12 @@ impl Deduper {
 
     /// (keep, cluster_ids, clusters, edges, (exact_duplicates, too_short, candidates)).
     #[pyo3(signature = (texts, num_threads=None))]
-    #[allow(clippy::type_complexity)]
     fn dedup<'py>(
         &self,
         py: Python<'py>,
         texts: Vec<PyBackedStr>,
         num_threads: Option<usize>,
-    ) -> PyResult<(
-        Bound<'py, PyArray1<bool>>,
-        Bound<'py, PyArray1<i64>>,
-        Vec<Vec<u32>>,
-        Vec<(u32, u32, f64)>,
-        (usize, usize, usize),
-    )> {
+    ) -> PyResult<DedupOut<'py>> {
         let keep_shingles = self.params.verify == Verify::Exact;
         let f = self.features(py, &texts, num_threads, keep_shingles)?;
         let pool = pool::pool(num_threads)?;
@@ -216,7 +235,7 @@ impl Deduper {
     fn load(py: Python<'_>, path: &str) -> PyResult<Self> {
         let index = py.detach(|| Index::load(Path::new(path))).py_err()?;
         let settings = Settings::decode(index.settings(), path)?;
-        let params = index.params().clone();
+        let params = *index.params();
         let hasher = MinHasher::new(settings.num_perm, settings.seed).py_err()?;
         Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
     }
@@ -269,12 +288,7 @@ pub fn lsh_candidates<'py>(py: Python<'py>, keys: PyReadonlyArray2<'py, u64>) ->
 
 /// (keep, cluster_ids, clusters) of n documents joined by pairs (m, 2).
 #[pyfunction]
-#[allow(clippy::type_complexity)]
-pub fn cluster_pairs<'py>(
-    py: Python<'py>,
-    n: usize,
-    pairs: PyReadonlyArray2<'py, u32>,
-) -> PyResult<(Bound<'py, PyArray1<bool>>, Bound<'py, PyArray1<i64>>, Vec<Vec<u32>>)> {
+pub fn cluster_pairs<'py>(py: Python<'py>, n: usize, pairs: PyReadonlyArray2<'py, u32>) -> PyResult<ClustersOut<'py>> {
     if pairs.shape()[1] != 2 {
         return Err(PyValueError::new_err(format!("pairs must have shape (m, 2), not {:?}", pairs.shape())));
     }

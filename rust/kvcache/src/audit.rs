@@ -5,7 +5,8 @@
 //! number of table slots that name it; free-list and LRU entries are distinct and consistent with
 //! the cache; each cache entry sits under the chain value of its own tokens and parent; each
 //! table has `ceil(tokens / block_size)` distinct blocks; a cached full block of a sequence holds
-//! exactly that sequence's tokens after exactly its prefix.
+//! exactly that sequence's tokens after exactly its prefix. That a computed block is a registered
+//! full block needs no check: the flag lives in the block's cache entry, dropped on eviction.
 
 use crate::hash::{chain, ROOT};
 use crate::manager::BlockManager;
@@ -31,7 +32,7 @@ impl BlockManager {
                 let Some(chunk) = seq.tokens.get(i * bs..(i + 1) * bs) else { continue };
                 let hash = chain(parent, chunk);
                 if let Some(h) = pool.cached_as[block as usize] {
-                    if h != hash || pool.lookup(h, parent, chunk) != Some(block) {
+                    if h != hash || pool.lookup(h, parent, chunk).map(|(b, _)| b) != Some(block) {
                         return Err(format!("seq {id}: cached block {block} does not hold its tokens"));
                     }
                 }

@@ -16,4 +16,6 @@ pub enum KvError {
     DuplicateSeq(u64),
     #[error("seq id {0}: a prompt needs at least one token")]
     EmptyPrompt(u64),
+    #[error("seq id {seq_id}: num_tokens={num_tokens} is more than the sequence's {len} tokens")]
+    PastEnd { seq_id: u64, num_tokens: usize, len: usize },
 }

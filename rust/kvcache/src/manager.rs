@@ -1,12 +1,18 @@
-//! `BlockManager`: sequences, their block tables, and the five verbs of the control plane.
+//! `BlockManager`: sequences, their block tables, and the verbs of the control plane.
 //!
-//! allocate (a prompt: reuse cached leading full blocks, take the rest), append (one token: a new
+//! allocate (a prompt: share cached leading full blocks, take the rest), append (one token: a new
 //! block when the last is full, copy-on-write when the last is partly filled and shared), fork
 //! (share every block, ref counts +1), free (ref counts -1, tail blocks first so that a prefix
-//! outlives its extensions on the LRU list), lookup_prefix (how much of a prompt is cached).
-//! A block that becomes full, by allocate or append, is registered in the prefix cache, so
-//! generated text is shareable too (a prompt's blocks are cached when allocated, so a scheduler
-//! finishes a prefill before another sequence that hits them reads them). Out of blocks is
+//! outlives its extensions on the LRU list), mark_computed (the caller has written the K/V of a
+//! sequence's first n tokens), lookup_prefix (how much of a prompt is cached and computed).
+//!
+//! A block that becomes full, by allocate or append, is registered in the prefix cache at once, so
+//! that a second prompt with the same prefix shares it instead of taking a duplicate; generated
+//! text is shareable too. A registered block is only *computed* once the caller says its K/V are
+//! written (`mark_computed`), and only computed blocks count as cached: `allocate`'s
+//! `cached_tokens` and `lookup_prefix` stop at the first hit that is not computed, so a prompt that
+//! shares a block another sequence is still prefilling computes it too instead of reading garbage.
+//! A block taken fresh (free, or evicted from the LRU list) is not computed. Out of blocks is
 //! `Ok(None)` with nothing changed.
 
 use rustc_hash::FxHashMap;
@@ -16,7 +22,8 @@ use crate::hash::{chain, ROOT};
 use crate::pool::BlockPool;
 
 /// What `allocate` gave a new sequence: its block table, and how many leading prompt tokens are
-/// already in those blocks (the caller computes K/V only for `tokens[cached_tokens..]`).
+/// already in those blocks with their K/V computed (the caller computes K/V only for
+/// `tokens[cached_tokens..]`, then calls `mark_computed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allocation {
     pub blocks: Vec<u32>,
@@ -34,7 +41,8 @@ pub struct Slot {
 }
 
 /// Occupancy and prefix-cache counters. `used + free + cached_evictable == num_blocks`;
-/// `hit_rate` is `prefix_hit_tokens / prefix_query_tokens` over successful allocations.
+/// `hit_rate` is `prefix_hit_tokens / prefix_query_tokens` over successful allocations, where a
+/// hit is what `allocate` reported as `cached_tokens`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Stats {
     pub num_blocks: usize,
@@ -102,8 +110,10 @@ impl BlockManager {
 
     /// Blocks for a new sequence's prompt. Leading full blocks found in the prefix cache are
     /// shared; at least the last prompt token is always left uncached (the model must run it to
-    /// get logits), so at most `(len - 1) / block_size` blocks are reused. `Ok(None)`, with
-    /// nothing changed, when the free and evictable blocks do not cover the rest.
+    /// get logits), so at most `(len - 1) / block_size` blocks are reused. `cached_tokens` counts
+    /// the leading shared blocks that are computed; a shared block after them is in the table but
+    /// its K/V are the caller's to compute. `Ok(None)`, with nothing changed, when the free and
+    /// evictable blocks do not cover the rest.
     pub fn allocate(&mut self, seq_id: u64, tokens: &[u32]) -> Result<Option<Allocation>> {
         if self.seqs.contains_key(&seq_id) {
             return Err(KvError::DuplicateSeq(seq_id));
@@ -117,10 +127,15 @@ impl BlockManager {
         let mut chains = Vec::with_capacity(tokens.len() / bs);
         let mut reused = Vec::new();
         let mut parent = ROOT;
+        // Leading reused blocks whose K/V are written: the ones the caller may skip.
+        let mut cached_blocks = 0;
         for chunk in tokens.chunks_exact(bs) {
             let hash = chain(parent, chunk);
             if self.prefix_caching && reused.len() == chains.len() && reused.len() < max_reuse {
-                if let Some(block) = self.pool.lookup(hash, parent, chunk) {
+                if let Some((block, computed)) = self.pool.lookup(hash, parent, chunk) {
+                    if computed && cached_blocks == reused.len() {
+                        cached_blocks += 1;
+                    }
                     reused.push(block);
                 }
             }
@@ -137,10 +152,10 @@ impl BlockManager {
             self.pool.share(block);
         }
         let mut blocks = reused;
-        let cached_blocks = blocks.len();
+        let reused_blocks = blocks.len();
         blocks.extend((0..fresh).map_while(|_| self.pool.take()));
         debug_assert_eq!(blocks.len(), num_blocks, "capacity check and take disagree");
-        for (i, (chunk, &hash)) in tokens.chunks_exact(bs).zip(&chains).enumerate().skip(cached_blocks) {
+        for (i, (chunk, &hash)) in tokens.chunks_exact(bs).zip(&chains).enumerate().skip(reused_blocks) {
             let parent = if i == 0 { ROOT } else { chains[i - 1] };
             self.pool.register(blocks[i], hash, parent, chunk);
         }
@@ -210,8 +225,25 @@ impl BlockManager {
         Ok(())
     }
 
-    /// How many leading tokens of `tokens` are held by cached full blocks (no cap, no side
-    /// effects, not counted in the hit rate).
+    /// Records that the caller has written the K/V of the first `num_tokens` tokens of `seq_id`:
+    /// every registered full block among them becomes computed, so later prompts skip it. A full
+    /// block that duplicates a cached one is not registered and stays a private copy. Never
+    /// un-marks (a smaller `num_tokens` than before changes nothing); partial blocks are left for
+    /// a later call. `PastEnd` when `num_tokens` exceeds the sequence's tokens.
+    pub fn mark_computed(&mut self, seq_id: u64, num_tokens: usize) -> Result<()> {
+        let seq = self.seqs.get(&seq_id).ok_or(KvError::UnknownSeq(seq_id))?;
+        let len = seq.tokens.len();
+        if num_tokens > len {
+            return Err(KvError::PastEnd { seq_id, num_tokens, len });
+        }
+        for &block in seq.blocks.iter().take(num_tokens / self.block_size) {
+            self.pool.mark_computed(block);
+        }
+        Ok(())
+    }
+
+    /// How many leading tokens of `tokens` are held by cached, computed full blocks (no cap, no
+    /// side effects, not counted in the hit rate).
     pub fn lookup_prefix(&self, tokens: &[u32]) -> usize {
         if !self.prefix_caching {
             return 0;
@@ -220,7 +252,7 @@ impl BlockManager {
         let mut hits = 0;
         for chunk in tokens.chunks_exact(self.block_size) {
             let hash = chain(parent, chunk);
-            if self.pool.lookup(hash, parent, chunk).is_none() {
+            if self.pool.lookup(hash, parent, chunk).is_none_or(|(_, computed)| !computed) {
                 break;
             }
             hits += 1;
@@ -256,6 +288,11 @@ impl BlockManager {
     /// The token ids a block holds if it is in the prefix cache.
     pub fn block_tokens(&self, block: u32) -> Option<&[u32]> {
         self.pool.block_tokens(block)
+    }
+
+    /// Whether `block` is in the prefix cache with its K/V computed (false for an unknown id).
+    pub fn is_computed(&self, block: u32) -> bool {
+        self.pool.is_computed(block)
     }
 
     /// The live sequence ids, in no particular order.

@@ -4,19 +4,24 @@
 //! free (ref count 0, on the free list, no cached content) or evictable (ref count 0, still in the
 //! prefix cache, on the LRU list). New blocks come from the free list first, then by evicting the
 //! least recently freed cached block; a cached block that a new prompt reuses is taken back off
-//! the LRU list. `BlockManager` (manager.rs) owns the sequences and calls these primitives.
+//! the LRU list. A cached block is also computed or not (the caller has written its K/V, or not
+//! yet); the flag lives in the cache entry, so only a registered full block can carry it and a
+//! block that is evicted or taken from the free list starts out not computed. `BlockManager`
+//! (manager.rs) owns the sequences and calls these primitives.
 
 use rustc_hash::FxHashMap;
 
 use crate::lru::LruList;
 
 /// A full block in the prefix cache: the block id plus what its chain value was computed from,
-/// compared on every lookup so that a hash collision is never served as a hit.
+/// compared on every lookup so that a hash collision is never served as a hit, and whether the
+/// caller has written its K/V (`computed`: only then may a new prompt skip computing it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CachedBlock {
     pub(crate) block: u32,
     pub(crate) parent: u128,
     pub(crate) tokens: Box<[u32]>,
+    pub(crate) computed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +105,11 @@ impl BlockPool {
         }
     }
 
-    /// The cached block for chain value `hash`, if it really holds `tokens` after `parent`.
-    pub(crate) fn lookup(&self, hash: u128, parent: u128, tokens: &[u32]) -> Option<u32> {
+    /// The cached block for chain value `hash`, if it really holds `tokens` after `parent`, and
+    /// whether it is computed.
+    pub(crate) fn lookup(&self, hash: u128, parent: u128, tokens: &[u32]) -> Option<(u32, bool)> {
         let entry = self.cache.get(&hash)?;
-        (entry.parent == parent && *entry.tokens == *tokens).then_some(entry.block)
+        (entry.parent == parent && *entry.tokens == *tokens).then_some((entry.block, entry.computed))
     }
 
     /// Registers the just-filled `block` under `hash`. A name already taken (the same prefix
@@ -112,15 +118,34 @@ impl BlockPool {
     pub(crate) fn register(&mut self, block: u32, hash: u128, parent: u128, tokens: &[u32]) {
         debug_assert!(self.cached_as[block as usize].is_none(), "block {block} registered twice");
         if let std::collections::hash_map::Entry::Vacant(slot) = self.cache.entry(hash) {
-            slot.insert(CachedBlock { block, parent, tokens: tokens.into() });
+            slot.insert(CachedBlock { block, parent, tokens: tokens.into(), computed: false });
             self.cached_as[block as usize] = Some(hash);
         }
     }
 
+    /// The cache entry of `block`, if it is registered.
+    fn entry(&self, block: u32) -> Option<&CachedBlock> {
+        let hash = self.cached_as.get(block as usize).copied().flatten()?;
+        self.cache.get(&hash)
+    }
+
     /// Token ids a cached block was registered with.
     pub(crate) fn block_tokens(&self, block: u32) -> Option<&[u32]> {
-        let hash = self.cached_as.get(block as usize).copied().flatten()?;
-        self.cache.get(&hash).map(|entry| &*entry.tokens)
+        self.entry(block).map(|entry| &*entry.tokens)
+    }
+
+    /// Whether `block` is registered and its K/V are written.
+    pub(crate) fn is_computed(&self, block: u32) -> bool {
+        self.entry(block).is_some_and(|entry| entry.computed)
+    }
+
+    /// Records that the K/V of `block` are written. A block that is not registered (not full, or
+    /// a duplicate of a cached block) can never be a hit, so there is nothing to record.
+    pub(crate) fn mark_computed(&mut self, block: u32) {
+        let Some(hash) = self.cached_as.get(block as usize).copied().flatten() else { return };
+        if let Some(entry) = self.cache.get_mut(&hash) {
+            entry.computed = true;
+        }
     }
 }
 
@@ -135,7 +160,7 @@ mod tests {
         let block = pool.take();
         assert_eq!(block, Some(0));
         pool.register(0, 42, 7, &[1, 2]);
-        assert_eq!(pool.lookup(42, 7, &[1, 2]), Some(0));
+        assert_eq!(pool.lookup(42, 7, &[1, 2]), Some((0, false)));
         assert_eq!(pool.lookup(42, 7, &[1, 3]), None);
         assert_eq!(pool.lookup(42, 8, &[1, 2]), None);
         // The name stays with its first block; a second registration leaves the newcomer uncached.
@@ -144,9 +169,19 @@ mod tests {
         pool.register(1, 42, 7, &[1, 3]);
         assert_eq!(pool.block_tokens(1), None);
         assert_eq!(pool.block_tokens(0), Some(&[1, 2][..]));
+        // Only the registered block can be computed.
+        pool.mark_computed(1);
+        pool.mark_computed(0);
+        assert!(!pool.is_computed(1));
+        assert_eq!(pool.lookup(42, 7, &[1, 2]), Some((0, true)));
         pool.release(1);
         pool.release(0);
         assert_eq!(pool.free.last(), Some(&1));
         assert_eq!(pool.evictable.iter().collect::<Vec<_>>(), [0]);
+        // Evicted and reused, the block is no longer cached, hence not computed.
+        pool.free.clear();
+        assert_eq!(pool.take(), Some(0));
+        assert!(!pool.is_computed(0));
+        assert_eq!(pool.lookup(42, 7, &[1, 2]), None);
     }
 }

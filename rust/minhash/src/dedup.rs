@@ -219,10 +219,12 @@ pub fn dedup(
     Ok(Outcome { keep, cluster_ids, clusters, edges, exact_duplicates, too_short, candidates: pairs.len() })
 }
 
-/// Clusters of `n` documents joined by `pairs` (union-find): `(keep, cluster_ids, clusters)` as in
-/// [`Outcome`]. The last stage of a sharded run: feed it the verified pairs from every shard.
-/// Errors if a pair names a document `>= n`.
-pub fn clusters(n: usize, pairs: &[(u32, u32)]) -> Result<(Vec<bool>, Vec<i64>, Vec<Vec<u32>>)> {
+/// `(keep, cluster_ids, clusters)`, each as in [`Outcome`].
+pub type Clustering = (Vec<bool>, Vec<i64>, Vec<Vec<u32>>);
+
+/// Clusters of `n` documents joined by `pairs` (union-find). The last stage of a sharded run: feed
+/// it the verified pairs from every shard. Errors if a pair names a document `>= n`.
+pub fn clusters(n: usize, pairs: &[(u32, u32)]) -> Result<Clustering> {
     if u32::try_from(n).is_err() {
         return Err(MinHashError::arg("n", n, "at most u32::MAX documents"));
     }
@@ -234,7 +236,7 @@ pub fn clusters(n: usize, pairs: &[(u32, u32)]) -> Result<(Vec<bool>, Vec<i64>, 
 
 /// Union-find over the edges; each cluster's root is its smallest (first-seen) member, the one
 /// kept. Callers have checked that every index is below `n`.
-fn cluster_edges(n: usize, edges: impl Iterator<Item = (u32, u32)>) -> (Vec<bool>, Vec<i64>, Vec<Vec<u32>>) {
+fn cluster_edges(n: usize, edges: impl Iterator<Item = (u32, u32)>) -> Clustering {
     let mut uf = UnionFind::new(n);
     for (a, b) in edges {
         uf.union(a, b);

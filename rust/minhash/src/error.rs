@@ -9,7 +9,11 @@ pub enum MinHashError {
     #[error("{path}: {reason}")]
     Format { path: String, reason: String },
     #[error("{path}: {source}")]
-    Io { path: String, #[source] source: std::io::Error },
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl MinHashError {

@@ -153,7 +153,11 @@ pub(crate) fn band_keys_into(sig: &[u64], rows: usize, out: &mut [u64]) {
 pub fn band_key_matrix_checked(signatures: &[u64], num_perm: usize, bands: usize, rows: usize) -> Result<Vec<u64>> {
     check_bands(num_perm, bands, rows)?;
     if signatures.len() % num_perm != 0 {
-        return Err(MinHashError::arg("signatures", signatures.len(), format!("not whole rows of num_perm={num_perm}")));
+        return Err(MinHashError::arg(
+            "signatures",
+            signatures.len(),
+            format!("not whole rows of num_perm={num_perm}"),
+        ));
     }
     Ok(band_key_matrix(signatures, num_perm, bands, rows))
 }

@@ -83,9 +83,7 @@ impl MinHasher {
                 *m = fmix64(x);
             }
             let xs = &*xs;
-            for ((o, a), b) in
-                out_lanes.chunks_exact_mut(LANES).zip(a.chunks_exact(LANES)).zip(b.chunks_exact(LANES))
-            {
+            for ((o, a), b) in out_lanes.chunks_exact_mut(LANES).zip(a.chunks_exact(LANES)).zip(b.chunks_exact(LANES)) {
                 let a: [u64; LANES] = std::array::from_fn(|j| a[j]);
                 let b: [u64; LANES] = std::array::from_fn(|j| b[j]);
                 let mut m: [u64; LANES] = std::array::from_fn(|j| o[j]);

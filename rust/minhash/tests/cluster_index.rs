@@ -199,7 +199,7 @@ fn expect_format(path: &Path, what: &str) -> String {
 }
 
 /// Rewrites the trailing checksum so a deliberate edit reaches the parser.
-fn reseal(bytes: &mut Vec<u8>) {
+fn reseal(bytes: &mut [u8]) {
     let body = bytes.len() - 8;
     let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..body]);
     bytes[body..].copy_from_slice(&sum.to_le_bytes());

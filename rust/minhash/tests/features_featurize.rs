@@ -9,10 +9,8 @@ use minhash::shingle::{exact_hash, jaccard, shingle_set, Shingling};
 use minhash::signature::{estimate_jaccard, splitmix64, MinHasher};
 
 fn corpus() -> Vec<String> {
-    let vocab = [
-        "The", "movie", "was", "GREAT", "bad", "film", "acting", "plot", "é", "Café", "e\u{301}", "!", "and",
-        "but",
-    ];
+    let vocab =
+        ["The", "movie", "was", "GREAT", "bad", "film", "acting", "plot", "é", "Café", "e\u{301}", "!", "and", "but"];
     let mut state = 99;
     let mut docs: Vec<String> = (0..300)
         .map(|_| {

@@ -85,8 +85,7 @@ fn punctuation_table_is_sorted_disjoint_and_right_on_samples() {
 #[test]
 fn whitespace_runs_collapse_to_one_space_and_are_trimmed() {
     let o = NormalizeOptions::default();
-    let text =
-        "  a\t\tb\n\nc\u{A0}d\u{3000}e\u{2028}f\u{0B}g\u{85}h\r\n\u{2003}i\u{1680}j\u{202F}k\u{205F}l \u{0C}";
+    let text = "  a\t\tb\n\nc\u{A0}d\u{3000}e\u{2028}f\u{0B}g\u{85}h\r\n\u{2003}i\u{1680}j\u{202F}k\u{205F}l \u{0C}";
     assert_eq!(normalize(text, &o), "a b c d e f g h i j k l");
     // Not White_Space: zero-width space, byte-order mark, the ASCII information separators.
     assert_eq!(normalize("a\u{200B}b\u{FEFF}c\u{1C}d", &o), "a\u{200B}b\u{FEFF}c\u{1C}d");

@@ -25,8 +25,7 @@ fn naive_chars(text: &str, n: usize) -> Vec<u64> {
     if n == 0 || chars.len() < n {
         return Vec::new();
     }
-    let mut out: Vec<u64> =
-        chars.windows(n).map(|w| xxh3_64(w.iter().collect::<String>().as_bytes())).collect();
+    let mut out: Vec<u64> = chars.windows(n).map(|w| xxh3_64(w.iter().collect::<String>().as_bytes())).collect();
     out.sort();
     out.dedup();
     out
@@ -44,8 +43,7 @@ fn pick<'a>(state: &mut u64, items: &[&'a str]) -> &'a str {
 
 /// Random text from a small vocabulary (so shingles repeat) with varied separators.
 fn random_text(state: &mut u64, separators: &[&str]) -> String {
-    let vocab =
-        ["the", "cat", "sat", "on", "a", "mat", "Ünïcode", "日本語", "é", "x", "naïve", "🎉", "don't"];
+    let vocab = ["the", "cat", "sat", "on", "a", "mat", "Ünïcode", "日本語", "é", "x", "naïve", "🎉", "don't"];
     let len = splitmix64(state) % 30;
     let mut s = String::new();
     if splitmix64(state) % 4 == 0 {
@@ -84,8 +82,7 @@ fn word_shingles_match_naive_reference_on_irregular_whitespace() {
             let got = set(&text, Shingling::Words(n));
             assert_eq!(got, naive_words(&text, n), "{text:?} n={n}");
             // Collapsing whitespace first gives the same words, hence the same set.
-            let collapsed =
-                normalize(&text, &NormalizeOptions { lowercase: false, nfc: false, ..Default::default() });
+            let collapsed = normalize(&text, &NormalizeOptions { lowercase: false, nfc: false, ..Default::default() });
             assert_eq!(set(&collapsed, Shingling::Words(n)), got, "{text:?} n={n}");
         }
     }
@@ -114,8 +111,7 @@ fn long_texts_match_naive_reference() {
     for round in 0..60 {
         let len = 50 + splitmix64(&mut state) % 2000;
         let modulus = if round % 3 == 0 { 5 } else { vocab.len() as u64 }; // few words: many repeats
-        let words: Vec<&str> =
-            (0..len).map(|_| vocab[(splitmix64(&mut state) % modulus) as usize].as_str()).collect();
+        let words: Vec<&str> = (0..len).map(|_| vocab[(splitmix64(&mut state) % modulus) as usize].as_str()).collect();
         let text = words.join(if round % 2 == 0 { " " } else { " \u{A0}" });
         for n in [1, 2, 5, 9] {
             assert_eq!(set(&text, Shingling::Words(n)), naive_words(&text, n), "round {round} n={n}");

@@ -10,9 +10,7 @@ use minhash::shingle::jaccard;
 use minhash::signature::{estimate_jaccard, splitmix64, MinHasher};
 
 fn naive_sign(h: &MinHasher, set: &[u64]) -> Vec<u64> {
-    (0..h.num_perm())
-        .map(|i| set.iter().map(|&x| h.permute(i, x).unwrap_or(0)).min().unwrap_or(u64::MAX))
-        .collect()
+    (0..h.num_perm()).map(|i| set.iter().map(|&x| h.permute(i, x).unwrap_or(0)).min().unwrap_or(u64::MAX)).collect()
 }
 
 fn sign(h: &MinHasher, set: &[u64]) -> Vec<u64> {
@@ -132,11 +130,7 @@ fn estimate_stats(
 /// Asserts the estimator is unbiased (mean within 4 standard errors) and has the variance of
 /// independent permutations, J(1-J)/num_perm, within a factor that 200 trials resolve (the
 /// sample variance's relative standard deviation is about sqrt(2/199) = 0.1).
-fn check_quality(
-    name: &str,
-    signer: impl Fn(u64, &[u64]) -> Vec<u64> + Copy,
-    structured: bool,
-) -> Result<(), String> {
+fn check_quality(name: &str, signer: impl Fn(u64, &[u64]) -> Vec<u64> + Copy, structured: bool) -> Result<(), String> {
     const TRIALS: u64 = 200;
     const NUM_PERM: usize = 128;
     const UNION: usize = 200;
@@ -158,10 +152,7 @@ fn check_quality(
         let per_trial_var = truth * (1.0 - truth) / NUM_PERM as f64;
         let se = (per_trial_var / TRIALS as f64).sqrt();
         if (mean - truth).abs() > 4.0 * se {
-            return Err(format!(
-                "{name}: J={truth}: mean {mean:.4} is {:.1} se off",
-                (mean - truth).abs() / se
-            ));
+            return Err(format!("{name}: J={truth}: mean {mean:.4} is {:.1} se off", (mean - truth).abs() / se));
         }
         let ratio = var / per_trial_var;
         if !(0.65..=1.45).contains(&ratio) {
@@ -193,8 +184,7 @@ fn quality_check_rejects_the_family_without_the_premix() {
     // errors off). This is why `MinHasher` applies fmix64 first; it also shows the check can fail.
     let affine_signer = |seed: u64, set: &[u64]| -> Vec<u64> {
         let mut s = seed.wrapping_mul(0x9E37_79B9) ^ 0xABCD;
-        let params: Vec<(u64, u64)> =
-            (0..128).map(|_| (splitmix64(&mut s) | 1, splitmix64(&mut s))).collect();
+        let params: Vec<(u64, u64)> = (0..128).map(|_| (splitmix64(&mut s) | 1, splitmix64(&mut s))).collect();
         params
             .iter()
             .map(|&(a, b)| set.iter().map(|&x| a.wrapping_mul(x).wrapping_add(b)).min().unwrap_or(u64::MAX))
