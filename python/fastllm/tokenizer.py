@@ -16,7 +16,6 @@ from __future__ import annotations
 import codecs
 import gc
 import os
-import tempfile
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, Union
@@ -24,6 +23,7 @@ from typing import Literal, Union
 import numpy as np
 
 from fastllm import _core
+from fastllm._io import write_atomic
 
 __all__ = ["BPETokenizer", "StreamDecoder"]
 
@@ -336,17 +336,8 @@ class BPETokenizer:
         return cls(_core.Tokenizer.from_gpt2(os.fspath(encoder_json_path), os.fspath(vocab_bpe_path)))
 
     def save(self, path: PathLike) -> None:
-        """Writes a Hugging Face `tokenizer.json` (via a temporary file renamed into place)."""
-        target = Path(path)
-        data = self._core.to_hf_json()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Writes a Hugging Face `tokenizer.json` atomically (`fastllm._io.write_atomic`)."""
+        write_atomic(path, self._core.to_hf_json())
 
     # ---- encoding -------------------------------------------------------------------------------
 

@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastllm._io import atomic_path, write_atomic
 from fastllm.config import MiniGPTConfig
 from fastllm.model.attention import attention
 from fastllm.model.losses import linear_cross_entropy
@@ -331,8 +331,8 @@ class MiniGPT(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write config.json and model.safetensors into `directory` (created if needed).
 
-        Each file is written to a temporary name in the same directory and renamed into place,
-        weights first, so a reader never sees a config without its complete weights. Tied
+        Each file is written atomically (`fastllm._io`), weights first, so a reader never sees a
+        config without its complete weights. Tied
         weights are stored once (under tok_emb.weight).
         """
         from safetensors.torch import save_file
@@ -345,18 +345,9 @@ class MiniGPT(nn.Module):
         config = {"fastllm": {"format_version": _FORMAT_VERSION}, "model_type": "fastllm-minigpt"}
         config.update(dataclasses.asdict(self.config))
 
-        def write(name: str, writer) -> None:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                writer(tmp)
-                os.replace(tmp, directory / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-        write("model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
-        write("config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_atomic(directory / "config.json", json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str]) -> MiniGPT:

@@ -11,7 +11,7 @@ Determinism and resume: micro-batch j of rank r is global batch j * world_size +
 `TokenDataset.batches`, a pure function of (seed, index), so the data position is just the step
 count. A checkpoint holds the model, the optimizer, the schedule, every RNG state, the step and the
 data position; resuming from step N and running to 2N gives the same weights, bit for bit on the
-CPU, as running 2N steps straight. Checkpoints are written to a temporary file and renamed; the
+CPU, as running 2N steps straight. Checkpoints are written atomically (`fastllm._io`); the
 last `keep_checkpoints` are kept. Ctrl-C finishes the current step, saves a checkpoint and stops.
 
 `dtype="auto"` picks bfloat16 autocast where the hardware multiplies bf16 faster than fp32 (CUDA
@@ -43,7 +43,6 @@ import math
 import os
 import random
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from fastllm._io import atomic_path, write_atomic
 from fastllm.config import MiniGPTConfig, TrainConfig
 from fastllm.data.dataset import TokenDataset
 from fastllm.model.gpt import MiniGPT
@@ -234,21 +234,6 @@ def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], where: s
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"checkpoint {where!r} does not fit this model: {e}") from None
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -531,7 +516,8 @@ class Trainer:
         """Write out_dir/checkpoints/step_XXXXXXXX.pt atomically (rank 0) and prune old ones."""
         path = self.out_dir / "checkpoints" / f"step_{self.step_count:08d}.pt"
         if self.is_main:
-            _atomic_torch_save(self.state_dict(), path)
+            with atomic_path(path) as tmp:
+                torch.save(self.state_dict(), tmp)
             for old in list_checkpoints(self.out_dir)[: -self.config.keep_checkpoints]:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
@@ -579,11 +565,7 @@ class Trainer:
             target = str(found[-1])
         self.load_checkpoint(target)
         if self.is_main:  # metrics.jsonl restarts from the checkpoint's history: no duplicated steps
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.out_dir)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.history)
-            os.replace(tmp, self.out_dir / "metrics.jsonl")
+            write_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -612,11 +594,8 @@ class Trainer:
         cfg = self.config
         self._resume()
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "train_config.json", "w", encoding="utf-8") as f:
-                json.dump(
-                    {"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}, f, indent=2
-                )
+            settings = {"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}
+            write_atomic(self.out_dir / "train_config.json", json.dumps(settings, indent=2))
         if self._peak is None:
             self._peak = _peak_flops(cfg, self.device, self.dtype)
         flops_per_token = self.model.flops_per_token()
@@ -745,13 +724,8 @@ def plot_losses(train: list[tuple[int, float]], val: list[tuple[int, float]], pa
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
