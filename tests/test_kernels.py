@@ -219,6 +219,8 @@ def test_flash_rejects_bad_inputs(shapes, kwargs, match):
     q, k = torch.zeros(qs, dtype=dtype), torch.zeros(ks, dtype=dtype)
     with pytest.raises(ValueError, match=match):
         flash.flash_attention(q, k, k, causal=True)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        flash.flash_attention(q, k, k, causal=None)
 
 
 # ------------------------------------------------------------------- fastllm.attention(backend=...)
@@ -290,7 +292,9 @@ def test_attention_auto_and_sdpa_use_sdpa_on_cpu(monkeypatch, backend):
     "kwargs, D, exc, match",
     [
         ({"backend": "cuda"}, 32, ValueError, "'cuda'"),
-        ({"backend": None}, 32, ValueError, "None"),
+        ({"backend": None}, 32, TypeError, "backend must be one of .*NoneType"),
+        ({"causal": 1}, 32, TypeError, "causal must be a bool, not int"),
+        ({"dropout_p": "0.1"}, 32, TypeError, "dropout_p must be a number, not str"),
         ({"backend": "Triton"}, 32, ValueError, "'Triton'"),
         (
             {"backend": "triton", "attn_mask": torch.ones(5, 5, dtype=torch.bool), "causal": False},
@@ -302,9 +306,20 @@ def test_attention_auto_and_sdpa_use_sdpa_on_cpu(monkeypatch, backend):
         ({"backend": "triton"}, 8, ValueError, "head_dim 16 to 128, got 8"),
         # the checks attention() always made come first, whatever the backend
         ({"backend": "triton", "attn_mask": torch.ones(5, 5, dtype=torch.bool)}, 32, ValueError, "not both"),
-        ({"backend": "triton", "dropout_p": 1.0}, 32, ValueError, r"\[0, 1\)"),
+        ({"backend": "triton", "dropout_p": 1.0}, 32, ValueError, r"dropout_p=1.0 .*\[0.0, 1.0\)"),
     ],
-    ids=["unknown", "none", "case", "mask", "dropout", "head-dim", "mask-and-causal", "dropout-range"],
+    ids=[
+        "unknown",
+        "none",
+        "causal-int",
+        "dropout-str",
+        "case",
+        "mask",
+        "dropout",
+        "head-dim",
+        "mask-and-causal",
+        "dropout-range",
+    ],
 )
 def test_attention_backend_errors(kwargs, D, exc, match):
     """A backend value outside auto/triton/sdpa, and calls the kernel cannot take, raise naming why."""
@@ -494,6 +509,10 @@ def test_paged_decode_rejects_bad_inputs():
         paged.paged_decode_attention(q, kc, vc, bt.float(), cl)
     with pytest.raises(ValueError, match="context_lens"):
         paged.paged_decode_attention(q, kc, vc, bt, cl[:1])
+    with pytest.raises(ValueError, match="max_context=0"):
+        paged.paged_decode_attention(q, kc, vc, bt, cl, max_context=0)
+    with pytest.raises(TypeError, match="max_context must be an int"):
+        paged.paged_decode_attention(q, kc, vc, bt, cl, max_context=4.0)
 
 
 @interpreted

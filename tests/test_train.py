@@ -638,15 +638,51 @@ def test_dataset_context_longer_than_model(data, tmp_path):
         ("dtype", "fp8"),
         ("device", "tpu"),
         ("max_steps", 0),
-        ("grad_accum", 1.5),
         ("beta2", 1.0),
+        ("beta1", -0.1),
         ("warmup_steps", -1),
         ("keep_checkpoints", 0),
+        ("decay_steps", 0),
+        ("num_threads", 0),
+        ("min_lr", 1.0),  # above lr
+        ("peak_flops", 0.0),
+        ("device", "cuda:x"),
+        ("grad_clip", float("inf")),
     ],
 )
 def test_train_config_rejects_bad_values(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"^{field}"):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("grad_accum", 1.5),
+        ("max_steps", "10"),
+        ("seed", None),
+        ("lr", "1e-3"),
+        ("beta1", True),
+        ("dtype", None),
+        ("device", 0),
+        ("compile", "yes"),
+        ("progress", 1),
+        ("out_dir", 3),
+        ("resume", 1),
+        ("num_threads", 2.0),
+        ("peak_flops", "1e12"),
+    ],
+)
+def test_train_config_rejects_wrong_types_with_type_error(field, value):
+    with pytest.raises(TypeError, match=f"^{field} must be"):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_normalises_paths_and_numbers(tmp_path):
+    cfg = TrainConfig(out_dir=tmp_path, resume=tmp_path / "c.pt", lr=1, batch_size=np.int64(2))
+    assert cfg.out_dir == str(tmp_path) and cfg.resume == str(tmp_path / "c.pt")
+    assert type(cfg.lr) is float and type(cfg.batch_size) is int
+    assert json.loads(json.dumps(cfg.to_dict()))["batch_size"] == 2
 
 
 def test_float16_on_cpu_rejected(data, tmp_path):

@@ -31,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastllm._checks import check_bool
 from fastllm.kernels import FLASH_HEAD_DIMS
 from fastllm.kernels.checks import check_qkv
 
@@ -857,6 +858,7 @@ def _launch(kernel, tuned, kind, grid_fn, args, meta, blocks):
 
 
 def _check(q, k, v, causal):
+    check_bool(causal, "causal")
     _, T_q, _, T_k = check_qkv(q, k, v, "flash_attention")
     D = q.shape[3]
     lo, hi = FLASH_HEAD_DIMS

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fastllm._checks import check_optional_int
 from fastllm.kernels.flash import online_softmax_step
 
 __all__ = ["paged_decode_attention"]
@@ -177,6 +178,7 @@ def paged_decode_attention(
     Returns (B, H, D) in q's dtype.
     """
     _check(q, k_cache, v_cache, block_tables, context_lens)
+    max_context = check_optional_int(max_context, "max_context", minimum=1)
     B, H, D = q.shape
     page, H_kv = k_cache.shape[1], k_cache.shape[2]
     group = H // H_kv
@@ -191,8 +193,7 @@ def paged_decode_attention(
     context_lens = context_lens.contiguous()
     bd = max(16, triton.next_power_of_2(D))
     block_n = _block_n or (32 if INTERPRET else (64 if bd <= 64 else 32))
-    max_ctx = max_context if max_context is not None else block_tables.shape[1] * page
-    max_ctx = max(1, int(max_ctx))
+    max_ctx = max_context if max_context is not None else max(1, block_tables.shape[1] * page)
     if _num_splits is not None:
         splits = max(1, int(_num_splits))
     else:

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastllm._checks import check_type
 from fastllm._io import atomic_path, write_atomic
 from fastllm.config import MiniGPTConfig
 from fastllm.model.attention import attention
@@ -179,8 +180,7 @@ class MiniGPT(nn.Module):
 
     def __init__(self, config: MiniGPTConfig) -> None:
         super().__init__()
-        if not isinstance(config, MiniGPTConfig):
-            raise TypeError(f"config must be a MiniGPTConfig, got {type(config).__name__}")
+        check_type(config, "config", MiniGPTConfig)
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model) if config.positions == "learned" else None
