@@ -33,14 +33,8 @@ from hypothesis import strategies as st
 import fastllm.model.losses
 from fastllm.model.gpt import MiniGPT
 from fastllm.model.losses import linear_cross_entropy
-from fastllm.train.trainer import (
-    CosineSchedule,
-    TrainConfig,
-    Trainer,
-    list_checkpoints,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from fastllm.train.checkpoint import list_checkpoints, load_checkpoint, model_from_checkpoint
+from fastllm.train.trainer import CosineSchedule, TrainConfig, Trainer
 from train_util import CONTEXT, dataset, params, tiny_model, train_config, train_losses, write_shards
 
 TESTS = Path(__file__).resolve().parent
@@ -360,6 +354,20 @@ def test_resume_from_step_2_equals_straight_run(data, tmp_path, straight_run):
     cfg = train_config(
         tmp_path, max_steps=6, grad_accum=2, resume=str(out / "checkpoints" / "step_00000002.pt")
     )
+    result = Trainer(model, dataset(data), config=cfg).fit()
+    _assert_params_equal(params(model), final, exact=True)
+    assert result.loss == pytest.approx(straight.loss, abs=1e-6, rel=0)
+
+
+def test_resume_from_an_older_checkpoint_with_a_schedule_entry(data, tmp_path, straight_run):
+    """Checkpoints written before the unread "schedule" entry was dropped still resume exactly."""
+    out, final, straight = straight_run
+    ckpt = torch.load(out / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert "schedule" not in ckpt  # no longer written
+    ckpt["schedule"] = dict(lr=3e-3, min_lr=3e-4, warmup_steps=2, decay_steps=50)
+    torch.save(ckpt, tmp_path / "old.pt")
+    model = tiny_model(7, dropout=0.1)
+    cfg = train_config(tmp_path, max_steps=6, grad_accum=2, resume=str(tmp_path / "old.pt"))
     result = Trainer(model, dataset(data), config=cfg).fit()
     _assert_params_equal(params(model), final, exact=True)
     assert result.loss == pytest.approx(straight.loss, abs=1e-6, rel=0)
@@ -711,6 +719,31 @@ def test_checkpoint_from_another_tokenizer(tmp_path, a_checkpoint):
     )
     with pytest.raises(ValueError, match="tokenizer"):
         trainer.fit()
+
+
+def test_model_from_checkpoint_checks_weights_against_the_config_first(tmp_path, a_checkpoint, monkeypatch):
+    """A checkpoint whose config and weights disagree (or whose config is a huge model) is refused
+    from the shapes alone: no MiniGPT of the stored config is built."""
+    import fastllm.train.checkpoint as checkpoint
+
+    ckpt = torch.load(a_checkpoint, weights_only=True)
+    cases = {
+        "wider.pt": {**ckpt, "model_config": {**ckpt["model_config"], "d_model": 128}},
+        "huge.pt": {**ckpt, "model_config": {**ckpt["model_config"], "vocab_size": 10**10}},
+        "fewer.pt": {**ckpt, "model": {k: v for k, v in ckpt["model"].items() if "blocks.1." not in k}},
+    }
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the checkpoint was checked")
+
+    monkeypatch.setattr(checkpoint, "MiniGPT", no_model)
+    for name, bad in cases.items():
+        torch.save(bad, tmp_path / name)
+        with pytest.raises(ValueError, match="do not fit its model config"):
+            model_from_checkpoint(tmp_path / name)
+    torch.save({**ckpt, "model_config": {**ckpt["model_config"], "n_layers": 2}}, tmp_path / "typo.pt")
+    with pytest.raises(ValueError, match="bad model config.*n_layers"):
+        model_from_checkpoint(tmp_path / "typo.pt")
 
 
 def test_corrupt_and_foreign_checkpoints(data, tmp_path, a_checkpoint):

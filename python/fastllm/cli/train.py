@@ -228,7 +228,9 @@ def _train_command() -> click.Command:
 
 def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_json):
     from fastllm.data.dataset import TokenDataset
-    from fastllm.train.trainer import _resolve_device, evaluate, model_from_checkpoint, resolve_dtype
+    from fastllm.train.checkpoint import model_from_checkpoint
+    from fastllm.train.device import resolve_device, resolve_dtype
+    from fastllm.train.trainer import evaluate
 
     model = model_from_checkpoint(checkpoint)
     ds = TokenDataset(data, context=model.config.context, split=split)
@@ -236,7 +238,7 @@ def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_js
         raise ValueError(
             f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than the model's ({model.config.vocab_size:,})"
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     result = evaluate(
         model.to(dev),
         ds,
