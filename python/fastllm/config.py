@@ -100,15 +100,15 @@ class MiniGPTConfig:
         >>> MiniGPTConfig.preset("tiny", vocab_size=300).vocab_size
         300
         """
-        check_choice(name, "preset", tuple(_PRESETS))
+        check_choice(name, "preset", tuple(PRESETS))
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(f"unknown MiniGPTConfig field(s) {unknown}")
-        return cls(**{**_PRESETS[name], **overrides})
+        return cls(**{**PRESETS[name], **overrides})
 
 
-_PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     # Small enough for a CPU test to build and run in milliseconds.
     "tiny": dict(vocab_size=512, context=64, n_layer=2, n_head=4, d_model=64),
     # ~9.4M parameters, Llama-style (llama2.c's 15M width, 8k vocabulary), for a laptop run.
@@ -141,7 +141,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-PRESETS = _PRESETS
 
 
 @dataclass

@@ -70,7 +70,8 @@ def generate_command(
     model = model_from_checkpoint(checkpoint)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(
-            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: not the model's tokenizer"
+            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: "
+            "not the model's tokenizer"
         )
     model = model.to(resolve_device(device)).eval()
     ids = tok.encode(prompt, allowed_special="all") if prompt else []

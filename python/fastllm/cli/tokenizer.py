@@ -100,12 +100,14 @@ def tokenizer_train(files, vocab_size, output, pattern, special_tokens, min_freq
         f"trained on {source}: {n_bytes / 1e6:.1f} MB in {seconds:.2f} s ({n_bytes / 1e6 / seconds:.1f} MB/s)"
     )
     click.echo(
-        f"vocab size {tok.vocab_size} = 256 bytes + {len(tok.merges)} merges + {len(tok.special_tokens)} special"
+        f"vocab size {tok.vocab_size} = 256 bytes + {len(tok.merges)} merges "
+        f"+ {len(tok.special_tokens)} special"
     )
     if sample_texts is not None:
         ids, _ = tok.encode_batch_numpy(sample_texts, num_threads=threads, disallowed_special=())
         click.echo(
-            f"compression: {n_bytes / max(len(ids), 1):.2f} bytes per token over the corpus ({len(ids):,} tokens)"
+            f"compression: {n_bytes / max(len(ids), 1):.2f} bytes per token over the corpus "
+            f"({len(ids):,} tokens)"
         )
     longest = sorted(range(256, 256 + len(tok.merges)), key=lambda i: (-len(tok.token_bytes(i)), i))[:5]
     click.echo(

@@ -21,7 +21,8 @@ import triton
 import triton.language as tl
 
 from fastllm._checks import check_optional_int
-from fastllm.kernels.flash import online_softmax_step
+from fastllm.kernels.checks import check_kernel_device
+from fastllm.kernels.flash import LOG2E, online_softmax_step
 
 __all__ = ["paged_decode_attention"]
 
@@ -33,7 +34,7 @@ def _paged_decode(
     V,
     BT,
     CL,
-    O,
+    O,  # noqa: E741 (Q, K, V, O as in the paper)
     LSE,
     sm_scale,
     stride_qb,
@@ -76,7 +77,7 @@ def _paged_decode(
     q = tl.load(q_ptrs, mask=g_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
@@ -151,11 +152,7 @@ def _check(q, k_cache, v_cache, block_tables, context_lens):
     devices = {t.device for t in (q, k_cache, v_cache, block_tables, context_lens)}
     if len(devices) != 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(
-            f"the Triton kernels need CUDA tensors (got {q.device}); set TRITON_INTERPRET=1 before triton is imported "
-            "(and keep it set) to run them on the CPU through triton's interpreter"
-        )
+    check_kernel_device(q.device, INTERPRET)
 
 
 def paged_decode_attention(
@@ -213,7 +210,8 @@ def paged_decode_attention(
     _paged_decode[(B, H_kv, splits)](
         q, k_cache, v_cache, block_tables, context_lens, o_part, lse, scale,
         q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
-        block_tables.stride(0), o_part.stride(0), o_part.stride(1), o_part.stride(2), lse.stride(0), lse.stride(1),
+        block_tables.stride(0), o_part.stride(0), o_part.stride(1), o_part.stride(2),
+        lse.stride(0), lse.stride(1),
         group, split_len,
         PAGE=page, HEAD_DIM=D, BLOCK_D=bd, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n,
         UPCAST=INTERPRET, PRECISION=precision, num_warps=4, num_stages=2,
