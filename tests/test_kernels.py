@@ -579,7 +579,8 @@ def test_kernels_compile_for_sm90():
 
         flash._SMEM_CACHE["cuda:0"] = H100_SMEM
         for P, D, causal, which in (("*fp16", 80, True, "tests"), ("*bf16", 128, False, "largest")):
-            base = dict(HEAD_DIM=D, BLOCK_D=128, CAUSAL=causal, EVEN_D=D == 128, UPCAST=False, PRECISION="tf32")
+            base = dict(HEAD_DIM=D, BLOCK_D=128, CAUSAL=causal, EVEN_D=D == 128, UPCAST=False,
+                        PRECISION="tf32")
             for kind, fn, table, ptrs in kernels(P):
                 if which == "tests":
                     (m, n), w, st = flash.INTERPRET_BLOCKS[kind], 4, 2
@@ -591,7 +592,8 @@ def test_kernels_compile_for_sm90():
                     m, n, w, st = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
                 compile_(fn, {**base, "BLOCK_M": m, "BLOCK_N": n}, ptrs, w, st)
         compile_(paged._paged_decode,
-                 dict(PAGE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK_G=16, BLOCK_N=32, UPCAST=False, PRECISION="tf32"),
+                 dict(PAGE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK_G=16, BLOCK_N=32, UPCAST=False,
+                      PRECISION="tf32"),
                  dict(Q="*bf16", K="*bf16", V="*bf16", BT="*i32", CL="*i64", O="*bf16", LSE="*fp32"))
         print("ok")
     """
@@ -625,7 +627,8 @@ def test_public_api_under_interpreter():
         import torch
         from fastllm.kernels import flash_attention, paged_decode_attention
         torch.manual_seed(0)
-        q = torch.randn(1, 2, 20, 32, requires_grad=True); k = torch.randn(1, 1, 20, 32); v = torch.randn(1, 1, 20, 32)
+        q = torch.randn(1, 2, 20, 32, requires_grad=True)
+        k = torch.randn(1, 1, 20, 32); v = torch.randn(1, 1, 20, 32)
         out = flash_attention(q, k, v, causal=True)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         ref = sdpa(q, k.expand(1, 2, 20, 32), v.expand(1, 2, 20, 32), is_causal=True)

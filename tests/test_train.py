@@ -1,4 +1,4 @@
-"""`fastllm.train.trainer` (Trainer, schedule, checkpoints) and `fastllm.model.losses`, against independent oracles.
+"""`fastllm.train` (Trainer, schedule, checkpoints) and `fastllm.model.losses`, against independent oracles.
 
 Oracles: `F.cross_entropy(h @ w.T, y)` and its autograd gradients for the fused chunked loss; the
 closed-form nanoGPT `get_lr` for the schedule; a plain hand-written training loop (non-fused
@@ -293,7 +293,7 @@ def test_trainer_matches_reference_loop(data, tmp_path, grad_clip):
     _assert_params_equal(params(model), params(ref_model), atol=1e-5, noise_atol=2 * cfg.lr * cfg.max_steps)
     got = train_losses(result.history)
     assert [s for s, _ in got] == [1, 2, 3, 4, 5]
-    np.testing.assert_allclose([l for _, l in got], ref_losses, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose([loss for _, loss in got], ref_losses, rtol=1e-5, atol=1e-5)
     lrs = [r["lr"] for r in result.history if "lr" in r]
     assert lrs == pytest.approx(
         [nanogpt_lr(i, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps) for i in range(5)]
@@ -612,7 +612,8 @@ def test_ddp_matches_single_process_grad_accum(data, tmp_path):
     want = train_losses(result.history)
     for r in (r0, r1):
         assert [s for s, _ in r["losses"]] == [s for s, _ in want]
-        np.testing.assert_allclose([l for _, l in r["losses"]], [l for _, l in want], atol=1e-5, rtol=0)
+        got, expected = [loss for _, loss in r["losses"]], [loss for _, loss in want]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     assert sorted(p.name for p in (out / "run" / "checkpoints").iterdir()) == [f"step_{steps:08d}.pt"]
 
 
@@ -770,7 +771,8 @@ def test_corrupt_and_foreign_checkpoints(data, tmp_path, a_checkpoint):
 
 
 def test_compile_trains_like_eager(data, tmp_path):
-    """TrainConfig(compile=True) (torch.compile, inductor on the CPU) follows the eager run's losses and weights."""
+    """TrainConfig(compile=True) (torch.compile, inductor on the CPU) follows the eager run's losses
+    and weights."""
     eager = tiny_model(0)
     compiled = tiny_model(0)
     r1 = Trainer(eager, dataset(data), config=train_config(tmp_path / "eager", max_steps=3)).fit()
