@@ -142,7 +142,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-
 @dataclass
 class TrainConfig:
     """Everything about a training run except the model's shape (see `MiniGPTConfig`).
