@@ -65,7 +65,8 @@ def test_toml_flags_precedence_train_and_eval(tmp_path, shards):
     toml.write_text(
         f'preset = "tiny"\ndata = "{shards}"\n'
         "[model]\nn_layer = 1\ncontext = 32\n"
-        f'[train]\nmax_steps = 50\nbatch_size = 4\nlr = 0.003\nwarmup_steps = 2\nout_dir = "{tmp_path / "run"}"\n'
+        "[train]\nmax_steps = 50\nbatch_size = 4\nlr = 0.003\nwarmup_steps = 2\n"
+        f'out_dir = "{tmp_path / "run"}"\n'
         'progress = false\nlog_interval = 1\neval_interval = 2\neval_batches = 0\ndtype = "float32"\n',
         encoding="utf-8",
     )

@@ -348,7 +348,8 @@ def test_exact_pass_catches_normalization_variants():
         "\n\t " + BASE.replace(" ", "  \n") + " \r\n",
         "\u00a0" + BASE + "\u2003",  # Unicode White_Space is trimmed too
         "Caf\u00e9 au lait, \u00c9COLE and na\u00efve r\u00e9sum\u00e9 are words that normalization composes",
-        "cafe\u0301 au lait, \u00e9cole and nai\u0308ve re\u0301sume\u0301 are words that normalization composes",
+        "cafe\u0301 au lait, \u00e9cole and nai\u0308ve re\u0301sume\u0301 are words "
+        "that normalization composes",
     ]
     r = MinHashDeduper(threshold=T).dedup(texts)
     check_result(r, len(texts))

@@ -188,7 +188,8 @@ def test_bad_requests_name_the_problem():
 
 
 def test_text_prompts_stop_strings_and_streamed_text():
-    """With a tokenizer: str prompts, `.text` = decode(token_ids) cut at the stop string, streamed text adds up."""
+    """With a tokenizer: str prompts, `.text` = decode(token_ids) cut at the stop string, streamed text
+    adds up."""
     from fastllm import BPETokenizer
 
     tok = BPETokenizer.train(["to be or not to be, that is the question. " * 30], 280, show_progress=False)

@@ -219,6 +219,8 @@ def test_flash_rejects_bad_inputs(shapes, kwargs, match):
     q, k = torch.zeros(qs, dtype=dtype), torch.zeros(ks, dtype=dtype)
     with pytest.raises(ValueError, match=match):
         flash.flash_attention(q, k, k, causal=True)
+    with pytest.raises(TypeError, match="causal must be a bool"):
+        flash.flash_attention(q, k, k, causal=None)
 
 
 # ------------------------------------------------------------------- fastllm.attention(backend=...)
@@ -290,7 +292,9 @@ def test_attention_auto_and_sdpa_use_sdpa_on_cpu(monkeypatch, backend):
     "kwargs, D, exc, match",
     [
         ({"backend": "cuda"}, 32, ValueError, "'cuda'"),
-        ({"backend": None}, 32, ValueError, "None"),
+        ({"backend": None}, 32, TypeError, "backend must be one of .*NoneType"),
+        ({"causal": 1}, 32, TypeError, "causal must be a bool, not int"),
+        ({"dropout_p": "0.1"}, 32, TypeError, "dropout_p must be a number, not str"),
         ({"backend": "Triton"}, 32, ValueError, "'Triton'"),
         (
             {"backend": "triton", "attn_mask": torch.ones(5, 5, dtype=torch.bool), "causal": False},
@@ -302,9 +306,20 @@ def test_attention_auto_and_sdpa_use_sdpa_on_cpu(monkeypatch, backend):
         ({"backend": "triton"}, 8, ValueError, "head_dim 16 to 128, got 8"),
         # the checks attention() always made come first, whatever the backend
         ({"backend": "triton", "attn_mask": torch.ones(5, 5, dtype=torch.bool)}, 32, ValueError, "not both"),
-        ({"backend": "triton", "dropout_p": 1.0}, 32, ValueError, r"\[0, 1\)"),
+        ({"backend": "triton", "dropout_p": 1.0}, 32, ValueError, r"dropout_p=1.0 .*\[0.0, 1.0\)"),
     ],
-    ids=["unknown", "none", "case", "mask", "dropout", "head-dim", "mask-and-causal", "dropout-range"],
+    ids=[
+        "unknown",
+        "none",
+        "causal-int",
+        "dropout-str",
+        "case",
+        "mask",
+        "dropout",
+        "head-dim",
+        "mask-and-causal",
+        "dropout-range",
+    ],
 )
 def test_attention_backend_errors(kwargs, D, exc, match):
     """A backend value outside auto/triton/sdpa, and calls the kernel cannot take, raise naming why."""
@@ -494,6 +509,10 @@ def test_paged_decode_rejects_bad_inputs():
         paged.paged_decode_attention(q, kc, vc, bt.float(), cl)
     with pytest.raises(ValueError, match="context_lens"):
         paged.paged_decode_attention(q, kc, vc, bt, cl[:1])
+    with pytest.raises(ValueError, match="max_context=0"):
+        paged.paged_decode_attention(q, kc, vc, bt, cl, max_context=0)
+    with pytest.raises(TypeError, match="max_context must be an int"):
+        paged.paged_decode_attention(q, kc, vc, bt, cl, max_context=4.0)
 
 
 @interpreted
@@ -560,7 +579,8 @@ def test_kernels_compile_for_sm90():
 
         flash._SMEM_CACHE["cuda:0"] = H100_SMEM
         for P, D, causal, which in (("*fp16", 80, True, "tests"), ("*bf16", 128, False, "largest")):
-            base = dict(HEAD_DIM=D, BLOCK_D=128, CAUSAL=causal, EVEN_D=D == 128, UPCAST=False, PRECISION="tf32")
+            base = dict(HEAD_DIM=D, BLOCK_D=128, CAUSAL=causal, EVEN_D=D == 128, UPCAST=False,
+                        PRECISION="tf32")
             for kind, fn, table, ptrs in kernels(P):
                 if which == "tests":
                     (m, n), w, st = flash.INTERPRET_BLOCKS[kind], 4, 2
@@ -572,7 +592,8 @@ def test_kernels_compile_for_sm90():
                     m, n, w, st = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages
                 compile_(fn, {**base, "BLOCK_M": m, "BLOCK_N": n}, ptrs, w, st)
         compile_(paged._paged_decode,
-                 dict(PAGE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK_G=16, BLOCK_N=32, UPCAST=False, PRECISION="tf32"),
+                 dict(PAGE=16, HEAD_DIM=128, BLOCK_D=128, BLOCK_G=16, BLOCK_N=32, UPCAST=False,
+                      PRECISION="tf32"),
                  dict(Q="*bf16", K="*bf16", V="*bf16", BT="*i32", CL="*i64", O="*bf16", LSE="*fp32"))
         print("ok")
     """
@@ -606,7 +627,8 @@ def test_public_api_under_interpreter():
         import torch
         from fastllm.kernels import flash_attention, paged_decode_attention
         torch.manual_seed(0)
-        q = torch.randn(1, 2, 20, 32, requires_grad=True); k = torch.randn(1, 1, 20, 32); v = torch.randn(1, 1, 20, 32)
+        q = torch.randn(1, 2, 20, 32, requires_grad=True)
+        k = torch.randn(1, 1, 20, 32); v = torch.randn(1, 1, 20, 32)
         out = flash_attention(q, k, v, causal=True)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         ref = sdpa(q, k.expand(1, 2, 20, 32), v.expand(1, 2, 20, 32), is_causal=True)

@@ -282,9 +282,49 @@ def test_bad_config_raises_naming_value(kwargs, match):
         MiniGPTConfig(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(n_layer=2.0), "n_layer must be an int, not float"),
+        (dict(vocab_size="512"), "vocab_size must be an int, not str"),
+        (dict(n_head=True), "n_head must be an int, not bool"),
+        (dict(n_kv_head=1.5), "n_kv_head must be an int, not float"),
+        (dict(mlp_hidden="big"), "mlp_hidden must be an int, not str"),
+        (dict(mlp=None), "mlp must be one of 'gelu', 'gelu_tanh', 'swiglu'; got NoneType"),
+        (dict(norm_eps="1e-5"), "norm_eps must be a number, not str"),
+        (dict(rope_theta=None), "rope_theta must be a number, not NoneType"),
+        (dict(dropout=True), "dropout must be a number, not bool"),
+        (dict(tied_embeddings=1), "tied_embeddings must be a bool, not int"),
+        (dict(bias="no"), "bias must be a bool, not str"),
+    ],
+)
+def test_config_wrong_types_raise_type_error_naming_the_field(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        MiniGPTConfig(**kwargs)
+
+
+def test_config_normalises_numbers_so_it_serialises():
+    """numpy integers and int-valued floats are accepted and stored as plain int / float."""
+    import dataclasses
+
+    import numpy as np
+
+    cfg = MiniGPTConfig(vocab_size=np.int64(300), n_layer=np.int32(2), norm_eps=1, dropout=0, rope_theta=10)
+    assert type(cfg.vocab_size) is int and type(cfg.n_layer) is int
+    assert type(cfg.norm_eps) is float and type(cfg.dropout) is float and type(cfg.rope_theta) is float
+    assert json.loads(json.dumps(dataclasses.asdict(cfg)))["vocab_size"] == 300
+
+
+def test_model_takes_only_a_config():
+    with pytest.raises(TypeError, match="config must be MiniGPTConfig, not dict"):
+        MiniGPT({"n_layer": 2})
+
+
 def test_unknown_preset_and_field():
     with pytest.raises(ValueError, match="'huge'"):
         MiniGPTConfig.preset("huge")
+    with pytest.raises(TypeError, match="preset must be one of"):
+        MiniGPTConfig.preset(None)
     with pytest.raises(ValueError, match="n_layers"):
         MiniGPTConfig.preset("tiny", n_layers=3)
 

@@ -98,6 +98,35 @@ def test_wrong_types_in_training():
         train(["text"], "300")
     with pytest.raises(TypeError):
         train(["text"], pattern=None)
+    with pytest.raises(TypeError, match="^vocab_size must be an int, not float"):
+        train(["text"], 300.0)
+    with pytest.raises(TypeError, match="^min_frequency must be an int, not float"):
+        train(["text"], min_frequency=1.5)
+    with pytest.raises(TypeError, match="^show_progress must be a bool, not int"):
+        BPETokenizer.train(["text"], 300, show_progress=0)
+    with pytest.raises(TypeError, match=r"^special_tokens\[1\] must be str, not int"):
+        train(["text"], special_tokens=["<a>", 3])
+    with pytest.raises(TypeError, match=r"^num_threads must be an int, not float"):
+        train(["text"], num_threads=2.0)
+
+
+def test_numpy_integers_are_counts():
+    import numpy as np
+
+    tok = train(["aaab"] * 4, np.int64(258), min_frequency=np.int32(1), num_threads=np.int64(1))
+    assert tok.merges == [(97, 97), (97, 98)]
+
+
+def test_wrong_types_of_tiktoken_special_ids(tmp_path):
+    path = _byte_ranks(tmp_path)
+    with pytest.raises(TypeError, match="must be an int, not bool"):
+        BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={SPECIAL: True})
+    with pytest.raises(TypeError, match="must be an int, not str"):
+        BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={SPECIAL: "300"})
+    with pytest.raises(TypeError, match="special token must be str, not int"):
+        BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={3: 300})
+    with pytest.raises(ValueError, match="''"):
+        BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={"": 300})
 
 
 # ---- threads ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`fastllm.train.trainer` (Trainer, schedule, checkpoints) and `fastllm.model.losses`, against independent oracles.
+"""`fastllm.train` (Trainer, schedule, checkpoints) and `fastllm.model.losses`, against independent oracles.
 
 Oracles: `F.cross_entropy(h @ w.T, y)` and its autograd gradients for the fused chunked loss; the
 closed-form nanoGPT `get_lr` for the schedule; a plain hand-written training loop (non-fused
@@ -33,14 +33,8 @@ from hypothesis import strategies as st
 import fastllm.model.losses
 from fastllm.model.gpt import MiniGPT
 from fastllm.model.losses import linear_cross_entropy
-from fastllm.train.trainer import (
-    CosineSchedule,
-    TrainConfig,
-    Trainer,
-    list_checkpoints,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from fastllm.train.checkpoint import list_checkpoints, load_checkpoint, model_from_checkpoint
+from fastllm.train.trainer import CosineSchedule, TrainConfig, Trainer
 from train_util import CONTEXT, dataset, params, tiny_model, train_config, train_losses, write_shards
 
 TESTS = Path(__file__).resolve().parent
@@ -299,7 +293,7 @@ def test_trainer_matches_reference_loop(data, tmp_path, grad_clip):
     _assert_params_equal(params(model), params(ref_model), atol=1e-5, noise_atol=2 * cfg.lr * cfg.max_steps)
     got = train_losses(result.history)
     assert [s for s, _ in got] == [1, 2, 3, 4, 5]
-    np.testing.assert_allclose([l for _, l in got], ref_losses, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose([loss for _, loss in got], ref_losses, rtol=1e-5, atol=1e-5)
     lrs = [r["lr"] for r in result.history if "lr" in r]
     assert lrs == pytest.approx(
         [nanogpt_lr(i, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps) for i in range(5)]
@@ -360,6 +354,20 @@ def test_resume_from_step_2_equals_straight_run(data, tmp_path, straight_run):
     cfg = train_config(
         tmp_path, max_steps=6, grad_accum=2, resume=str(out / "checkpoints" / "step_00000002.pt")
     )
+    result = Trainer(model, dataset(data), config=cfg).fit()
+    _assert_params_equal(params(model), final, exact=True)
+    assert result.loss == pytest.approx(straight.loss, abs=1e-6, rel=0)
+
+
+def test_resume_from_an_older_checkpoint_with_a_schedule_entry(data, tmp_path, straight_run):
+    """Checkpoints written before the unread "schedule" entry was dropped still resume exactly."""
+    out, final, straight = straight_run
+    ckpt = torch.load(out / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert "schedule" not in ckpt  # no longer written
+    ckpt["schedule"] = dict(lr=3e-3, min_lr=3e-4, warmup_steps=2, decay_steps=50)
+    torch.save(ckpt, tmp_path / "old.pt")
+    model = tiny_model(7, dropout=0.1)
+    cfg = train_config(tmp_path, max_steps=6, grad_accum=2, resume=str(tmp_path / "old.pt"))
     result = Trainer(model, dataset(data), config=cfg).fit()
     _assert_params_equal(params(model), final, exact=True)
     assert result.loss == pytest.approx(straight.loss, abs=1e-6, rel=0)
@@ -604,7 +612,8 @@ def test_ddp_matches_single_process_grad_accum(data, tmp_path):
     want = train_losses(result.history)
     for r in (r0, r1):
         assert [s for s, _ in r["losses"]] == [s for s, _ in want]
-        np.testing.assert_allclose([l for _, l in r["losses"]], [l for _, l in want], atol=1e-5, rtol=0)
+        got, expected = [loss for _, loss in r["losses"]], [loss for _, loss in want]
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     assert sorted(p.name for p in (out / "run" / "checkpoints").iterdir()) == [f"step_{steps:08d}.pt"]
 
 
@@ -638,15 +647,51 @@ def test_dataset_context_longer_than_model(data, tmp_path):
         ("dtype", "fp8"),
         ("device", "tpu"),
         ("max_steps", 0),
-        ("grad_accum", 1.5),
         ("beta2", 1.0),
+        ("beta1", -0.1),
         ("warmup_steps", -1),
         ("keep_checkpoints", 0),
+        ("decay_steps", 0),
+        ("num_threads", 0),
+        ("min_lr", 1.0),  # above lr
+        ("peak_flops", 0.0),
+        ("device", "cuda:x"),
+        ("grad_clip", float("inf")),
     ],
 )
 def test_train_config_rejects_bad_values(field, value):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"^{field}"):
         TrainConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("grad_accum", 1.5),
+        ("max_steps", "10"),
+        ("seed", None),
+        ("lr", "1e-3"),
+        ("beta1", True),
+        ("dtype", None),
+        ("device", 0),
+        ("compile", "yes"),
+        ("progress", 1),
+        ("out_dir", 3),
+        ("resume", 1),
+        ("num_threads", 2.0),
+        ("peak_flops", "1e12"),
+    ],
+)
+def test_train_config_rejects_wrong_types_with_type_error(field, value):
+    with pytest.raises(TypeError, match=f"^{field} must be"):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_normalises_paths_and_numbers(tmp_path):
+    cfg = TrainConfig(out_dir=tmp_path, resume=tmp_path / "c.pt", lr=1, batch_size=np.int64(2))
+    assert cfg.out_dir == str(tmp_path) and cfg.resume == str(tmp_path / "c.pt")
+    assert type(cfg.lr) is float and type(cfg.batch_size) is int
+    assert json.loads(json.dumps(cfg.to_dict()))["batch_size"] == 2
 
 
 def test_float16_on_cpu_rejected(data, tmp_path):
@@ -677,6 +722,31 @@ def test_checkpoint_from_another_tokenizer(tmp_path, a_checkpoint):
         trainer.fit()
 
 
+def test_model_from_checkpoint_checks_weights_against_the_config_first(tmp_path, a_checkpoint, monkeypatch):
+    """A checkpoint whose config and weights disagree (or whose config is a huge model) is refused
+    from the shapes alone: no MiniGPT of the stored config is built."""
+    import fastllm.train.checkpoint as checkpoint
+
+    ckpt = torch.load(a_checkpoint, weights_only=True)
+    cases = {
+        "wider.pt": {**ckpt, "model_config": {**ckpt["model_config"], "d_model": 128}},
+        "huge.pt": {**ckpt, "model_config": {**ckpt["model_config"], "vocab_size": 10**10}},
+        "fewer.pt": {**ckpt, "model": {k: v for k, v in ckpt["model"].items() if "blocks.1." not in k}},
+    }
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the checkpoint was checked")
+
+    monkeypatch.setattr(checkpoint, "MiniGPT", no_model)
+    for name, bad in cases.items():
+        torch.save(bad, tmp_path / name)
+        with pytest.raises(ValueError, match="do not fit its model config"):
+            model_from_checkpoint(tmp_path / name)
+    torch.save({**ckpt, "model_config": {**ckpt["model_config"], "n_layers": 2}}, tmp_path / "typo.pt")
+    with pytest.raises(ValueError, match="bad model config.*n_layers"):
+        model_from_checkpoint(tmp_path / "typo.pt")
+
+
 def test_corrupt_and_foreign_checkpoints(data, tmp_path, a_checkpoint):
     raw = a_checkpoint.read_bytes()
     (tmp_path / "truncated.pt").write_bytes(raw[: len(raw) // 2])
@@ -701,7 +771,8 @@ def test_corrupt_and_foreign_checkpoints(data, tmp_path, a_checkpoint):
 
 
 def test_compile_trains_like_eager(data, tmp_path):
-    """TrainConfig(compile=True) (torch.compile, inductor on the CPU) follows the eager run's losses and weights."""
+    """TrainConfig(compile=True) (torch.compile, inductor on the CPU) follows the eager run's losses
+    and weights."""
     eager = tiny_model(0)
     compiled = tiny_model(0)
     r1 = Trainer(eager, dataset(data), config=train_config(tmp_path / "eager", max_steps=3)).fit()

@@ -1,4 +1,5 @@
-"""Small shared pieces of the training tests (tests/test_train.py) and the torchrun worker (tests/ddp_worker.py).
+"""Small shared pieces of the training tests (tests/test_train.py) and the torchrun worker
+(tests/ddp_worker.py).
 
 Token shards of random ids, a seeded tiny MiniGPT, and a TrainConfig with test-friendly defaults:
 CPU, float32, no progress bar, a fixed peak_flops (no matmul timing), a schedule that does not

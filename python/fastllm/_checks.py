@@ -27,10 +27,16 @@ ValueError: pattern must be one of 'gpt2', 'gpt4'; got 'gpt5'
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Collection
 from typing import Any
 
 __all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_optional_int", "check_type"]
+
+
+def _is_bool(value: Any) -> bool:
+    # numpy's bool_ and a bool tensor are not Python bools but are just as surely not counts.
+    return isinstance(value, bool) or "bool" in str(getattr(value, "dtype", ""))
 
 
 def _range_text(minimum: float | None, maximum: float | None, max_open: bool, min_open: bool) -> str:
@@ -51,12 +57,14 @@ def check_int(
     max_open: bool = False,
 ) -> int:
     """`value` as an int in [minimum, maximum] (or [minimum, maximum) with `max_open`)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if _is_bool(value):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not isinstance(value, int):
         # numpy integers are ints to a user; accept anything that is an exact integer index.
-        if not isinstance(value, bool) and hasattr(value, "__index__") and not isinstance(value, float):
-            value = value.__index__()
-        else:
-            raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
     below = minimum is not None and value < minimum
     above = maximum is not None and (value >= maximum if max_open else value > maximum)
     if below or above:
@@ -67,10 +75,17 @@ def check_int(
 
 
 def check_optional_int(
-    value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
+    value: Any,
+    name: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    max_open: bool = False,
 ) -> int | None:
     """`None`, or `value` checked by `check_int`."""
-    return None if value is None else check_int(value, name, minimum=minimum, maximum=maximum)
+    if value is None:
+        return None
+    return check_int(value, name, minimum=minimum, maximum=maximum, max_open=max_open)
 
 
 def check_float(
@@ -83,12 +98,14 @@ def check_float(
     max_open: bool = False,
 ) -> float:
     """`value` (an int or a float, not a bool) as a finite float within the bounds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if hasattr(value, "__float__") and not isinstance(value, (bool, str, bytes)):
-            value = float(value)
-        else:
-            raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    value = float(value)
+    if _is_bool(value) or isinstance(value, (str, bytes)) or not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):  # e.g. a tensor of several elements
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}") from None
+    except OverflowError:  # an int beyond the float range
+        raise ValueError(f"{name} must be a finite number, got one beyond the float range") from None
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{name}={value} must be a finite number")
     below = minimum is not None and (value <= minimum if min_open else value < minimum)
@@ -118,7 +135,7 @@ def check_type(value: Any, name: str, types: type | tuple[type, ...]) -> Any:
 def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:
     """`value` if it is one of `choices` (TypeError if its type is not that of the choices)."""
     kinds = tuple({type(c) for c in choices})
-    if kinds and not isinstance(value, kinds):
+    if (kinds and not isinstance(value, kinds)) or (_is_bool(value) and bool not in kinds):
         raise TypeError(f"{name} must be one of {', '.join(map(repr, choices))}; got {type(value).__name__}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")

@@ -14,8 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from fastllm._checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_optional_int,
+    check_type,
+)
 
 __all__ = ["MiniGPTConfig", "TrainConfig", "PRESETS"]
 
@@ -48,20 +59,17 @@ class MiniGPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            setattr(self, name, check_int(getattr(self, name), name, minimum=1))
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
-        if isinstance(self.n_kv_head, bool) or not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0:
-            raise ValueError(f"n_kv_head must be a positive int, got {self.n_kv_head!r}")
+        self.n_kv_head = check_int(self.n_kv_head, "n_kv_head", minimum=1)
         if self.d_model % self.n_head != 0:
             raise ValueError(f"n_head={self.n_head} must divide d_model={self.d_model}")
         if self.n_head % self.n_kv_head != 0:
             raise ValueError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
-        for name, allowed in (("mlp", _MLPS), ("norm", _NORMS), ("positions", _POSITIONS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_choice(self.mlp, "mlp", _MLPS)
+        check_choice(self.norm, "norm", _NORMS)
+        check_choice(self.positions, "positions", _POSITIONS)
         if self.positions == "rope" and self.head_dim % 2 != 0:
             raise ValueError(f"RoPE needs an even head_dim, got head_dim={self.head_dim}")
         if self.mlp_hidden is None:
@@ -71,14 +79,12 @@ class MiniGPTConfig:
                 # Llama (Meta reference, = HF LlamaConfig's 11008 for d=4096): 2/3 of 4d keeps the
                 # parameter count of a 4d GELU MLP with three matrices; rounded up to 256.
                 self.mlp_hidden = 256 * math.ceil(int(8 * self.d_model / 3) / 256)
-        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) or self.mlp_hidden <= 0:
-            raise ValueError(f"mlp_hidden must be a positive int or None, got {self.mlp_hidden!r}")
-        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
-            raise ValueError(f"norm_eps must be > 0, got {self.norm_eps!r}")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        self.mlp_hidden = check_int(self.mlp_hidden, "mlp_hidden", minimum=1)
+        self.norm_eps = check_float(self.norm_eps, "norm_eps", minimum=0.0, min_open=True)
+        self.rope_theta = check_float(self.rope_theta, "rope_theta", minimum=0.0, min_open=True)
+        self.dropout = check_float(self.dropout, "dropout", minimum=0.0, maximum=1.0, max_open=True)
+        check_bool(self.tied_embeddings, "tied_embeddings")
+        check_bool(self.bias, "bias")
 
     @property
     def head_dim(self) -> int:
@@ -94,16 +100,15 @@ class MiniGPTConfig:
         >>> MiniGPTConfig.preset("tiny", vocab_size=300).vocab_size
         300
         """
-        if name not in _PRESETS:
-            raise ValueError(f"unknown preset {name!r}; known presets: {sorted(_PRESETS)}")
+        check_choice(name, "preset", tuple(PRESETS))
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(f"unknown MiniGPTConfig field(s) {unknown}")
-        return cls(**{**_PRESETS[name], **overrides})
+        return cls(**{**PRESETS[name], **overrides})
 
 
-_PRESETS: dict[str, dict[str, Any]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     # Small enough for a CPU test to build and run in milliseconds.
     "tiny": dict(vocab_size=512, context=64, n_layer=2, n_head=4, d_model=64),
     # ~9.4M parameters, Llama-style (llama2.c's 15M width, 8k vocabulary), for a laptop run.
@@ -135,8 +140,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
         bias=True,
     ),
 }
-
-PRESETS = _PRESETS
 
 
 @dataclass
@@ -174,45 +177,31 @@ class TrainConfig:
     peak_flops: float | None = None  # for MFU; None = a table for CUDA GPUs, a measured matmul peak on CPU
 
     def __post_init__(self) -> None:
-        def positive_int(name: str, minimum: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-
+        self.out_dir = os.fspath(check_type(self.out_dir, "out_dir", (str, os.PathLike)))
         for name in ("max_steps", "batch_size", "grad_accum", "keep_checkpoints", "log_interval"):
-            positive_int(name, 1)
+            setattr(self, name, check_int(getattr(self, name), name, minimum=1))
         for name in ("warmup_steps", "eval_interval", "eval_batches", "checkpoint_interval", "seed"):
-            positive_int(name, 0)
-        if self.decay_steps is not None:
-            positive_int("decay_steps", 1)
-        if self.num_threads is not None:
-            positive_int("num_threads", 1)
+            setattr(self, name, check_int(getattr(self, name), name, minimum=0))
+        self.decay_steps = check_optional_int(self.decay_steps, "decay_steps", minimum=1)
+        self.num_threads = check_optional_int(self.num_threads, "num_threads", minimum=1)
         for name in ("lr", "weight_decay", "grad_clip"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.min_lr is not None and not (
-            isinstance(self.min_lr, (int, float)) and 0 <= self.min_lr <= self.lr
-        ):
-            raise ValueError(f"min_lr must be in [0, lr={self.lr}], got {self.min_lr!r}")
+            setattr(self, name, check_float(getattr(self, name), name, minimum=0.0))
+        if self.min_lr is not None:
+            self.min_lr = check_float(self.min_lr, "min_lr", minimum=0.0, maximum=self.lr)
         for name in ("beta1", "beta2"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.device, str) or not (
-            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
-        ):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if self.peak_flops is not None and not (
-            isinstance(self.peak_flops, (int, float)) and self.peak_flops > 0
-        ):
-            raise ValueError(f"peak_flops must be > 0 or None, got {self.peak_flops!r}")
-
-    @classmethod
-    def fields(cls) -> list[dataclasses.Field]:
-        return list(dataclasses.fields(cls))
+            setattr(
+                self, name, check_float(getattr(self, name), name, minimum=0.0, maximum=1.0, max_open=True)
+            )
+        check_choice(self.dtype, "dtype", _DTYPES)
+        check_type(self.device, "device", str)
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
+        check_bool(self.compile, "compile")
+        check_bool(self.progress, "progress")
+        if self.resume is not None:
+            self.resume = os.fspath(check_type(self.resume, "resume", (str, os.PathLike)))
+        if self.peak_flops is not None:
+            self.peak_flops = check_float(self.peak_flops, "peak_flops", minimum=0.0, min_open=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

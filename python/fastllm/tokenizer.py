@@ -16,7 +16,6 @@ from __future__ import annotations
 import codecs
 import gc
 import os
-import tempfile
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, Union
@@ -24,6 +23,9 @@ from typing import Literal, Union
 import numpy as np
 
 from fastllm import _core
+from fastllm._checks import check_bool, check_int, check_optional_int, check_type
+from fastllm._io import write_atomic
+from fastllm._progress import bar
 
 __all__ = ["BPETokenizer", "StreamDecoder"]
 
@@ -33,22 +35,6 @@ SpecialSet = Union[Literal["all"], Collection[str]]
 # Texts are handed to Rust in batches of about this many bytes while training from an iterable, so
 # memory stays bounded whatever the iterable's length.
 _TRAIN_BATCH_BYTES = 8 << 20
-
-
-def _check_threads(num_threads: int | None) -> int | None:
-    if num_threads is None:
-        return None
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int):
-        raise TypeError(f"num_threads must be an int or None, not {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads={num_threads} is invalid: pass a positive count or None")
-    return num_threads
-
-
-def _check_str(text: object, what: str) -> str:
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be str, not {type(text).__name__}")
-    return text
 
 
 def _surrogate_error(text: str, what: str) -> ValueError:
@@ -75,8 +61,7 @@ def _check_texts(texts: object, what: str = "texts") -> list[str]:
         raise TypeError(f"{what} must be a list of str, not a single {type(texts).__name__}")
     out = list(texts)  # type: ignore[call-overload]
     for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"{what}[{i}] must be str, not {type(t).__name__}")
+        check_type(t, f"{what}[{i}]", str)
     return out
 
 
@@ -84,49 +69,36 @@ def _check_specials(special_tokens: Iterable[str]) -> list[str]:
     if isinstance(special_tokens, str):
         raise TypeError(f"special_tokens must be a collection of str, e.g. ({special_tokens!r},), not a str")
     out = list(special_tokens)
-    for t in out:
-        if not isinstance(t, str) or not t:
+    for i, t in enumerate(out):
+        if not check_type(t, f"special_tokens[{i}]", str):
             raise ValueError(f"special token {t!r} must be a non-empty str")
     return out
 
 
 def _check_vocab_size(vocab_size: int, n_special: int) -> int:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-        raise TypeError(f"vocab_size must be an int, not {type(vocab_size).__name__}")
+    vocab_size = check_int(vocab_size, "vocab_size")
     minimum = 256 + n_special
-    if vocab_size < minimum:
+    if vocab_size < minimum:  # the range named with its reason, which check_int's message lacks
         raise ValueError(
-            f"vocab_size {vocab_size} is too small: it must be at least {minimum} "
+            f"vocab_size={vocab_size} is out of range: it must be >= {minimum} "
             f"(256 byte tokens + {n_special} special tokens)"
         )
     return vocab_size
 
 
-def _check_min_frequency(min_frequency: int) -> int:
-    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int):
-        raise TypeError(f"min_frequency must be an int, not {type(min_frequency).__name__}")
-    if min_frequency < 1:
-        raise ValueError(f"min_frequency={min_frequency} is invalid: it must be at least 1")
-    return min_frequency
-
-
 class _Progress:
-    """A tqdm bar driven by absolute positions reported from Rust (or nothing when disabled)."""
+    """A `fastllm._progress.bar` driven by the absolute positions Rust reports."""
 
     def __init__(self, show: bool, total: int | None, desc: str, unit: str, scale: bool = False):
-        self.bar = None
-        if show:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=scale, leave=False)
+        self.bar = bar(show, total=total, desc=desc, unit=unit, unit_scale=scale)
+        self.position = 0
 
     def __call__(self, position: int) -> None:
-        if self.bar is not None:
-            self.bar.update(position - self.bar.n)
+        self.bar.update(position - self.position)
+        self.position = position
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.bar.close()
 
 
 class StreamDecoder:
@@ -203,8 +175,10 @@ class BPETokenizer:
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be an iterable of str, not a single str; wrap it in a list")
-        counter, specials = cls._counter(pattern, special_tokens, vocab_size, min_frequency, num_threads)
-        bar = _Progress(show_progress, None, "counting", " texts")
+        counter, specials, vocab_size, min_frequency, num_threads = cls._counter(
+            pattern, special_tokens, vocab_size, min_frequency, num_threads, show_progress
+        )
+        progress = _Progress(show_progress, None, "counting", " texts")
         batch: list[str] = []
         size = seen = 0
         try:
@@ -216,13 +190,13 @@ class BPETokenizer:
                 if size >= _TRAIN_BATCH_BYTES:
                     cls._add_batch(counter, batch, seen, num_threads)
                     seen += len(batch)
-                    bar(seen)
+                    progress(seen)
                     batch, size = [], 0
             if batch:
                 cls._add_batch(counter, batch, seen, num_threads)
-                bar(seen + len(batch))
+                progress(seen + len(batch))
         finally:
-            bar.close()
+            progress.close()
         return cls._train_counts(counter, vocab_size, specials, min_frequency, show_progress, num_threads)
 
     @classmethod
@@ -250,27 +224,31 @@ class BPETokenizer:
         for f in files:
             if not f.is_file():
                 raise FileNotFoundError(f"training file not found: {str(f)!r}")
-        counter, specials = cls._counter(pattern, special_tokens, vocab_size, min_frequency, num_threads)
+        counter, specials, vocab_size, min_frequency, num_threads = cls._counter(
+            pattern, special_tokens, vocab_size, min_frequency, num_threads, show_progress
+        )
         total = sum(f.stat().st_size for f in files)
-        bar = _Progress(show_progress, total, "counting", "B", scale=True)
+        progress = _Progress(show_progress, total, "counting", "B", scale=True)
         done = 0
         try:
             for f in files:
-                counter.add_file(str(f), num_threads, lambda n, base=done: bar(base + n))
+                counter.add_file(str(f), num_threads, lambda n, base=done: progress(base + n))
                 done += f.stat().st_size
-                bar(done)
+                progress(done)
         finally:
-            bar.close()
+            progress.close()
         return cls._train_counts(counter, vocab_size, specials, min_frequency, show_progress, num_threads)
 
     @staticmethod
-    def _counter(pattern, special_tokens, vocab_size, min_frequency, num_threads):
-        _check_str(pattern, "pattern")
+    def _counter(pattern, special_tokens, vocab_size, min_frequency, num_threads, show_progress):
+        """A word counter for `pattern` and the training arguments, checked and normalised."""
+        check_type(pattern, "pattern", str)
+        check_bool(show_progress, "show_progress")
         specials = _check_specials(special_tokens)
-        _check_vocab_size(vocab_size, len(specials))
-        _check_min_frequency(min_frequency)
-        _check_threads(num_threads)
-        return _core.WordCounter(pattern, specials), specials
+        vocab_size = _check_vocab_size(vocab_size, len(specials))
+        min_frequency = check_int(min_frequency, "min_frequency", minimum=1)
+        num_threads = check_optional_int(num_threads, "num_threads", minimum=1)
+        return _core.WordCounter(pattern, specials), specials, vocab_size, min_frequency, num_threads
 
     @staticmethod
     def _add_batch(counter, batch: list[str], offset: int, num_threads: int | None) -> None:
@@ -286,13 +264,13 @@ class BPETokenizer:
             raise ValueError(
                 "empty corpus: the training texts contain no pre-tokens (only empty text or special tokens)"
             )
-        bar = _Progress(show_progress, vocab_size - 256 - len(specials), "merging", " merges")
+        progress = _Progress(show_progress, vocab_size - 256 - len(specials), "merging", " merges")
         try:
             core = counter.train(
-                vocab_size=vocab_size, min_frequency=min_frequency, num_threads=num_threads, progress=bar
+                vocab_size=vocab_size, min_frequency=min_frequency, num_threads=num_threads, progress=progress
             )
         finally:
-            bar.close()
+            progress.close()
         return cls(core)
 
     # ---- loading and saving ---------------------------------------------------------------------
@@ -317,19 +295,14 @@ class BPETokenizer:
 
         `pattern` is the split regex or a built-in name ("gpt4"/"cl100k", "gpt2"/"r50k").
         """
-        _check_str(pattern, "pattern")
+        check_type(pattern, "pattern", str)
         specials = dict(special_tokens or {})
         for name, id_ in specials.items():
-            if (
-                not isinstance(name, str)
-                or not name
-                or isinstance(id_, bool)
-                or not isinstance(id_, int)
-                or not 0 <= id_ < 2**31
-            ):
-                raise ValueError(
-                    f"special token {name!r}: {id_!r} must map a non-empty str to an id in [0, 2**31)"
-                )
+            if not check_type(name, "a special token", str):
+                raise ValueError("special token '' must be a non-empty str")
+            specials[name] = check_int(
+                id_, f"special_tokens[{name!r}]", minimum=0, maximum=2**31, max_open=True
+            )
         return cls(_core.Tokenizer.from_tiktoken(os.fspath(path), pattern, list(specials.items())))
 
     @classmethod
@@ -338,17 +311,8 @@ class BPETokenizer:
         return cls(_core.Tokenizer.from_gpt2(os.fspath(encoder_json_path), os.fspath(vocab_bpe_path)))
 
     def save(self, path: PathLike) -> None:
-        """Writes a Hugging Face `tokenizer.json` (via a temporary file renamed into place)."""
-        target = Path(path)
-        data = self._core.to_hf_json()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Writes a Hugging Face `tokenizer.json` atomically (`fastllm._io.write_atomic`)."""
+        write_atomic(path, self._core.to_hf_json())
 
     # ---- encoding -------------------------------------------------------------------------------
 
@@ -393,7 +357,7 @@ class BPETokenizer:
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         if isinstance(text, (bytes, bytearray, memoryview)):
             return self._core.encode_bytes(bytes(text), allowed, disallowed)
-        _check_str(text, "text")
+        check_type(text, "text", str)
         try:
             return self._core.encode(text, allowed, disallowed)
         except UnicodeEncodeError:
@@ -414,7 +378,7 @@ class BPETokenizer:
         """Encodes many texts in parallel (GIL released); same ids as `encode` on each."""
         items = _check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
-        threads = _check_threads(num_threads)
+        threads = check_optional_int(num_threads, "num_threads", minimum=1)
         # The result is one new list per text: with the cyclic GC on, every 700 of them trigger a
         # collection that walks every id of the young lists (a third of the call's time on 4 MB of
         # reviews). None of these lists can be in a cycle, so the GC is paused while they are built.
@@ -443,7 +407,8 @@ class BPETokenizer:
         items = _check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         try:
-            return self._core.encode_batch_numpy(items, allowed, disallowed, _check_threads(num_threads))
+            threads = check_optional_int(num_threads, "num_threads", minimum=1)
+            return self._core.encode_batch_numpy(items, allowed, disallowed, threads)
         except UnicodeEncodeError:
             raise _find_surrogate_error(items, "texts") from None
 

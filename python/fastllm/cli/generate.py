@@ -63,15 +63,17 @@ def generate_command(
         prompt = sys.stdin.read()
     from fastllm.generation.loop import generate
     from fastllm.tokenizer import BPETokenizer
-    from fastllm.train.trainer import _resolve_device, model_from_checkpoint
+    from fastllm.train.checkpoint import model_from_checkpoint
+    from fastllm.train.device import resolve_device
 
     tok = BPETokenizer.from_file(tokenizer_path)
     model = model_from_checkpoint(checkpoint)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(
-            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: not the model's tokenizer"
+            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: "
+            "not the model's tokenizer"
         )
-    model = model.to(_resolve_device(device)).eval()
+    model = model.to(resolve_device(device)).eval()
     ids = tok.encode(prompt, allowed_special="all") if prompt else []
     if not ids:
         eot = tok.special_tokens.get("<|endoftext|>")

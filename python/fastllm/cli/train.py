@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import types
 import typing
@@ -105,15 +104,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return flat
 
 
-def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def build_configs(settings: dict[str, Any], data_vocab: int) -> tuple[MiniGPTConfig, TrainConfig]:
-    """The model and training configs for merged `settings` (preset < settings), vocab from the data by default."""
+    """The model and training configs for merged `settings` (preset < settings); the vocabulary
+    size is the data's unless the settings give one."""
     preset = settings.get("preset") or "small"
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
     model_fields = {f.name for f in dataclasses.fields(MiniGPTConfig)}
     model_kw = {k: v for k, v in settings.items() if k in model_fields}
     model_kw.setdefault("vocab_size", data_vocab)
@@ -143,7 +137,8 @@ def _train(config_path, data, preset, **flags):
     shards = list_shards(data_dir, "train")
     if not shards:
         raise ValueError(
-            f"no training shards in {str(data_dir)!r}: run `fastllm tokenize INPUT -o {data_dir} --tokenizer tokenizer.json` first"
+            f"no training shards in {str(data_dir)!r}: run "
+            f"`fastllm tokenize INPUT -o {data_dir} --tokenizer tokenizer.json` first"
         )
     model_cfg, train_cfg = build_configs(settings, read_header(shards[0]).vocab_size)
 
@@ -153,7 +148,6 @@ def _train(config_path, data, preset, **flags):
     from fastllm.model.gpt import MiniGPT
     from fastllm.train.trainer import Trainer
 
-    main = _is_main_process()
     train_ds = TokenDataset(data_dir, context=model_cfg.context, split="train")
     val_ds = (
         TokenDataset(data_dir, context=model_cfg.context, split="val")
@@ -163,18 +157,20 @@ def _train(config_path, data, preset, **flags):
     torch.manual_seed(train_cfg.seed)
     model = MiniGPT(model_cfg)
     trainer = Trainer(model, train_ds, val_ds, config=train_cfg)
-    if main:
+    if trainer.is_main:
         dtype = str(trainer.dtype).replace("torch.", "")
         click.echo(
             f"model: {model.num_params():,} parameters ({settings.get('preset') or 'small'} preset, "
-            f"{model_cfg.n_layer} layers, d_model {model_cfg.d_model}, context {model_cfg.context}, vocab {model_cfg.vocab_size:,}); "
+            f"{model_cfg.n_layer} layers, d_model {model_cfg.d_model}, context {model_cfg.context}, "
+            f"vocab {model_cfg.vocab_size:,}); "
             f"data: {train_ds.tokens:,} training tokens"
             + (f", {val_ds.tokens:,} validation" if val_ds is not None else ", no validation split")
-            + f"; {trainer.device}, {dtype}, {trainer.world_size} process(es), {trainer.tokens_per_step:,} tokens/step",
+            + f"; {trainer.device}, {dtype}, {trainer.world_size} process(es), "
+            f"{trainer.tokens_per_step:,} tokens/step",
             err=True,
         )
     result = trainer.fit()
-    if main:
+    if trainer.is_main:
         val = (
             f", val loss {result.val_loss:.4f} (perplexity {result.val_perplexity:.2f})"
             if result.val_loss is not None
@@ -230,15 +226,18 @@ def _train_command() -> click.Command:
 
 def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_json):
     from fastllm.data.dataset import TokenDataset
-    from fastllm.train.trainer import _resolve_device, evaluate, model_from_checkpoint, resolve_dtype
+    from fastllm.train.checkpoint import model_from_checkpoint
+    from fastllm.train.device import resolve_device, resolve_dtype
+    from fastllm.train.trainer import evaluate
 
     model = model_from_checkpoint(checkpoint)
     ds = TokenDataset(data, context=model.config.context, split=split)
     if ds.vocab_size > model.config.vocab_size:
         raise ValueError(
-            f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than the model's ({model.config.vocab_size:,})"
+            f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than "
+            f"the model's ({model.config.vocab_size:,})"
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     result = evaluate(
         model.to(dev),
         ds,
@@ -251,7 +250,8 @@ def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_js
         click.echo(json.dumps({"checkpoint": str(checkpoint), "split": split, **result}))
     else:
         click.echo(
-            f"{split} loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} over {result['tokens']:,} tokens"
+            f"{split} loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
+            f"over {result['tokens']:,} tokens"
         )
 
 
@@ -285,7 +285,10 @@ def _eval_command() -> click.Command:
             ),
             click.Option(["--json", "as_json"], is_flag=True, help="Print one JSON object."),
         ],
-        help="Loss and perplexity of a model (a training checkpoint .pt or a save_pretrained folder) on a shard folder.",
+        help=(
+            "Loss and perplexity of a model (a training checkpoint .pt or a save_pretrained folder) "
+            "on a shard folder."
+        ),
     )
 
 

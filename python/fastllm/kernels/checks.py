@@ -25,3 +25,12 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, caller: str) ->
     if n_kv_head == 0 or n_head % n_kv_head != 0:
         raise ValueError(f"n_kv_head={n_kv_head} (from k) must divide n_head={n_head} (from q)")
     return n_head, T_q, n_kv_head, T_k
+
+
+def check_kernel_device(device: torch.device, interpret: bool) -> None:
+    """A ValueError unless the Triton kernels can run on `device`: CUDA, or anything under the interpreter."""
+    if device.type != "cuda" and not interpret:
+        raise ValueError(
+            f"the Triton kernels need CUDA tensors (got {device}); set TRITON_INTERPRET=1 before triton "
+            "is imported (and keep it set) to run them on the CPU through triton's interpreter"
+        )

@@ -31,12 +31,15 @@ import torch
 import triton
 import triton.language as tl
 
+from fastllm._checks import check_bool
 from fastllm.kernels import FLASH_HEAD_DIMS
-from fastllm.kernels.checks import check_qkv
+from fastllm.kernels.checks import check_kernel_device, check_qkv
 
 __all__ = ["flash_attention"]
 
-LOG2E = 1.4426950408889634
+# log2(e): scores are scaled by sm_scale * LOG2E so the softmax runs on exp2. A global read inside
+# @triton.jit must be a tl.constexpr (the compiler folds it; a plain float global is refused).
+LOG2E = tl.constexpr(math.log2(math.e))
 
 
 # --------------------------------------------------------------------------------------- forward
@@ -116,7 +119,7 @@ def _flash_fwd(
     Q,
     K,
     V,
-    O,
+    O,  # noqa: E741 (Q, K, V, O as in the paper)
     LSE,
     sm_scale,
     stride_qb,
@@ -157,7 +160,7 @@ def _flash_fwd(
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + hk * stride_kh
     V += b * stride_vb + hk * stride_vh
-    O += b * stride_ob + h * stride_oh
+    O += b * stride_ob + h * stride_oh  # noqa: E741
 
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -168,7 +171,7 @@ def _flash_fwd(
     )
     if UPCAST:
         q = q.to(tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
@@ -244,7 +247,7 @@ def _flash_fwd(
 
 @triton.jit(do_not_specialize=["T_q"])
 def _bwd_preprocess(
-    O,
+    O,  # noqa: E741 (Q, K, V, O as in the paper)
     DO,
     Delta,
     stride_ob,
@@ -411,7 +414,7 @@ def _flash_bwd_dkdv(
         v = v.to(tl.float32)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
 
     causal_off = T_k - T_q
     q_ceil = tl.cdiv(T_q, BLOCK_M) * BLOCK_M
@@ -659,7 +662,7 @@ def _flash_bwd_dq(
     lse = tl.load(LSE + bh.to(tl.int64) * T_q + offs_m, mask=m_ok, other=0.0)
     delta = tl.load(Delta + bh.to(tl.int64) * T_q + offs_m, mask=m_ok, other=0.0)
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
 
     causal_off = T_k - T_q
     if CAUSAL:
@@ -857,6 +860,7 @@ def _launch(kernel, tuned, kind, grid_fn, args, meta, blocks):
 
 
 def _check(q, k, v, causal):
+    check_bool(causal, "causal")
     _, T_q, _, T_k = check_qkv(q, k, v, "flash_attention")
     D = q.shape[3]
     lo, hi = FLASH_HEAD_DIMS
@@ -868,17 +872,14 @@ def _check(q, k, v, causal):
         or v.dtype != q.dtype
     ):
         raise ValueError(
-            f"q, k, v must share one dtype among float16, bfloat16, float32; got {q.dtype}, {k.dtype}, {v.dtype}"
+            "q, k, v must share one dtype among float16, bfloat16, float32; "
+            f"got {q.dtype}, {k.dtype}, {v.dtype}"
         )
     if causal and T_q > T_k:
         raise ValueError(f"causal attention needs T_q <= T_k, got T_q={T_q} and T_k={T_k}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v must be on one device, got {q.device}, {k.device}, {v.device}")
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(
-            f"the Triton kernels need CUDA tensors (got {q.device}); set TRITON_INTERPRET=1 before triton is imported "
-            "(and keep it set) to run them on the CPU through triton's interpreter"
-        )
+    check_kernel_device(q.device, INTERPRET)
 
 
 def _lastdim_contiguous(x: torch.Tensor) -> torch.Tensor:

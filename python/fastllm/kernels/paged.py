@@ -20,7 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from fastllm.kernels.flash import online_softmax_step
+from fastllm._checks import check_optional_int
+from fastllm.kernels.checks import check_kernel_device
+from fastllm.kernels.flash import LOG2E, online_softmax_step
 
 __all__ = ["paged_decode_attention"]
 
@@ -32,7 +34,7 @@ def _paged_decode(
     V,
     BT,
     CL,
-    O,
+    O,  # noqa: E741 (Q, K, V, O as in the paper)
     LSE,
     sm_scale,
     stride_qb,
@@ -75,7 +77,7 @@ def _paged_decode(
     q = tl.load(q_ptrs, mask=g_ok[:, None] & d_ok[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     m_i = tl.full([BLOCK_G], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_G], dtype=tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], dtype=tl.float32)
@@ -150,11 +152,7 @@ def _check(q, k_cache, v_cache, block_tables, context_lens):
     devices = {t.device for t in (q, k_cache, v_cache, block_tables, context_lens)}
     if len(devices) != 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(
-            f"the Triton kernels need CUDA tensors (got {q.device}); set TRITON_INTERPRET=1 before triton is imported "
-            "(and keep it set) to run them on the CPU through triton's interpreter"
-        )
+    check_kernel_device(q.device, INTERPRET)
 
 
 def paged_decode_attention(
@@ -177,6 +175,7 @@ def paged_decode_attention(
     Returns (B, H, D) in q's dtype.
     """
     _check(q, k_cache, v_cache, block_tables, context_lens)
+    max_context = check_optional_int(max_context, "max_context", minimum=1)
     B, H, D = q.shape
     page, H_kv = k_cache.shape[1], k_cache.shape[2]
     group = H // H_kv
@@ -191,8 +190,7 @@ def paged_decode_attention(
     context_lens = context_lens.contiguous()
     bd = max(16, triton.next_power_of_2(D))
     block_n = _block_n or (32 if INTERPRET else (64 if bd <= 64 else 32))
-    max_ctx = max_context if max_context is not None else block_tables.shape[1] * page
-    max_ctx = max(1, int(max_ctx))
+    max_ctx = max_context if max_context is not None else max(1, block_tables.shape[1] * page)
     if _num_splits is not None:
         splits = max(1, int(_num_splits))
     else:
@@ -212,7 +210,8 @@ def paged_decode_attention(
     _paged_decode[(B, H_kv, splits)](
         q, k_cache, v_cache, block_tables, context_lens, o_part, lse, scale,
         q.stride(0), q.stride(1), *k_cache.stride()[:3], *v_cache.stride()[:3],
-        block_tables.stride(0), o_part.stride(0), o_part.stride(1), o_part.stride(2), lse.stride(0), lse.stride(1),
+        block_tables.stride(0), o_part.stride(0), o_part.stride(1), o_part.stride(2),
+        lse.stride(0), lse.stride(1),
         group, split_len,
         PAGE=page, HEAD_DIM=D, BLOCK_D=bd, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n,
         UPCAST=INTERPRET, PRECISION=precision, num_warps=4, num_stages=2,

@@ -1,7 +1,4 @@
-"""Scaled dot-product attention (`fastllm.attention`): the single dispatch point every MiniGPT layer calls.
-
-The module is private (`_attention`) so that the package attribute `fastllm.attention` stays the
-function: importing a submodule of the same name would replace it.
+"""Scaled dot-product attention (`fastllm.attention`): the one dispatch point every MiniGPT layer calls.
 
 Why a module of its own: all attention in fastllm goes through `attention()`, so that a faster
 kernel can be plugged in here, in one place, without touching the model. `backend` picks it:
@@ -31,6 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fastllm._checks import check_bool, check_choice, check_float
 from fastllm.kernels.checks import check_qkv
 
 __all__ = ["attention"]
@@ -72,7 +70,8 @@ def _flash(q, k, v, causal: bool, dropout_p: float, attn_mask) -> torch.Tensor:
         )
     if dropout_p != 0.0:
         raise ValueError(
-            f"backend='triton' has no attention dropout, got dropout_p={dropout_p}; use backend='sdpa' or 'auto'"
+            f"backend='triton' has no attention dropout, got dropout_p={dropout_p}; "
+            "use backend='sdpa' or 'auto'"
         )
     from fastllm import kernels
 
@@ -109,13 +108,12 @@ def attention(
     >>> attention(x, x, x, backend="sdpa").shape  # "auto" on CPU tensors is SDPA too
     torch.Size([1, 1, 2, 4])
     """
-    if not isinstance(backend, str) or backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, _BACKENDS))}, got {backend!r}")
+    check_choice(backend, "backend", _BACKENDS)
+    check_bool(causal, "causal")
+    dropout_p = check_float(dropout_p, "dropout_p", minimum=0.0, maximum=1.0, max_open=True)
     n_head, T_q, n_kv_head, T_k = check_qkv(q, k, v, "attention")
     if causal and T_q > T_k:
         raise ValueError(f"causal attention needs T_q <= T_k, got T_q={T_q} and T_k={T_k}")
-    if not 0.0 <= dropout_p < 1.0:
-        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
 
     if attn_mask is not None and causal:
         raise ValueError("pass either causal=True or an attn_mask (with causal=False), not both")

@@ -6,11 +6,11 @@ switches, so `MiniGPTConfig` names those switches and `MiniGPT` is one pre-norm 
 them. Structure and conventions follow nanoGPT (Karpathy): `forward(idx, targets) -> (logits, loss)`,
 GPT-2 weight init, the 6N + 12·L·d·T FLOPs-per-token estimate used for MFU (PaLM appendix B).
 
-Checkpoints: `MiniGPT.from_pretrained(dir)` reads a local Hugging Face directory of a
-`GPT2LMHeadModel` or `LlamaForCausalLM` (config.json + safetensors or pytorch_model.bin, sharded
-or not) and maps its weights in; `save_pretrained(dir)` writes our own config.json (marked
-"fastllm") + model.safetensors, which `from_pretrained` reads back. All attention goes through
-`fastllm.attention.attention`, the dispatch point for faster kernels.
+Checkpoints: `save_pretrained(dir)` writes our own config.json (marked "fastllm") +
+model.safetensors; `MiniGPT.from_pretrained(dir)` reads those back, or a local Hugging Face
+`GPT2LMHeadModel` / `LlamaForCausalLM` directory, through `fastllm.model.hf` (which maps the names
+and checks every shape before loading). All attention goes through `fastllm.attention` (the
+`fastllm.model.attention` module), the dispatch point for faster kernels.
 
 >>> import torch
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny"))
@@ -25,7 +25,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +32,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fastllm._checks import check_type
+from fastllm._io import atomic_path, write_atomic
 from fastllm.config import MiniGPTConfig
+from fastllm.model import hf
 from fastllm.model.attention import attention
 from fastllm.model.losses import linear_cross_entropy
 
-__all__ = ["MiniGPT", "MiniGPTConfig"]
+__all__ = ["MiniGPT", "MiniGPTConfig", "parameter_shapes"]
 
 _RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.proj.weight", "mlp.down_proj.weight")
-_FORMAT_VERSION = 1  # bump when save_pretrained's layout changes
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,8 +59,9 @@ def _norm(config: MiniGPTConfig) -> nn.Module:
 def _rope(x: torch.Tensor, theta: float, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary position embedding (Su et al., RoFormer) in Hugging Face Llama's rotate_half layout.
 
-    x: (B, H, T, head_dim) at `positions` ((T,) or per row (B, T); default 0..T-1). The pairs rotated together are (i, i + head_dim/2),
-    not adjacent lanes (Meta's complex layout); HF permutes q/k weights on conversion to get this.
+    x: (B, H, T, head_dim) at `positions` ((T,) or per row (B, T); default 0..T-1). The pairs
+    rotated together are (i, i + head_dim/2), not adjacent lanes (Meta's complex layout); HF
+    permutes q/k weights on conversion to get this.
     Angles are computed in float32 and cast, as HF does.
     """
     T, hd = x.shape[-2], x.shape[-1]
@@ -179,8 +181,7 @@ class MiniGPT(nn.Module):
 
     def __init__(self, config: MiniGPTConfig) -> None:
         super().__init__()
-        if not isinstance(config, MiniGPTConfig):
-            raise TypeError(f"config must be a MiniGPTConfig, got {type(config).__name__}")
+        check_type(config, "config", MiniGPTConfig)
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model) if config.positions == "learned" else None
@@ -331,8 +332,8 @@ class MiniGPT(nn.Module):
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
         """Write config.json and model.safetensors into `directory` (created if needed).
 
-        Each file is written to a temporary name in the same directory and renamed into place,
-        weights first, so a reader never sees a config without its complete weights. Tied
+        Each file is written atomically (`fastllm._io`), weights first, so a reader never sees a
+        config without its complete weights. Tied
         weights are stored once (under tok_emb.weight).
         """
         from safetensors.torch import save_file
@@ -342,242 +343,33 @@ class MiniGPT(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if self.config.tied_embeddings:
             state.pop("lm_head.weight")
-        config = {"fastllm": {"format_version": _FORMAT_VERSION}, "model_type": "fastllm-minigpt"}
+        config = {"fastllm": {"format_version": hf.FORMAT_VERSION}, "model_type": "fastllm-minigpt"}
         config.update(dataclasses.asdict(self.config))
 
-        def write(name: str, writer) -> None:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                writer(tmp)
-                os.replace(tmp, directory / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-
-        write("model.safetensors", lambda p: save_file(state, p, metadata={"format": "pt"}))
-        write("config.json", lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_atomic(directory / "config.json", json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str]) -> MiniGPT:
         """Load a local directory written by `save_pretrained`, or a Hugging Face
-        `GPT2LMHeadModel` / `LlamaForCausalLM` directory. Returns the model in eval mode.
+        `GPT2LMHeadModel` / `LlamaForCausalLM` directory (`fastllm.model.hf` reads and checks it).
+        Returns the model in eval mode.
 
-        Dropout is set to 0 for Hugging Face checkpoints (they are loaded for inference or fine-tuning;
-        set `model.config.dropout` before building a new model if you want it).
+        Dropout is set to 0 for Hugging Face checkpoints (they are loaded for inference or
+        fine-tuning; set `model.config.dropout` before building a new model if you want it).
         """
-        directory = Path(directory)
-        config_path = directory / "config.json"
-        if not config_path.is_file():
-            raise FileNotFoundError(f"no config.json in {str(directory)!r}")
-        hf = json.loads(config_path.read_text())
-        if "fastllm" in hf:
-            version = hf["fastllm"].get("format_version")
-            if version != _FORMAT_VERSION:
-                raise ValueError(
-                    f"unsupported fastllm checkpoint format_version={version!r} in {str(config_path)!r}"
-                )
-            names = {f.name for f in dataclasses.fields(MiniGPTConfig)}
-            config = MiniGPTConfig(**{k: v for k, v in hf.items() if k in names})
-            convert = None
-        else:
-            model_type = hf.get("model_type")
-            if model_type == "gpt2":
-                config, convert = _gpt2_config(hf), _gpt2_state
-            elif model_type == "llama":
-                config, convert = _llama_config(hf), _llama_state
-            else:
-                raise ValueError(
-                    f"unsupported model_type {model_type!r} in {str(config_path)!r}; "
-                    "supported: 'gpt2', 'llama' and fastllm's own checkpoints"
-                )
-        state = _read_weights(directory)
-        if convert is not None:
-            try:
-                state = convert(state, config)
-            except KeyError as err:
-                raise ValueError(f"checkpoint in {str(directory)!r} lacks weight {err.args[0]!r}") from None
+        config, state = hf.load_checkpoint(directory, parameter_shapes)
         model = cls(config)
-        expected = set(model.state_dict())
-        if config.tied_embeddings:
-            expected.discard("lm_head.weight")
-            state.pop("lm_head.weight", None)  # some tied checkpoints store the copy anyway
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise ValueError(
-                f"checkpoint in {str(directory)!r} does not match the config: "
-                f"missing {missing[:8]}, unexpected {unexpected[:8]}"
-            )
-        for name, tensor in model.state_dict().items():
-            if name in state and tuple(state[name].shape) != tuple(tensor.shape):
-                raise ValueError(
-                    f"weight {name!r} has shape {tuple(state[name].shape)} in the checkpoint, "
-                    f"expected {tuple(tensor.shape)}"
-                )
-        model.load_state_dict(state, strict=False)  # keys checked above; tied lm_head shares tok_emb
+        model.load_state_dict(state, strict=False)  # names and shapes checked; tied lm_head shares tok_emb
         return model.eval()
 
 
-# --------------------------------------------------------------------------------------------
-# Hugging Face checkpoint mapping
-# --------------------------------------------------------------------------------------------
+def parameter_shapes(config: MiniGPTConfig) -> dict[str, torch.Size]:
+    """The shape of each of MiniGPT(config)'s parameters by name, built on the meta device (no memory).
 
-
-def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint: model.safetensors, pytorch_model.bin, or their sharded indexes."""
-    from safetensors.torch import load_file
-
-    def load(path: Path) -> dict[str, torch.Tensor]:
-        if path.suffix == ".safetensors":
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-    for single, index in (
-        ("model.safetensors", "model.safetensors.index.json"),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json"),
-    ):
-        if (directory / single).is_file():
-            return load(directory / single)
-        if (directory / index).is_file():
-            shards = sorted(set(json.loads((directory / index).read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(load(directory / shard))
-            return state
-    raise FileNotFoundError(
-        f"no weights in {str(directory)!r}: expected model.safetensors or pytorch_model.bin (or a sharded index)"
-    )
-
-
-def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Drop a base-model prefix ("transformer." / "model.") so headless checkpoints load too."""
-    return {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state.items()}
-
-
-def _gpt2_config(hf: dict[str, Any]) -> MiniGPTConfig:
-    act = hf.get("activation_function", "gelu_new")
-    mlps = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
-    if act not in mlps:
-        raise ValueError(f"unsupported GPT-2 activation_function {act!r}; supported: {sorted(mlps)}")
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if hf.get(flag):
-            raise ValueError(f"unsupported GPT-2 option {flag}={hf[flag]!r}")
-    if hf.get("scale_attn_weights", True) is not True:
-        raise ValueError(f"unsupported GPT-2 option scale_attn_weights={hf['scale_attn_weights']!r}")
-    return MiniGPTConfig(
-        vocab_size=hf["vocab_size"],
-        context=hf["n_positions"],
-        n_layer=hf["n_layer"],
-        n_head=hf["n_head"],
-        d_model=hf["n_embd"],
-        mlp=mlps[act],
-        mlp_hidden=hf.get("n_inner") or 4 * hf["n_embd"],
-        norm="layernorm",
-        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        positions="learned",
-        tied_embeddings=hf.get("tie_word_embeddings", True),
-        dropout=0.0,
-        bias=True,
-    )
-
-
-def _gpt2_state(state: dict[str, torch.Tensor], config: MiniGPTConfig) -> dict[str, torch.Tensor]:
-    """GPT-2 names -> ours. HF's GPT-2 uses Conv1D, whose weight is (in, out): transposed vs nn.Linear."""
-    state = _strip(state, "transformer.")
-    d = config.d_model
-    out: dict[str, torch.Tensor] = {
-        "tok_emb.weight": state.pop("wte.weight"),
-        "pos_emb.weight": state.pop("wpe.weight"),
-        "ln_f.weight": state.pop("ln_f.weight"),
-        "ln_f.bias": state.pop("ln_f.bias"),
-    }
-    if "lm_head.weight" in state:
-        out["lm_head.weight"] = state.pop("lm_head.weight")
-    for i in range(config.n_layer):
-        h, b = f"h.{i}.", f"blocks.{i}."
-        w = state.pop(h + "attn.c_attn.weight").t()  # (3*d_model, d_model)
-        bias = state.pop(h + "attn.c_attn.bias")  # (3*d_model,)
-        for name, wi, bi in zip(("q_proj", "k_proj", "v_proj"), w.split(d, dim=0), bias.split(d)):
-            out[b + f"attn.{name}.weight"] = wi.contiguous()  # (d_model, d_model)
-            out[b + f"attn.{name}.bias"] = bi.contiguous()
-        out[b + "attn.o_proj.weight"] = state.pop(h + "attn.c_proj.weight").t().contiguous()
-        out[b + "attn.o_proj.bias"] = state.pop(h + "attn.c_proj.bias")
-        out[b + "mlp.fc.weight"] = state.pop(h + "mlp.c_fc.weight").t().contiguous()  # (mlp_hidden, d_model)
-        out[b + "mlp.fc.bias"] = state.pop(h + "mlp.c_fc.bias")
-        out[b + "mlp.proj.weight"] = (
-            state.pop(h + "mlp.c_proj.weight").t().contiguous()
-        )  # (d_model, mlp_hidden)
-        out[b + "mlp.proj.bias"] = state.pop(h + "mlp.c_proj.bias")
-        for ln in ("ln_1", "ln_2"):
-            out[b + f"{ln}.weight"] = state.pop(h + f"{ln}.weight")
-            out[b + f"{ln}.bias"] = state.pop(h + f"{ln}.bias")
-        # Old checkpoints carry the causal-mask buffers; they are not weights.
-        state.pop(h + "attn.bias", None)
-        state.pop(h + "attn.masked_bias", None)
-    out.update(state)  # anything left over is reported as unexpected by from_pretrained
-    return out
-
-
-def _llama_config(hf: dict[str, Any]) -> MiniGPTConfig:
-    if hf.get("hidden_act", "silu") != "silu":
-        raise ValueError(f"unsupported Llama hidden_act {hf['hidden_act']!r}; supported: 'silu'")
-    for flag in ("attention_bias", "mlp_bias"):
-        if hf.get(flag):
-            raise ValueError(f"unsupported Llama option {flag}={hf[flag]!r}")
-    n_head, d = hf["num_attention_heads"], hf["hidden_size"]
-    head_dim = hf.get("head_dim") or d // n_head
-    if head_dim * n_head != d:
-        raise ValueError(
-            f"unsupported Llama head_dim={head_dim} (hidden_size={d}, num_attention_heads={n_head})"
-        )
-    # transformers >= 5 nests RoPE settings in rope_parameters; older configs use rope_theta + rope_scaling.
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ValueError(f"unsupported Llama rope_type {rope_type!r}; supported: 'default'")
-    return MiniGPTConfig(
-        vocab_size=hf["vocab_size"],
-        context=hf["max_position_embeddings"],
-        n_layer=hf["num_hidden_layers"],
-        n_head=n_head,
-        n_kv_head=hf.get("num_key_value_heads") or n_head,
-        d_model=d,
-        mlp="swiglu",
-        mlp_hidden=hf["intermediate_size"],
-        norm="rmsnorm",
-        norm_eps=hf.get("rms_norm_eps", 1e-6),
-        positions="rope",
-        rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)),
-        tied_embeddings=hf.get("tie_word_embeddings", False),
-        dropout=0.0,
-        bias=False,
-    )
-
-
-def _llama_state(state: dict[str, torch.Tensor], config: MiniGPTConfig) -> dict[str, torch.Tensor]:
-    """Llama names -> ours (both nn.Linear, so no transposes; HF already uses rotate_half layout)."""
-    lm_head = state.pop("lm_head.weight", None)
-    state = _strip(state, "model.")
-    out: dict[str, torch.Tensor] = {
-        "tok_emb.weight": state.pop("embed_tokens.weight"),
-        "ln_f.weight": state.pop("norm.weight"),
-    }
-    if lm_head is not None:
-        out["lm_head.weight"] = lm_head
-    names = {
-        "input_layernorm.weight": "ln_1.weight",
-        "post_attention_layernorm.weight": "ln_2.weight",
-        "self_attn.q_proj.weight": "attn.q_proj.weight",
-        "self_attn.k_proj.weight": "attn.k_proj.weight",
-        "self_attn.v_proj.weight": "attn.v_proj.weight",
-        "self_attn.o_proj.weight": "attn.o_proj.weight",
-        "mlp.gate_proj.weight": "mlp.gate_proj.weight",
-        "mlp.up_proj.weight": "mlp.up_proj.weight",
-        "mlp.down_proj.weight": "mlp.down_proj.weight",
-    }
-    for i in range(config.n_layer):
-        for theirs, ours in names.items():
-            out[f"blocks.{i}.{ours}"] = state.pop(f"layers.{i}.{theirs}")
-        state.pop(f"layers.{i}.self_attn.rotary_emb.inv_freq", None)  # a buffer in old checkpoints
-    out.update(state)
-    return out
+    >>> parameter_shapes(MiniGPTConfig.preset("tiny"))["tok_emb.weight"]
+    torch.Size([512, 64])
+    """
+    with torch.device("meta"):
+        return {name: p.shape for name, p in MiniGPT(config).state_dict().items()}

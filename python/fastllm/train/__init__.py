@@ -1,18 +1,11 @@
-"""Pretraining: the Trainer (AdamW, cosine schedule, AMP, gradient accumulation, DDP, exact resume),
-evaluation, and checkpoints.
+"""Pretraining: the Trainer (AdamW, cosine schedule, AMP, gradient accumulation, DDP, exact resume)
+and evaluation (`trainer`), checkpoints on disk (`checkpoint`), device and precision (`device`).
 """
 
 from fastllm.config import TrainConfig
-from fastllm.train.trainer import (
-    CosineSchedule,
-    Trainer,
-    TrainResult,
-    evaluate,
-    list_checkpoints,
-    load_checkpoint,
-    model_from_checkpoint,
-    resolve_dtype,
-)
+from fastllm.train.checkpoint import list_checkpoints, load_checkpoint, model_from_checkpoint
+from fastllm.train.device import resolve_device, resolve_dtype
+from fastllm.train.trainer import CosineSchedule, Trainer, TrainResult, evaluate
 
 __all__ = [
     "CosineSchedule",
@@ -23,5 +16,6 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "model_from_checkpoint",
+    "resolve_device",
     "resolve_dtype",
 ]

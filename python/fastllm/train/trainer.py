@@ -9,15 +9,11 @@ device has one), and the learning rate of linear warmup then cosine decay.
 
 Determinism and resume: micro-batch j of rank r is global batch j * world_size + r of
 `TokenDataset.batches`, a pure function of (seed, index), so the data position is just the step
-count. A checkpoint holds the model, the optimizer, the schedule, every RNG state, the step and the
-data position; resuming from step N and running to 2N gives the same weights, bit for bit on the
-CPU, as running 2N steps straight. Checkpoints are written to a temporary file and renamed; the
-last `keep_checkpoints` are kept. Ctrl-C finishes the current step, saves a checkpoint and stops.
-
-`dtype="auto"` picks bfloat16 autocast where the hardware multiplies bf16 faster than fp32 (CUDA
-with bf16 support; a CPU whose AMX tile unit torch can use) and fp32 otherwise: on a CPU without
-AMX, bf16 matmuls run at about 0.6x fp32 (measured with oneDNN's avx512_core_bf16 kernels), so
-autocast would slow training down.
+count. A checkpoint (`fastllm.train.checkpoint`) holds the model, the optimizer, every RNG state,
+the step and the data position; resuming from step N and running to 2N gives the same weights, bit
+for bit on the CPU, as running 2N steps straight. The last `keep_checkpoints` are kept. Ctrl-C
+finishes the current step, saves a checkpoint and stops. Device, autocast dtype ("auto": bf16 where
+the hardware multiplies it faster) and the peak FLOP/s for MFU come from `fastllm.train.device`.
 
 >>> import tempfile, numpy as np, torch
 >>> from fastllm.data.shards import ShardWriter
@@ -41,25 +37,25 @@ import dataclasses
 import json
 import math
 import os
-import random
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from fastllm.config import MiniGPTConfig, TrainConfig
+from fastllm._checks import check_int, check_type
+from fastllm._io import atomic_path, write_atomic
+from fastllm._progress import bar
+from fastllm.config import TrainConfig
 from fastllm.data.dataset import TokenDataset
 from fastllm.model.gpt import MiniGPT
+from fastllm.train import checkpoint
+from fastllm.train.device import dist_info, peak_flops, resolve_device, resolve_dtype
 
-__all__ = ["TrainConfig", "Trainer", "TrainResult", "load_checkpoint", "list_checkpoints", "evaluate"]
-
-_CHECKPOINT_FORMAT = 1  # bump when the checkpoint dictionary changes incompatibly
+__all__ = ["CosineSchedule", "TrainConfig", "TrainResult", "Trainer", "evaluate", "plot_losses"]
 
 
 @dataclass
@@ -95,183 +91,6 @@ class CosineSchedule:
         progress = (step - self.warmup_steps) / max(1, self.decay_steps - self.warmup_steps)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
-    def state_dict(self) -> dict[str, float]:
-        return dict(
-            lr=self.lr, min_lr=self.min_lr, warmup_steps=self.warmup_steps, decay_steps=self.decay_steps
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# Device, precision, distributed
-# --------------------------------------------------------------------------------------------
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return dev
-
-
-def _cpu_has_amx() -> bool:
-    try:
-        return bool(torch._C._cpu._init_amx())  # what oneDNN's bf16 matmuls need to beat fp32
-    except Exception:  # older torch without the probe
-        return False
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype `name` means on `device` (float32 = no autocast)."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if _cpu_has_amx() else torch.float32
-    return getattr(torch, name)
-
-
-# Dense bf16/fp16 tensor-core peaks (no sparsity) for MFU, from the vendors' data sheets.
-_GPU_PEAK_FLOPS = {
-    "H100": 989e12,
-    "H200": 989e12,
-    "A100": 312e12,
-    "L4": 121e12,
-    "A10": 125e12,
-    "4090": 165e12,
-    "3090": 71e12,
-    "V100": 125e12,
-    "T4": 65e12,
-}
-
-
-def _measured_matmul_peak(device: torch.device, dtype: torch.dtype) -> float:
-    """FLOP/s of a 1024^3 matmul in `dtype` on this device and thread count: the CPU's practical peak."""
-    n = 1024
-    gen = torch.Generator(device=device).manual_seed(
-        0
-    )  # a private generator: training's RNG stream is untouched
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    a @ b
-    best, t_end = float("inf"), time.perf_counter() + 0.3
-    for _ in range(50):  # the fastest of a few repetitions: the peak, not the average under noise
-        t0 = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-        if time.perf_counter() > t_end:
-            break
-    return 2 * n**3 / best
-
-
-def _peak_flops(config: TrainConfig, device: torch.device, dtype: torch.dtype) -> float:
-    if config.peak_flops is not None:
-        return float(config.peak_flops)
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in _GPU_PEAK_FLOPS.items():
-            if key in name:
-                return flops if dtype != torch.float32 else flops / 2  # tf32 runs at half the bf16 rate
-    return _measured_matmul_peak(device, dtype)
-
-
-def _dist_info() -> tuple[bool, int, int, int]:
-    """(distributed, rank, local_rank, world_size) from torchrun's environment."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return False, 0, 0, 1
-    return True, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoints in `out_dir/checkpoints`, oldest first."""
-    d = Path(out_dir) / "checkpoints"
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.glob("step_*.pt") if p.stem[5:].isdigit())
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint written by `Trainer`, with a clear error for anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, bit rot, a different file type
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {e}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "fastllm-checkpoint":
-        raise ValueError(f"{str(path)!r} is not a fastllm training checkpoint")
-    if ckpt.get("version") != _CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint {str(path)!r} has format version {ckpt.get('version')!r}; this fastllm reads {_CHECKPOINT_FORMAT}"
-        )
-    for key in ("model", "model_config", "optimizer", "step", "rng", "train_config"):
-        if key not in ckpt:
-            raise ValueError(f"checkpoint {str(path)!r} is incomplete: no {key!r}")
-    return ckpt
-
-
-def model_from_checkpoint(path: str | os.PathLike) -> MiniGPT:
-    """The MiniGPT saved in a training checkpoint (or a `save_pretrained` directory)."""
-    if Path(path).is_dir():
-        return MiniGPT.from_pretrained(path)
-    ckpt = load_checkpoint(path)
-    model = MiniGPT(MiniGPTConfig(**ckpt["model_config"]))
-    _load_model_state(model, ckpt["model"], str(path))
-    return model
-
-
-def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint {where!r} does not fit this model: {e}") from None
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "python_gauss": random.getstate()[2],
-        "numpy": np.random.get_state()[1].tolist(),
-        "numpy_pos": int(np.random.get_state()[2]),
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
 
 # --------------------------------------------------------------------------------------------
 # Evaluation
@@ -295,6 +114,8 @@ def evaluate(
     max_batches=0 reads the whole split (cut to whole batches). Under torchrun each rank reads its
     share and the results are averaged over ranks.
     """
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    max_batches = check_int(max_batches, "max_batches", minimum=0)
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -311,7 +132,8 @@ def evaluate(
     model.train(was_training)
     if total[1] == 0:
         raise ValueError(
-            f"{data!r} holds fewer than one batch of {batch_size} windows to evaluate on; lower the batch size"
+            f"{data!r} holds fewer than one batch of {batch_size} windows to evaluate on; "
+            "lower the batch size"
         )
     loss = float(total[0] / total[1])
     return {
@@ -341,24 +163,24 @@ class Trainer:
         val_data: TokenDataset | None = None,
         config: TrainConfig | None = None,
     ) -> None:
-        if not isinstance(model, MiniGPT):
-            raise TypeError(f"model must be a MiniGPT, got {type(model).__name__}")
-        self.config = config = config if config is not None else TrainConfig()
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        check_type(model, "model", MiniGPT)
+        self.config = config = check_type(
+            config if config is not None else TrainConfig(), "config", TrainConfig
+        )
         for name, data in (("train_data", train_data), ("val_data", val_data)):
             if data is None and name == "val_data":
                 continue
-            if not isinstance(data, TokenDataset):
-                raise TypeError(f"{name} must be a TokenDataset, got {type(data).__name__}")
+            check_type(data, name, TokenDataset)
             if data.vocab_size > model.config.vocab_size:
                 raise ValueError(
                     f"{name}: the shards' tokenizer has vocab_size {data.vocab_size:,} but the model only "
-                    f"{model.config.vocab_size:,} embeddings; build the model with vocab_size >= {data.vocab_size}"
+                    f"{model.config.vocab_size:,} embeddings; "
+                    f"build the model with vocab_size >= {data.vocab_size}"
                 )
             if data.context > model.config.context:
                 raise ValueError(
-                    f"{name}: context {data.context} is longer than the model's context {model.config.context}"
+                    f"{name}: context {data.context} is longer than the model's "
+                    f"context {model.config.context}"
                 )
         if val_data is not None and val_data.context != train_data.context:
             raise ValueError(
@@ -367,20 +189,21 @@ class Trainer:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
 
-        self.distributed, self.rank, self.local_rank, self.world_size = _dist_info()
+        self.distributed, self.rank, self.local_rank, self.world_size = dist_info()
         if self.distributed and not torch.distributed.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo"
             torch.distributed.init_process_group(backend=backend)
         if self.distributed and config.device == "auto" and torch.cuda.is_available():
             self.device = torch.device(f"cuda:{self.local_rank}")
         else:
-            self.device = _resolve_device(config.device)
+            self.device = resolve_device(config.device)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         if self.dtype == torch.float16 and self.device.type == "cpu":
             raise ValueError(
-                "dtype='float16' needs a GPU (fp16 training needs a grad scaler and CUDA); use 'bfloat16' or 'float32' on the CPU"
+                "dtype='float16' needs a GPU (fp16 training needs a grad scaler and CUDA); "
+                "use 'bfloat16' or 'float32' on the CPU"
             )
 
         self.model = model.to(self.device)
@@ -505,13 +328,12 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format": "fastllm-checkpoint",
-            "version": _CHECKPOINT_FORMAT,
+            "format": checkpoint.FORMAT,
+            "version": checkpoint.VERSION,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "model_config": dataclasses.asdict(self.model.config),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "schedule": self.schedule.state_dict(),
             "step": self.step_count,
             # The data position: each rank has read step * grad_accum micro-batches of its stream.
             "data": {
@@ -521,7 +343,7 @@ class Trainer:
                 "world_size": self.world_size,
                 "tokenizer_sha256": self.train_data.tokenizer_sha256,
             },
-            "rng": _rng_state(self.device),
+            "rng": checkpoint.rng_state(self.device),
             "train_config": self.config.to_dict(),
             "history": self.history,
             "pending_losses": list(self._pending),
@@ -529,12 +351,11 @@ class Trainer:
 
     def save_checkpoint(self) -> Path | None:
         """Write out_dir/checkpoints/step_XXXXXXXX.pt atomically (rank 0) and prune old ones."""
-        path = self.out_dir / "checkpoints" / f"step_{self.step_count:08d}.pt"
+        path = checkpoint.checkpoint_path(self.out_dir, self.step_count)
         if self.is_main:
-            _atomic_torch_save(self.state_dict(), path)
-            for old in list_checkpoints(self.out_dir)[: -self.config.keep_checkpoints]:
-                with contextlib.suppress(FileNotFoundError):
-                    old.unlink()
+            checkpoint.save_checkpoint(
+                self.state_dict(), self.out_dir, step=self.step_count, keep=self.config.keep_checkpoints
+            )
         if self.distributed:
             torch.distributed.barrier()
         self.last_checkpoint = str(path)
@@ -542,7 +363,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore everything `save_checkpoint` wrote; the model must have the same config."""
-        ckpt = load_checkpoint(path)
+        ckpt = checkpoint.load_checkpoint(path)
         mine = dataclasses.asdict(self.model.config)
         theirs = ckpt["model_config"]
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
@@ -554,7 +375,7 @@ class Trainer:
                 f"checkpoint {str(path)!r} was trained on shards of another tokenizer "
                 f"({ckpt['data'].get('tokenizer_sha256')!r} vs {self.train_data.tokenizer_sha256!r})"
             )
-        _load_model_state(self.model, ckpt["model"], str(path))
+        checkpoint.load_model_state(self.model, ckpt["model"], str(path))
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (ValueError, KeyError) as e:
@@ -564,7 +385,7 @@ class Trainer:
         self.step_count = int(ckpt["step"])
         self.history = list(ckpt.get("history", []))
         self._pending[:] = [float(x) for x in ckpt.get("pending_losses", [])]
-        _set_rng_state(ckpt["rng"], self.device)
+        checkpoint.set_rng_state(ckpt["rng"], self.device)
         self._batches = None  # restart the data stream at the saved position
         self.last_checkpoint = str(path)
 
@@ -573,17 +394,13 @@ class Trainer:
         if target is None:
             return
         if target == "latest":
-            found = list_checkpoints(self.out_dir)
+            found = checkpoint.list_checkpoints(self.out_dir)
             if not found:
                 return  # nothing yet: a fresh run (so `--resume latest` can always be passed)
             target = str(found[-1])
         self.load_checkpoint(target)
         if self.is_main:  # metrics.jsonl restarts from the checkpoint's history: no duplicated steps
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".metrics.", suffix=".tmp", dir=self.out_dir)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(r) + "\n" for r in self.history)
-            os.replace(tmp, self.out_dir / "metrics.jsonl")
+            write_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -612,26 +429,20 @@ class Trainer:
         cfg = self.config
         self._resume()
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.out_dir / "train_config.json", "w", encoding="utf-8") as f:
-                json.dump(
-                    {"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}, f, indent=2
-                )
+            settings = {"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}
+            write_atomic(self.out_dir / "train_config.json", json.dumps(settings, indent=2))
         if self._peak is None:
-            self._peak = _peak_flops(cfg, self.device, self.dtype)
+            self._peak = cfg.peak_flops if cfg.peak_flops is not None else peak_flops(self.device, self.dtype)
         flops_per_token = self.model.flops_per_token()
         start_step, t_start = self.step_count, time.perf_counter()
         old_handler = None
         if self.is_main or self.distributed:
             with contextlib.suppress(ValueError):  # not the main thread: no handler
                 old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        bar = None
-        if cfg.progress and self.is_main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=cfg.max_steps, initial=self.step_count, desc="train", unit="step", dynamic_ncols=True
-            )
+        show = cfg.progress and self.is_main
+        progress = bar(
+            show, total=cfg.max_steps, initial=self.step_count, desc="train", unit="step", leave=True
+        )
         losses = self._pending
         last_loss, val_loss = float("nan"), None
         interrupted = False
@@ -642,7 +453,8 @@ class Trainer:
                 loss = self.step()
                 if not math.isfinite(loss):
                     raise FloatingPointError(
-                        f"training loss became {loss} at step {self.step_count}; lower lr (now {self.schedule(self.step_count - 1):.3g})"
+                        f"training loss became {loss} at step {self.step_count}; "
+                        f"lower lr (now {self.schedule(self.step_count - 1):.3g})"
                     )
                 losses.append(loss)
                 steps_since_log += 1
@@ -661,13 +473,12 @@ class Trainer:
                         "time": time.time(),
                     }
                     self._log(record)
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{last_loss:.3f}",
-                            lr=f"{record['lr']:.2e}",
-                            tok_s=f"{tok_s:,.0f}",
-                            mfu=f"{100 * record['mfu']:.1f}%",
-                        )
+                    progress.set_postfix(
+                        loss=f"{last_loss:.3f}",
+                        lr=f"{record['lr']:.2e}",
+                        tok_s=f"{tok_s:,.0f}",
+                        mfu=f"{100 * record['mfu']:.1f}%",
+                    )
                     losses.clear()
                     t_log, steps_since_log = time.perf_counter(), 0
                 if self.val_data is not None and (
@@ -683,13 +494,14 @@ class Trainer:
                             "time": time.time(),
                         }
                     )
-                    if bar is not None:
-                        bar.write(f"step {step}: val loss {val_loss:.4f}, perplexity {ev['perplexity']:.2f}")
+                    if show:  # tqdm.write prints even for a disabled bar
+                        progress.write(
+                            f"step {step}: val loss {val_loss:.4f}, perplexity {ev['perplexity']:.2f}"
+                        )
                     t_log = time.perf_counter()  # evaluation time is not training throughput
                 if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 and step != cfg.max_steps:
                     self.save_checkpoint()
-                if bar is not None:
-                    bar.update(1)
+                progress.update(1)
                 if self._should_stop():
                     interrupted = True
                     break
@@ -697,8 +509,7 @@ class Trainer:
             if self.is_main and not interrupted:
                 self.model.save_pretrained(self.out_dir / "model")
         finally:
-            if bar is not None:
-                bar.close()
+            progress.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
             if self.is_main:
@@ -745,13 +556,8 @@ def plot_losses(train: list[tuple[int, float]], val: list[tuple[int, float]], pa
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".loss.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
