@@ -38,7 +38,13 @@ _MUST_HAVE_EXAMPLES = {
     "fastllm.model.attention",
     "fastllm.model.losses",
     "fastllm.train.trainer",
+    "fastllm.model.rope",
+    "fastllm.model.cache",
+    "fastllm.generation",
+    "fastllm.generation.sampling",
     "fastllm.generation.loop",
+    "fastllm.generation.contiguous",
+    "fastllm.generation.decode",
     "fastllm.generation.engine",
     "fastllm.generation.kvcache",
 }

@@ -1,7 +1,7 @@
 """The Rust decode step (`fastllm.generation.decode.NativeDecode`, `_core.Decoder`) against MiniGPT's module
 path, and generate's use of it.
 
-Oracle: the same model in float64 through `forward_cached(..., plan=None)` (the nn.Module layers)
+Oracle: the same model in float64 through `forward_cached` (the nn.Module layers)
 on the same cache contents; the Rust step computes in float32, so logits agree to float32
 rounding. Then: greedy generation at batch 1 (which runs the Rust step after the prefill) equals
 recomputing the whole sequence; seeded sampling equals the torch decode path's; the thread count
@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 import fastllm.generation.loop as gen
 from fastllm import _core
-from fastllm.generation.decode import NativeDecode
-from fastllm.generation.loop import KVCache
+from fastllm.generation.contiguous import KVCache
+from fastllm.generation.decode import DecodePlan, NativeDecode
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 CONFIGS = {
@@ -87,7 +87,7 @@ def _random_cache(model: MiniGPT, length: int, capacity: int, seed: int, dtype=t
 
 def _plan(model: MiniGPT):
     with torch.inference_mode():
-        plan = model.decode_plan()
+        plan = DecodePlan.for_model(model)
     assert plan is not None and plan.native is not None
     return plan
 
@@ -168,11 +168,11 @@ def test_sampling_with_native_equals_torch_decode_path(kwargs):
     model = _model("gpt2")
     prompt = torch.tensor([[1, 2, 3, 4]])
     with torch.inference_mode():
-        got, got_lp = model.generate(prompt, 25, return_logprobs=True, **kwargs)
-        plan = model.decode_plan()
+        got, got_lp = model.generate(prompt, 25, logprobs=True, **kwargs)
+        plan = DecodePlan.for_model(model)
         saved, plan.native = plan.native, None  # the torch plan step instead
         try:
-            want, want_lp = model.generate(prompt, 25, return_logprobs=True, **kwargs)
+            want, want_lp = model.generate(prompt, 25, logprobs=True, **kwargs)
         finally:
             plan.native = saved
     assert torch.equal(got, want)
@@ -216,7 +216,7 @@ def test_plan_buffer_is_shared_by_torch_and_rust_paths():
 def test_no_native_step_off_float32_cpu():
     model = _model("gpt2").double()
     with torch.inference_mode():
-        plan = model.decode_plan()
+        plan = DecodePlan.for_model(model)
     assert plan.native is None
     with pytest.raises(ValueError, match="float32"):
         NativeDecode(plan, [], 1, 2)
@@ -283,6 +283,6 @@ def test_batched_plan_step_uses_rust_gelu_and_stays_close():
     big.length = ref_cache.length = 6
     ids, pos = torch.tensor([[1], [50], [96]]), torch.tensor([[6], [6], [6]])
     with torch.inference_mode():
-        got = model.forward_cached(ids, pos, big.layers, plan=plan)
+        got = plan.step(ids[:, 0], pos[:, 0], big.layers, None)[:, None]
         want = ref.forward_cached(ids, pos, ref_cache.layers)
     torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-4 * float(want.abs().max()))

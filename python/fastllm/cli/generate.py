@@ -61,7 +61,7 @@ def generate_command(
     """
     if prompt is None or prompt == "-":
         prompt = sys.stdin.read()
-    from fastllm.generation.loop import generate
+    from fastllm.generation import SamplingParams, generate
     from fastllm.tokenizer import BPETokenizer
     from fastllm.train.trainer import _resolve_device, model_from_checkpoint
 
@@ -69,7 +69,8 @@ def generate_command(
     model = model_from_checkpoint(checkpoint)
     if tok.vocab_size > model.config.vocab_size:
         raise ValueError(
-            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: not the model's tokenizer"
+            f"the tokenizer has {tok.vocab_size:,} ids but the model only "
+            f"{model.config.vocab_size:,}: not the model's tokenizer"
         )
     model = model.to(_resolve_device(device)).eval()
     ids = tok.encode(prompt, allowed_special="all") if prompt else []
@@ -103,10 +104,8 @@ def generate_command(
 
     click.echo(prompt, nl=False)
     t0 = time.perf_counter()
-    generate(
-        model,
-        [ids],
-        max_new_tokens,
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -114,9 +113,8 @@ def generate_command(
         repetition_penalty=repetition_penalty,
         stop=stop_items or None,
         seed=seed,
-        tokenizer=tok if stop else None,
-        callback=on_token,
     )
+    generate(model, [ids], params, tokenizer=tok if stop else None, callback=on_token)
     click.echo(decoder.flush())
     dt = time.perf_counter() - t0
     click.echo(

@@ -72,7 +72,8 @@ def _flash(q, k, v, causal: bool, dropout_p: float, attn_mask) -> torch.Tensor:
         )
     if dropout_p != 0.0:
         raise ValueError(
-            f"backend='triton' has no attention dropout, got dropout_p={dropout_p}; use backend='sdpa' or 'auto'"
+            f"backend='triton' has no attention dropout, got dropout_p={dropout_p}; "
+            "use backend='sdpa' or 'auto'"
         )
     from fastllm import kernels
 

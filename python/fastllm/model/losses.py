@@ -94,7 +94,8 @@ def linear_cross_entropy(
     """
     if h.ndim != 2 or weight.ndim != 2 or h.shape[1] != weight.shape[1]:
         raise ValueError(
-            f"h (N, d) and weight (V, d) must agree on d, got h{tuple(h.shape)} and weight{tuple(weight.shape)}"
+            "h (N, d) and weight (V, d) must agree on d, got "
+            f"h{tuple(h.shape)} and weight{tuple(weight.shape)}"
         )
     if targets.shape != (h.shape[0],):
         raise ValueError(f"targets must have shape ({h.shape[0]},), got {tuple(targets.shape)}")
