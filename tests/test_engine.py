@@ -129,6 +129,22 @@ def test_prefix_caching_reuses_and_matches(model):
     assert [o.token_ids for o in off] == [o.token_ids for o in [first, *rest]]
 
 
+def test_generated_blocks_are_reused_by_the_next_turn(model):
+    """Blocks a request filled while decoding are marked computed as they complete, so a next
+    turn whose prompt repeats the conversation reuses them (the prompt's and the generated
+    text's), and still generates what it would alone."""
+    prompt = _prompts(1, seed=17)[0]
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    engine = Engine(model, num_blocks=60, block_size=4)
+    first = engine.generate([prompt], params)[0]
+    turn = prompt + first.token_ids + [5, 6]
+    second = engine.generate([turn], params)[0]
+    # every full block of the first turn's tokens but its last one, whose K/V it never computed
+    done = len(prompt) + len(first.token_ids) - 1
+    assert second.cached_tokens == done // 4 * 4 > len(prompt) // 4 * 4
+    assert second.token_ids == _alone(model, turn, params)
+
+
 def test_stops_logprobs_and_stream(model):
     prompt = _prompts(1, seed=13)[0]
     greedy = _alone(model, prompt, SamplingParams(max_new_tokens=8, temperature=0))

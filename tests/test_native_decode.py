@@ -19,6 +19,7 @@ import fastllm.generation.loop as gen
 from fastllm import _core
 from fastllm.generation.contiguous import KVCache
 from fastllm.generation.decode import DecodePlan, NativeDecode
+from fastllm.generation.sampling import argmax
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 CONFIGS = {
@@ -121,6 +122,21 @@ def test_native_steps_equal_module_path(name, length, steps, seed):
         # float32 rounding of ~d_model-term sums over weights of size ~0.2-1
         torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-4 * float(want.abs().max()))
     assert len(native.state) == length + steps
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(sorted(CONFIGS)), length=st.integers(1, 30), seed=st.integers(0, 2**16))
+def test_step_greedy_is_the_samplers_argmax(name, length, seed):
+    """The Rust step's own argmax (what generate uses when the sampler needs no logits) against
+    `fastllm.generation.sampling.argmax` of the logits of the same step."""
+    model = _model(name)
+    plan = _plan(model)
+    fused = NativeDecode(plan, _random_cache(model, length, length + 3, seed).layers, length, length + 3)
+    plain = NativeDecode(plan, _random_cache(model, length, length + 3, seed).layers, length, length + 3)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(3):
+        token = int(torch.randint(0, model.config.vocab_size, (1,), generator=g))
+        assert fused.step_greedy(token, length + i) == int(argmax(plain.step(token, length + i))[0])
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
