@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from fastllm import _core
 from fastllm.generation.contiguous import ContiguousLayerKV
 from fastllm.model.cache import LayerCache
+from fastllm.model.gpt import MiniGPT
 from fastllm.model.rope import apply_rope, rope_cos_sin
 
 __all__ = ["DecodePlan", "NativeDecode"]
@@ -211,10 +212,10 @@ class DecodePlan:
     def for_model(cls, model: Any) -> DecodePlan | None:
         """The plan of `model` (a MiniGPT) for its current weights, (re)built when they changed
         since the last call; None where the fused step would not be the module path's
-        computation: gradients enabled, training mode (dropout), or forward hooks on the model or
-        a submodule (the fused step would skip them). Cheap to call per step while nothing
+        computation: gradients enabled, training mode (dropout), forward hooks on the model or a
+        submodule (the fused step would skip them), or not a MiniGPT. Cheap to call per step while nothing
         changed (no walk of the module tree)."""
-        if torch.is_grad_enabled() or model.training:
+        if torch.is_grad_enabled() or model.training or not isinstance(model, MiniGPT):
             return None
         plan = model.__dict__.get("_fastllm_decode_plan")
         if plan is not None and plan.structure == _structure[0]:

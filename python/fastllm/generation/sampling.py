@@ -252,6 +252,7 @@ class Sampler:
         """Record one new token per row (rows already finished are left alone; their entry can
         be any valid id) and whether it completes a stop; `logits` (B, V) are the ones the tokens
         were chosen from (needed with params.logprobs). Returns whether a row stopped now."""
+        assert len(tokens) == len(self.out), (len(tokens), len(self.out))  # one token per row
         lps = None
         if self.params.logprobs:
             if logits is None:

@@ -10,7 +10,9 @@ Checkpoints: `MiniGPT.from_pretrained(dir)` reads a local Hugging Face directory
 `GPT2LMHeadModel` or `LlamaForCausalLM` (config.json + safetensors or pytorch_model.bin, sharded
 or not) and maps its weights in; `save_pretrained(dir)` writes our own config.json (marked
 "fastllm") + model.safetensors, which `from_pretrained` reads back. All attention goes through
-`fastllm.attention.attention`, the dispatch point for faster kernels.
+`fastllm.attention.attention`, the dispatch point for faster kernels, except what a K/V cache
+computes itself (`fastllm.model.cache`: the one protocol `forward_cached` drives; a one-query
+decode step calls SDPA directly). RoPE angles come from `fastllm.model.rope`.
 
 >>> import torch
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny"))
