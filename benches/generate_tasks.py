@@ -148,12 +148,14 @@ def make_weights_floor(models: Models, prompts: torch.Tensor, new_tokens: int):
     sampling). A batch-1 decode step on a CPU is bound by reading every weight once per token, so
     a torch implementation of the step cannot beat this row; fastllm's batch-1 step (Rust, see
     fastllm.generation.decode.NativeDecode) streams the weights at least as fast and can."""
+    from fastllm.generation.decode import DecodePlan
+
     model = models.minigpt
     B = prompts.shape[0]
 
     def run(n: int = new_tokens) -> torch.Tensor:
         with torch.inference_mode():
-            plan = model.decode_plan()
+            plan = DecodePlan.for_model(model)
             mats = [
                 (w, b)
                 for layer in plan.layers

@@ -226,7 +226,7 @@ def test_generate_streams_what_the_api_generates(tmp_path, shards):
     import torch
 
     from fastllm import BPETokenizer
-    from fastllm.generation.loop import generate
+    from fastllm.generation import SamplingParams, generate
     from fastllm.model.gpt import MiniGPT
 
     tok = BPETokenizer.train(
@@ -256,9 +256,8 @@ def test_generate_streams_what_the_api_generates(tmp_path, shards):
     assert out.returncode == 0, out.stderr
     ids = tok.encode(prompt)
     eot = tok.special_tokens["<|endoftext|>"]
-    want = generate(MiniGPT.from_pretrained(tmp_path / "model"), [ids], 12, temperature=0, stop=[eot])[0][
-        len(ids) :
-    ].tolist()
+    params = SamplingParams(max_new_tokens=12, temperature=0, stop=[eot])
+    want = generate(MiniGPT.from_pretrained(tmp_path / "model"), [ids], params)[0][len(ids) :].tolist()
     want = [t for t in want if t != eot]
     assert out.stdout == prompt + tok.decode(want) + "\n"
     assert "tokens/s" in out.stderr

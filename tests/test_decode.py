@@ -1,6 +1,6 @@
 """The fused decode step (`fastllm.generation.decode.DecodePlan`) against MiniGPT's module path.
 
-Oracle: `model.forward_cached(..., plan=None)`, the nn.Module layers, on the same cache contents
+Oracle: `model.forward_cached(...)`, the nn.Module layers, on the same cache contents
 and the same new token, in float64 (the two differ only in rounding); plus the K/V each writes.
 Covers GPT-2 (learned positions, LayerNorm, GELU, biases) and Llama (RoPE, RMSNorm, SwiGLU,
 grouped-query heads, no biases), batch 1 to 4, left-padded rows (a key mask), and the plan's
@@ -14,8 +14,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastllm.generation.contiguous import KVCache
 from fastllm.generation.decode import DecodePlan
-from fastllm.generation.loop import KVCache
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 CONFIGS = {
@@ -104,9 +104,9 @@ def test_step_equals_module_path(name, B, length, padded, seed):
     cache = _filled_cache(model, B, length, seed)
     ref_cache = _clone(cache, model)
     with torch.no_grad():
-        plan = model.decode_plan()
+        plan = DecodePlan.for_model(model)
         assert isinstance(plan, DecodePlan)
-        got = model.forward_cached(ids, positions, cache.layers, mask, plan=plan)
+        got = plan.step(ids[:, 0], positions[:, 0], cache.layers, mask)[:, None]
         want = model.forward_cached(ids, positions, ref_cache.layers, mask)
     assert got.shape == want.shape == (B, 1, model.config.vocab_size)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
@@ -122,7 +122,7 @@ def test_float32_step_close_to_module_path(name):
     ref_cache = _clone(cache, model)
     ids, pos = torch.tensor([[1], [2], [3]]), torch.tensor([[20], [7], [33]])
     with torch.no_grad():
-        got = model.forward_cached(ids, pos, cache.layers, None, plan=model.decode_plan())
+        got = DecodePlan.for_model(model).step(ids[:, 0], pos[:, 0], cache.layers, None)[:, None]
         want = model.forward_cached(ids, pos, ref_cache.layers, None)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
@@ -130,15 +130,15 @@ def test_float32_step_close_to_module_path(name):
 def test_plan_follows_weight_changes():
     model = _model("gpt2")
     with torch.no_grad():
-        plan = model.decode_plan()
-        assert model.decode_plan() is plan  # cached while the weights stand
+        plan = DecodePlan.for_model(model)
+        assert DecodePlan.for_model(model) is plan  # cached while the weights stand
         model.blocks[0].attn.k_proj.weight.mul_(2.0)  # in place: the version counter moves
-        fresh = model.decode_plan()
+        fresh = DecodePlan.for_model(model)
         assert fresh is not plan
         cache, ref = _filled_cache(model, 1, 5, 2), None
         ref = _clone(cache, model)
         ids, pos = torch.tensor([[4]]), torch.tensor([[5]])
-        got = model.forward_cached(ids, pos, cache.layers, None, plan=fresh)
+        got = fresh.step(ids[:, 0], pos[:, 0], cache.layers, None)[:, None]
         want = model.forward_cached(ids, pos, ref.layers, None)
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
         stale = plan.step(ids[:, 0], pos[:, 0], _clone(ref, model).layers, None)[:, None]
@@ -147,39 +147,39 @@ def test_plan_follows_weight_changes():
 
 def test_no_plan_where_it_would_differ():
     model = _model("gpt2")
-    assert model.decode_plan() is None  # gradients enabled
+    assert DecodePlan.for_model(model) is None  # gradients enabled
     with torch.no_grad():
-        assert model.decode_plan() is not None
+        assert DecodePlan.for_model(model) is not None
         model.train()
-        assert model.decode_plan() is None  # training mode: dropout
+        assert DecodePlan.for_model(model) is None  # training mode: dropout
         model.eval()
         calls = []
         handle = model.blocks[0].mlp.register_forward_hook(lambda *a: calls.append(1))
-        assert model.decode_plan() is None  # a hook the fused step would skip
+        assert DecodePlan.for_model(model) is None  # a hook the fused step would skip
         model.generate([[1, 2, 3]], 2, temperature=0)
         assert calls  # generate took the module path and the hook ran
         handle.remove()
-        assert model.decode_plan() is not None
+        assert DecodePlan.for_model(model) is not None
 
 
 def test_plan_follows_replaced_parameters_and_modules():
     model = _model("gpt2")
     with torch.no_grad():
-        plan = model.decode_plan()
+        plan = DecodePlan.for_model(model)
         model.blocks[1].attn.o_proj.weight = torch.nn.Parameter(
             torch.zeros_like(model.blocks[1].attn.o_proj.weight)
         )
-        fresh = model.decode_plan()
+        fresh = DecodePlan.for_model(model)
         assert fresh is not plan and torch.equal(fresh.layers[1].wo, torch.zeros_like(fresh.layers[1].wo))
         model.blocks[0].mlp = type(model.blocks[0].mlp)(model.config).double()  # a new submodule
-        newer = model.decode_plan()
+        newer = DecodePlan.for_model(model)
         assert newer is not fresh
         torch.testing.assert_close(newer.layers[0].w1, model.blocks[0].mlp.fc.weight.t())
-        assert model.decode_plan() is newer  # and cached again
+        assert DecodePlan.for_model(model) is newer  # and cached again
         torch.nn.Linear(3, 3)  # a module built elsewhere registers parameters: no rebuild for that
-        assert model.decode_plan() is newer
+        assert DecodePlan.for_model(model) is newer
         model.blocks[1].ln_1 = torch.nn.LayerNorm(model.config.d_model).double()  # a new module: rebuilt
-        assert model.decode_plan() is not newer
+        assert DecodePlan.for_model(model) is not newer
         handle = model.register_forward_hook(lambda *a: None)  # a hook on the root module
-        assert model.decode_plan() is None
+        assert DecodePlan.for_model(model) is None
         handle.remove()

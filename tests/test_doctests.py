@@ -41,7 +41,13 @@ _MUST_HAVE_EXAMPLES = {
     "fastllm.train.trainer",
     "fastllm.train.checkpoint",
     "fastllm.train.device",
+    "fastllm.model.rope",
+    "fastllm.model.cache",
+    "fastllm.generation",
+    "fastllm.generation.sampling",
     "fastllm.generation.loop",
+    "fastllm.generation.contiguous",
+    "fastllm.generation.decode",
     "fastllm.generation.engine",
     "fastllm.generation.kvcache",
 }

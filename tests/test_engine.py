@@ -1,6 +1,6 @@
 """The Engine: continuous batching over the paged KV cache.
 
-Oracle: `fastllm.generation.loop.generate` on each prompt alone (contiguous cache, itself checked against
+Oracle: `fastllm.generation.generate` on each prompt alone (contiguous cache, itself checked against
 full recomputation and transformers in test_generate.py). Greedy outputs, and seeded sampled ones,
 must be the same token for token whatever the arrival order, the batch size, the block size, the
 prefill chunk, prefix caching on or off, and however often sequences are preempted for lack of
@@ -9,6 +9,7 @@ blocks. Models run in float64 so that batching's different summation orders cann
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -16,8 +17,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastllm.generation.engine import Engine
-from fastllm.generation.loop import SamplingParams, generate
+from fastllm.generation import Engine, SamplingParams, generate
+from fastllm.generation.paged import PagedKV
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 
@@ -44,18 +45,7 @@ def _prompts(n: int, seed: int, shared: int = 0) -> list[list[int]]:
 
 
 def _alone(model, prompt, params: SamplingParams) -> list[int]:
-    out = generate(
-        model,
-        [prompt],
-        params.max_new_tokens,
-        temperature=params.temperature,
-        top_k=params.top_k,
-        top_p=params.top_p,
-        min_p=params.min_p,
-        repetition_penalty=params.repetition_penalty,
-        stop=params.stop,
-        seed=params.seed,
-    )[0]
+    out = generate(model, [prompt], dataclasses.replace(params, logprobs=False))[0]
     return out[len(prompt) :].tolist()
 
 
@@ -147,6 +137,22 @@ def test_prefix_caching_reuses_and_matches(model):
     assert [o.token_ids for o in off] == [o.token_ids for o in [first, *rest]]
 
 
+def test_generated_blocks_are_reused_by_the_next_turn(model):
+    """Blocks a request filled while decoding are marked computed as they complete, so a next
+    turn whose prompt repeats the conversation reuses them (the prompt's and the generated
+    text's), and still generates what it would alone."""
+    prompt = _prompts(1, seed=17)[0]
+    params = SamplingParams(max_new_tokens=12, temperature=0)
+    engine = Engine(model, num_blocks=60, block_size=4)
+    first = engine.generate([prompt], params)[0]
+    turn = prompt + first.token_ids + [5, 6]
+    second = engine.generate([turn], params)[0]
+    # every full block of the first turn's tokens but its last one, whose K/V it never computed
+    done = len(prompt) + len(first.token_ids) - 1
+    assert second.cached_tokens == done // 4 * 4 > len(prompt) // 4 * 4
+    assert second.token_ids == _alone(model, turn, params)
+
+
 def test_stops_logprobs_and_stream(model):
     prompt = _prompts(1, seed=13)[0]
     greedy = _alone(model, prompt, SamplingParams(max_new_tokens=8, temperature=0))
@@ -179,10 +185,20 @@ def test_bad_requests_name_the_problem():
         engine.add_request([1, 2, 3], SamplingParams(max_new_tokens=33))
     with pytest.raises(ValueError, match="text prompt needs"):
         engine.add_request("hello")
-    with pytest.raises(ValueError, match="block_size must be"):
+    with pytest.raises(ValueError, match="block_size=0 is out of range"):
         Engine(model, block_size=0)
-    with pytest.raises(ValueError, match="num_blocks must be"):
+    with pytest.raises(ValueError, match="num_blocks=0 is out of range"):
         Engine(model, num_blocks=0)
+    with pytest.raises(TypeError, match="block_size must be an int"):
+        Engine(model, block_size=4.0)
+    with pytest.raises(TypeError, match="enable_prefix_caching must be a bool"):
+        Engine(model, enable_prefix_caching=1)
+    with pytest.raises(TypeError, match="params must be SamplingParams"):
+        engine.add_request([1], {"max_new_tokens": 3})
+    with pytest.raises(TypeError, match="sequence of token ids"):
+        engine.add_request([1.5])
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        engine.add_request([1], SamplingParams(stop=["x"]))
     with pytest.raises(ValueError, match="2 SamplingParams for 3 prompts"):
         engine.generate([[1], [2], [3]], [SamplingParams(), SamplingParams()])
 
@@ -214,17 +230,17 @@ def test_text_prompts_stop_strings_and_streamed_text():
 
 
 def test_decode_steps_attend_over_the_shared_prefix_once(model, monkeypatch):
-    """Requests sharing a prompt prefix decode with the prefix's keys apart (`_DecodeSet.prefix` >
+    """Requests sharing a prompt prefix decode with the prefix's keys apart (`DecodeSet.prefix` >
     0) and still match generate alone; without prefix caching nothing is shared."""
     prefixes = []
-    build = Engine._build_decode_set
+    build = PagedKV._build_decode_set
 
     def spy(self, *args):
         work = build(self, *args)
         prefixes.append(work.prefix)
         return work
 
-    monkeypatch.setattr(Engine, "_build_decode_set", spy)
+    monkeypatch.setattr(PagedKV, "_build_decode_set", spy)
     shared = _prompts(1, seed=21)[0] * 2
     prompts = [shared + [i, i + 1] * (i + 1) for i in range(5)]  # ragged tails after the shared part
     params = SamplingParams(max_new_tokens=9, temperature=0)
@@ -247,11 +263,11 @@ def test_decode_steps_attend_over_the_shared_prefix_once(model, monkeypatch):
     seed=st.integers(0, 2**16),
 )
 def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_size, tails, seed):
-    """`_DecodeLayerKV.attend` (shared keys once + each sequence's own tail, one softmax) against
+    """`DecodeLayerKV.attend` (shared keys once + each sequence's own tail, one softmax) against
     `fastllm.attention` over each sequence's whole key list, in float64; the new token's K/V land
     in the paged cache and in the sequence's own buffer."""
     from fastllm import attention
-    from fastllm.generation.engine import _DecodeLayerKV
+    from fastllm.generation.paged import DecodeLayerKV
 
     Hq, H = heads
     D, P = 8, blocks * block_size
@@ -269,7 +285,7 @@ def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_
     own_pos = torch.tensor([n - 1 - P for n in lens])
     bias = torch.zeros(B, 1, 1, S, dtype=torch.float64)
     bias.masked_fill_((torch.arange(S)[None] > own_pos[:, None])[:, None, None], float("-inf"))
-    layer = _DecodeLayerKV(
+    layer = DecodeLayerKV(
         k_cache,
         v_cache,
         torch.arange(B),
@@ -283,7 +299,7 @@ def test_shared_prefix_attention_equals_plain_attention(B, heads, blocks, block_
         S,
         bias,
     )
-    y = layer.attend(q, k, v)
+    y = layer.attend(q, k, v, None)
     assert torch.equal(k_cache[:, 0], k[:, :, 0]) and torch.equal(v_cache[:, 0], v[:, :, 0])
     for i, n in enumerate(lens):
         assert torch.equal(own_k[i, :, n - 1 - P], k[i, :, 0])

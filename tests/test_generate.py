@@ -10,7 +10,7 @@ Oracles:
 - `model(full_sequence)` in float64 (plain forward, no cache) for the returned log-probabilities;
 - exact properties: same seed -> same draw, top_k=1 / min_p=1 / tiny top_p sampling == greedy,
   seeded sampling with and without the cache agree, stops end a row right after the stop (computed
-  from the unstopped greedy run), `model.generate` == `generate(model, ...)`.
+  from the unstopped greedy run), `model.generate` == `model.generate(...)`.
 Models are tiny and random (weights large enough that greedy output does not collapse to one
 repeated token), in float64 so that near-ties cannot flip an argmax between the two paths.
 """
@@ -32,7 +32,8 @@ from transformers.generation.logits_process import (
 )
 
 import fastllm
-from fastllm.generation.loop import SamplingParams, generate, process_logits
+from fastllm.generation import SamplingParams, generate
+from fastllm.generation.sampling import process_logits
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 
@@ -89,7 +90,7 @@ def _prompts(batch: int, seed: int, vocab: int = 512, max_len: int = 12) -> list
 
 def _greedy(model, prompt: list[int], n: int) -> list[int]:
     """The new tokens of greedy generation of one prompt, recompute path (no cache)."""
-    return generate(model, [prompt], n, temperature=0, use_cache=False)[0][len(prompt) :].tolist()
+    return model.generate([prompt], n, temperature=0, use_cache=False)[0][len(prompt) :].tolist()
 
 
 # ------------------------------------------------------------------ cache == recompute
@@ -98,8 +99,8 @@ def _greedy(model, prompt: list[int], n: int) -> list[int]:
 @pytest.mark.parametrize("batch", [1, 2, 5, 16])
 def test_cache_equals_recompute_ragged(mini, batch):
     prompts = _prompts(batch, seed=batch)
-    cached = generate(mini, prompts, 20, temperature=0)
-    recomputed = generate(mini, prompts, 20, temperature=0, use_cache=False)
+    cached = mini.generate(prompts, 20, temperature=0)
+    recomputed = mini.generate(prompts, 20, temperature=0, use_cache=False)
     assert len(cached) == len(recomputed) == batch
     for p, a, b in zip(prompts, cached, recomputed):
         assert a.tolist() == b.tolist()
@@ -110,9 +111,9 @@ def test_cache_equals_recompute_ragged(mini, batch):
 @pytest.mark.parametrize("batch", [2, 5, 16])
 def test_ragged_row_equals_alone(mini, batch):
     prompts = _prompts(batch, seed=100 + batch)
-    together = generate(mini, prompts, 16, temperature=0)
+    together = mini.generate(prompts, 16, temperature=0)
     for p, row in zip(prompts, together):
-        alone = generate(mini, [p], 16, temperature=0)[0]
+        alone = mini.generate([p], 16, temperature=0)[0]
         assert row.tolist() == alone.tolist()
         assert len(set(alone[len(p) :].tolist())) > 2  # the model does not just repeat one token
 
@@ -126,11 +127,11 @@ def test_cache_equals_recompute_property(gpt2_mini, llama_mini, data):
     )
     n = data.draw(st.integers(0, 10))
     penalty = data.draw(st.sampled_from([1.0, 1.3]))
-    cached = generate(model, prompts, n, temperature=0, repetition_penalty=penalty)
-    recomputed = generate(model, prompts, n, temperature=0, repetition_penalty=penalty, use_cache=False)
+    cached = model.generate(prompts, n, temperature=0, repetition_penalty=penalty)
+    recomputed = model.generate(prompts, n, temperature=0, repetition_penalty=penalty, use_cache=False)
     assert [r.tolist() for r in cached] == [r.tolist() for r in recomputed]
     for p, row in zip(prompts, cached):
-        alone = generate(model, [p], n, temperature=0, repetition_penalty=penalty)[0]
+        alone = model.generate([p], n, temperature=0, repetition_penalty=penalty)[0]
         assert row.tolist() == alone.tolist()
 
 
@@ -139,16 +140,16 @@ def test_context_boundary(gpt2_mini):
     ctx = gpt2_mini.config.context
     prompt = _prompts(1, seed=7)[0]
     n = ctx - len(prompt)
-    a = generate(gpt2_mini, [prompt], n, temperature=0)[0]
-    b = generate(gpt2_mini, [prompt], n, temperature=0, use_cache=False)[0]
+    a = gpt2_mini.generate([prompt], n, temperature=0)[0]
+    b = gpt2_mini.generate([prompt], n, temperature=0, use_cache=False)[0]
     assert a.numel() == ctx and a.tolist() == b.tolist()
     with pytest.raises(ValueError, match="context"):
-        generate(gpt2_mini, [prompt], n + 1, temperature=0)
+        gpt2_mini.generate([prompt], n + 1, temperature=0)
 
 
 def test_zero_new_tokens_returns_prompt(gpt2_mini):
-    assert generate(gpt2_mini, [[3, 4, 5]], 0)[0].tolist() == [3, 4, 5]
-    out = generate(gpt2_mini, torch.tensor([[3, 4, 5]]), 0)
+    assert gpt2_mini.generate([[3, 4, 5]], 0)[0].tolist() == [3, 4, 5]
+    out = gpt2_mini.generate(torch.tensor([[3, 4, 5]]), 0)
     assert out.tolist() == [[3, 4, 5]]
 
 
@@ -159,33 +160,37 @@ def test_tensor_and_list_forms(gpt2_mini):
     ids = torch.tensor(_prompts(3, seed=3, max_len=6)[2:] * 3)  # (3, T) equal lengths
     ids[1, 0], ids[2, 1] = 11, 12
     T = ids.shape[1]
-    out = generate(gpt2_mini, ids, 9, temperature=0)
+    out = generate(gpt2_mini, ids, SamplingParams(max_new_tokens=9, temperature=0))  # the canonical form
     assert isinstance(out, torch.Tensor) and out.dtype == torch.long and out.shape == (3, T + 9)
     assert torch.equal(out[:, :T], ids)
-    as_list = generate(gpt2_mini, ids.tolist(), 9, temperature=0)
+    as_list = gpt2_mini.generate(ids.tolist(), 9, temperature=0)
     assert isinstance(as_list, list) and all(isinstance(r, torch.Tensor) and r.ndim == 1 for r in as_list)
     assert all(r.dtype == torch.long for r in as_list)
     assert torch.equal(torch.stack(as_list), out)
-    rows_as_tensors = generate(gpt2_mini, list(ids), 9, temperature=0)  # a list of 1-D tensors
+    rows_as_tensors = gpt2_mini.generate(list(ids), 9, temperature=0)  # a list of 1-D tensors
     assert torch.equal(torch.stack(rows_as_tensors), out)
-    one_d = generate(gpt2_mini, ids[0], 9, temperature=0)  # (T,) is one row
+    one_d = gpt2_mini.generate(ids[0], 9, temperature=0)  # (T,) is one row
     assert one_d.shape == (1, T + 9) and torch.equal(one_d[0], out[0])
-    flat = generate(gpt2_mini, ids[0].tolist(), 9, temperature=0)  # a flat list is one prompt
+    flat = gpt2_mini.generate(ids[0].tolist(), 9, temperature=0)  # a flat list is one prompt
     assert isinstance(flat, list) and len(flat) == 1 and torch.equal(flat[0], out[0])
-    assert torch.equal(gpt2_mini.generate(ids, 9, temperature=0), out)
+    assert torch.equal(gpt2_mini.generate(ids, 9, temperature=0), out)  # the short form
     assert torch.equal(
         gpt2_mini.generate(ids, 9, temperature=1.0, top_k=50, seed=5),
-        generate(gpt2_mini, ids, 9, temperature=1.0, top_k=50, seed=5),
+        generate(gpt2_mini, ids, SamplingParams(max_new_tokens=9, temperature=1.0, top_k=50, seed=5)),
     )
+    with pytest.raises(TypeError, match="params must be SamplingParams"):
+        generate(gpt2_mini, ids, 9)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'temprature'"):
+        gpt2_mini.generate(ids, 9, temprature=0)  # a misspelt option is not ignored
 
 
 def test_generate_keeps_training_mode():
     model = _gpt2_mini()
     model.train()
-    generate(model, [[1, 2]], 2, temperature=0)
+    model.generate([[1, 2]], 2, temperature=0)
     assert model.training
     model.eval()
-    generate(model, [[1, 2]], 2, temperature=0)
+    model.generate([[1, 2]], 2, temperature=0)
     assert not model.training
 
 
@@ -256,10 +261,10 @@ def test_greedy_matches_transformers(hf_pair, penalty):
     for length in [1, 5, 11]:
         ids = torch.randint(0, HF_VOCAB, (1, length), generator=g)
         expected = _hf_greedy(hf, ids, 20, **kw)
-        got = generate(model, ids, 20, temperature=0, repetition_penalty=penalty)
+        got = model.generate(ids, 20, temperature=0, repetition_penalty=penalty)
         assert got.tolist() == expected.tolist()
         assert len(set(got[0, ids.shape[1] :].tolist())) > 3  # a varied continuation, not one token
-        nocache = generate(model, ids, 20, temperature=0, repetition_penalty=penalty, use_cache=False)
+        nocache = model.generate(ids, 20, temperature=0, repetition_penalty=penalty, use_cache=False)
         assert nocache.tolist() == expected.tolist()
 
 
@@ -268,8 +273,8 @@ def test_greedy_batch_matches_transformers(hf_pair):
     g = torch.Generator().manual_seed(9)
     ids = torch.randint(0, HF_VOCAB, (3, 6), generator=g)
     expected = _hf_greedy(hf, ids, 20)
-    assert generate(model, ids, 20, temperature=0).tolist() == expected.tolist()
-    assert [r.tolist() for r in generate(model, ids.tolist(), 20, temperature=0)] == expected.tolist()
+    assert model.generate(ids, 20, temperature=0).tolist() == expected.tolist()
+    assert [r.tolist() for r in model.generate(ids.tolist(), 20, temperature=0)] == expected.tolist()
 
 
 # ------------------------------------------------------------------ logits processing vs transformers
@@ -368,10 +373,10 @@ def test_process_logits_matches_transformers(case):
 def test_seed_reproducible_and_seeds_differ(gpt2_mini, seed):
     prompt = [[1, 2, 3]]
     kw = dict(temperature=1.0, top_k=50)
-    a = generate(gpt2_mini, prompt, 30, seed=seed, **kw)[0].tolist()
-    b = generate(gpt2_mini, prompt, 30, seed=seed, **kw)[0].tolist()
+    a = gpt2_mini.generate(prompt, 30, seed=seed, **kw)[0].tolist()
+    b = gpt2_mini.generate(prompt, 30, seed=seed, **kw)[0].tolist()
     assert a == b
-    others = [generate(gpt2_mini, prompt, 30, seed=seed + i, **kw)[0].tolist() for i in range(1, 4)]
+    others = [gpt2_mini.generate(prompt, 30, seed=seed + i, **kw)[0].tolist() for i in range(1, 4)]
     assert any(o != a for o in others)
 
 
@@ -382,8 +387,8 @@ def test_seeded_sampling_cache_equals_recompute(gpt2_mini, llama_mini, seed, whi
     model = gpt2_mini if which == "gpt2" else llama_mini
     prompts = _prompts(3, seed=seed % 1000, max_len=7)
     kw = dict(temperature=0.9, top_k=40, top_p=0.95, repetition_penalty=1.1, seed=seed)
-    a = generate(model, prompts, 15, **kw)
-    b = generate(model, prompts, 15, use_cache=False, **kw)
+    a = model.generate(prompts, 15, **kw)
+    b = model.generate(prompts, 15, use_cache=False, **kw)
     assert [r.tolist() for r in a] == [r.tolist() for r in b]
 
 
@@ -399,8 +404,8 @@ def test_seeded_sampling_cache_equals_recompute(gpt2_mini, llama_mini, seed, whi
 )
 def test_degenerate_sampling_is_greedy(mini, kw):
     prompts = _prompts(4, seed=21)
-    greedy = generate(mini, prompts, 15, temperature=0)
-    sampled = generate(mini, prompts, 15, seed=3, **{"temperature": 1.0, **kw})
+    greedy = mini.generate(prompts, 15, temperature=0)
+    sampled = mini.generate(prompts, 15, seed=3, **{"temperature": 1.0, **kw})
     assert [r.tolist() for r in sampled] == [r.tolist() for r in greedy]
 
 
@@ -417,8 +422,8 @@ def _oracle_logprobs(model, row: torch.Tensor, prompt_len: int) -> list[float]:
 def test_logprobs_match_forward(mini, sampling):
     prompts = _prompts(3, seed=31, max_len=8)
     kw = dict(temperature=1.0, top_k=50, seed=4) if sampling else dict(temperature=0)
-    out, logprobs = generate(mini, prompts, 12, return_logprobs=True, **kw)
-    assert [r.tolist() for r in out] == [r.tolist() for r in generate(mini, prompts, 12, **kw)]
+    out, logprobs = mini.generate(prompts, 12, logprobs=True, **kw)
+    assert [r.tolist() for r in out] == [r.tolist() for r in mini.generate(prompts, 12, **kw)]
     for p, row, lps in zip(prompts, out, logprobs):
         assert len(lps) == 12
         torch.testing.assert_close(
@@ -429,7 +434,7 @@ def test_logprobs_match_forward(mini, sampling):
         )
     # tensor input: (tensor, per-row lists)
     ids = torch.tensor([prompts[2]] * 2)
-    out_t, lps_t = generate(mini, ids, 5, return_logprobs=True, **kw)
+    out_t, lps_t = mini.generate(ids, 5, logprobs=True, **kw)
     assert isinstance(out_t, torch.Tensor) and len(lps_t) == 2 and all(len(x) == 5 for x in lps_t)
     for row, lps in zip(out_t, lps_t):
         torch.testing.assert_close(
@@ -463,10 +468,10 @@ def _prompt_where(model, pred, n=12, tries=40):
 def test_stop_token_ends_row_after_it(mini):
     p, gen = _prompt_where(mini, lambda g: g[2] not in g[:2])
     t = gen[2]
-    out = generate(mini, [p], 12, temperature=0, stop=[t])[0].tolist()
+    out = mini.generate([p], 12, temperature=0, stop=[t])[0].tolist()
     assert out == p + gen[:3]
-    assert generate(mini, [p], 12, temperature=0, stop=t)[0].tolist() == p + gen[:3]  # a bare int
-    assert generate(mini, [p], 12, temperature=0, stop=[t], use_cache=False)[0].tolist() == p + gen[:3]
+    assert mini.generate([p], 12, temperature=0, stop=t)[0].tolist() == p + gen[:3]  # a bare int
+    assert mini.generate([p], 12, temperature=0, stop=[t], use_cache=False)[0].tolist() == p + gen[:3]
 
 
 def test_stop_in_one_row_of_ragged_batch(mini):
@@ -475,7 +480,7 @@ def test_stop_in_one_row_of_ragged_batch(mini):
     candidates = [t for t in gens[1][1:8] if all(t not in g for i, g in enumerate(gens) if i != 1)]
     assert candidates, "no token unique to row 1"
     t = candidates[0]
-    out = generate(mini, prompts, 12, temperature=0, stop=[t])
+    out = mini.generate(prompts, 12, temperature=0, stop=[t])
     for i, (p, g, row) in enumerate(zip(prompts, gens, out)):
         keep = _first_stop(g, [[t]])
         assert row.tolist() == p + g[:keep]
@@ -491,14 +496,14 @@ def test_tensor_batch_pads_stopped_rows(mini):
     t = candidates[0]
     keep = _first_stop(gens[0], [[t]])
     for pad, expect_pad in [(7, 7), (None, t)]:  # default pad: the stop id
-        out = generate(mini, ids, 10, temperature=0, stop=[t], pad_token_id=pad)
+        out = mini.generate(ids, 10, temperature=0, stop=[t], pad_token_id=pad)
         assert out.shape == (3, 15)
         assert out[0].tolist() == ids[0].tolist() + gens[0][:keep] + [expect_pad] * (10 - keep)
         assert out[1].tolist() == ids[1].tolist() + gens[1]
         assert out[2].tolist() == ids[2].tolist() + gens[2]
     # every row stopped: the tensor is as wide as the longest row
     stops = [gens[0][1], gens[1][2], gens[2][3]]
-    out = generate(mini, ids, 10, temperature=0, stop=stops, pad_token_id=0)
+    out = mini.generate(ids, 10, temperature=0, stop=stops, pad_token_id=0)
     keeps = [_first_stop(g, [[s] for s in stops]) for g in gens]
     assert out.shape == (3, 5 + max(keeps))
     for r, g, k in zip(out.tolist(), gens, keeps):
@@ -514,7 +519,7 @@ def test_pad_token_outside_vocab(mini):
     t = next(t for t in gens[0][1:6] if t not in gens[1] and t not in gens[2])
     keep = _first_stop(gens[0], [[t]])
     try:
-        out = generate(mini, ids, 10, temperature=0, stop=[t], pad_token_id=-1)
+        out = mini.generate(ids, 10, temperature=0, stop=[t], pad_token_id=-1)
     except ValueError as e:
         assert "pad_token_id" in str(e)
         return
@@ -529,7 +534,7 @@ def test_callback_streams_each_step(mini):
     t = gens[0][2]
     keeps = [_first_stop(g, [[t]]) for g in gens]
     calls: list[list] = []
-    out = generate(mini, prompts, 10, temperature=0, stop=[t], callback=calls.append)
+    out = mini.generate(prompts, 10, temperature=0, stop=[t], callback=calls.append)
     assert len(calls) == max(keeps) and all(len(c) == 3 for c in calls)
     for i, (g, k) in enumerate(zip(gens, keeps)):
         column = [c[i] for c in calls]
@@ -540,13 +545,13 @@ def test_callback_streams_each_step(mini):
 def test_stop_id_sequence(mini):
     p, gen = _prompt_where(mini, lambda g: (g[3], g[4]) not in list(zip(g, g[1:]))[:3] and g[3] not in g[:3])
     pair = [gen[3], gen[4]]
-    out = generate(mini, [p], 12, temperature=0, stop=[pair])[0].tolist()
+    out = mini.generate([p], 12, temperature=0, stop=[pair])[0].tolist()
     assert out == p + gen[: _first_stop(gen, [pair])] and len(out) == len(p) + 5
     # a sequence that never completes does not stop anything
     never = [gen[3], min(set(range(512)) - set(gen))]
-    assert generate(mini, [p], 12, temperature=0, stop=[never])[0].tolist() == p + gen
+    assert mini.generate([p], 12, temperature=0, stop=[never])[0].tolist() == p + gen
     # mixed: ids and id sequences together, the earliest wins
-    out = generate(mini, [p], 12, temperature=0, stop=[pair, gen[1]])[0].tolist()
+    out = mini.generate([p], 12, temperature=0, stop=[pair, gen[1]])[0].tolist()
     assert out == p + gen[: _first_stop(gen, [pair, [gen[1]]])]
 
 
@@ -568,11 +573,11 @@ def test_stop_string_with_tokenizer():
             break
     assert found, "no prompt whose first two tokens decode cleanly"
     p, gen, s = found
-    out = generate(model, [p], 10, temperature=0, stop=[s], tokenizer=tok)[0].tolist()
+    out = model.generate([p], 10, temperature=0, stop=[s], tokenizer=tok)[0].tolist()
     assert out == p + gen[:2]
-    assert generate(model, [p], 10, temperature=0, stop=s, tokenizer=tok)[0].tolist() == p + gen[:2]
+    assert model.generate([p], 10, temperature=0, stop=s, tokenizer=tok)[0].tolist() == p + gen[:2]
     with pytest.raises(ValueError, match="tokenizer"):
-        generate(model, [p], 10, temperature=0, stop=[s])
+        model.generate([p], 10, temperature=0, stop=[s])
 
 
 # ------------------------------------------------------------------ bad input
@@ -596,7 +601,16 @@ def test_stop_string_with_tokenizer():
         (([[1, 2]], 3), {"top_p": 1.5}, ValueError, "top_p"),
         (([[1, 2]], 3), {"min_p": 0}, ValueError, "min_p"),
         (([[1, 2]], 3), {"top_k": 0}, ValueError, "top_k"),
-        (([[1, 2]], 3), {"top_k": 2.5}, ValueError, "top_k"),
+        (([[1, 2]], 3), {"top_k": 2.5}, TypeError, "top_k"),
+        (([[1, 2]], 3), {"temperature": "hot"}, TypeError, "temperature"),
+        (([[1, 2]], 3), {"top_p": None, "min_p": "x"}, TypeError, "min_p"),
+        (([[1, 2]], 3), {"repetition_penalty": None}, TypeError, "repetition_penalty"),
+        (([[1, 2]], 3), {"seed": 1.0}, TypeError, "seed"),
+        (([[1, 2]], 3), {"logprobs": 1}, TypeError, "logprobs"),
+        (([[1, 2]], 3), {"use_cache": 0}, TypeError, "use_cache"),
+        (([[1, 2]], 3), {"pad_token_id": 1.5}, TypeError, "pad_token_id"),
+        (([[1, 2]], 2.0), {}, TypeError, "max_new_tokens"),
+        ((5, 3), {}, TypeError, "prompts"),
         (([[1, 2]], 3), {"repetition_penalty": 0}, ValueError, "repetition_penalty"),
         (([[1, 2]], -1), {}, ValueError, "max_new_tokens"),
         (([[1, 2]], 3), {"seed": -1}, ValueError, "seed"),
@@ -612,4 +626,4 @@ def test_stop_string_with_tokenizer():
 )
 def test_bad_input(gpt2_mini, args, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        generate(gpt2_mini, *args, **kwargs)
+        gpt2_mini.generate(*args, **kwargs)

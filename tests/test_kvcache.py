@@ -267,6 +267,7 @@ class BlockManagerMachine(RuleBasedStateMachine):
             ]
         for b in range(self.ref.n):
             assert self.m._core.ref_count(b) == self.ref.rc[b]
+            assert self.m.is_computed(b) == (b in self.ref.computed)
         for b in self.ref.computed:  # a computed block holds the K/V of its whole prefix
             prefix = self.ref.cached_as[b]
             assert self.mem[b] == [prefix[: len(prefix) - bs + j + 1] for j in range(bs)]
@@ -290,7 +291,9 @@ def test_prefix_reuse_and_lru_eviction_exact():
     assert m.allocate(1, [1, 2, 3, 4]) == Allocation([0, 1], 0)
     assert m.allocate(2, [5, 6, 7, 8]) == Allocation([2, 3], 0)
     assert m.lookup_prefix([1, 2, 3, 4]) == 0  # cached, but their K/V are not written yet
+    assert not m.is_computed(0) and not m.is_computed(99)
     m.mark_computed(1, 4)
+    assert m.is_computed(0) and m.is_computed(1) and not m.is_computed(2)
     m.mark_computed(2, 4)
     m.free(1)
     m.free(2)  # LRU list: 1, 0, 3, 2 (each sequence tail first)
@@ -333,7 +336,7 @@ def test_bad_sizes():
         fastllm.generation.kvcache._core.BlockManager(num_blocks=0, block_size=1, prefix_caching=True)
     with pytest.raises(TypeError):  # keyword-only: the two sizes cannot be swapped by position
         fastllm.generation.kvcache._core.BlockManager(4, 2, True)  # type: ignore[misc]
-    with pytest.raises(TypeError, match="enable_prefix_caching must be a bool, got 1"):
+    with pytest.raises(TypeError, match="enable_prefix_caching must be a bool, not int"):
         BlockManager(4, 2, enable_prefix_caching=1)
 
 

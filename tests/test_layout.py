@@ -27,7 +27,13 @@ ROOT = Path(fastllm.__file__).resolve().parent
 # Lower floors may be imported from higher ones; within one floor only inside the same package.
 FLOORS = [
     {"fastllm._core", "fastllm._io", "fastllm._checks", "fastllm._progress"},
-    {"fastllm.config", "fastllm.tokenizer", "fastllm.kernels", "fastllm.data.documents", "fastllm.data.shards"},
+    {
+        "fastllm.config",
+        "fastllm.tokenizer",
+        "fastllm.kernels",
+        "fastllm.data.documents",
+        "fastllm.data.shards",
+    },
     {"fastllm.data", "fastllm.model"},
     {"fastllm.train", "fastllm.generation", "fastllm.dedup"},
     {"fastllm.demo"},

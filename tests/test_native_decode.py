@@ -1,7 +1,7 @@
 """The Rust decode step (`fastllm.generation.decode.NativeDecode`, `_core.Decoder`) against MiniGPT's module
 path, and generate's use of it.
 
-Oracle: the same model in float64 through `forward_cached(..., plan=None)` (the nn.Module layers)
+Oracle: the same model in float64 through `forward_cached` (the nn.Module layers)
 on the same cache contents; the Rust step computes in float32, so logits agree to float32
 rounding. Then: greedy generation at batch 1 (which runs the Rust step after the prefill) equals
 recomputing the whole sequence; seeded sampling equals the torch decode path's; the thread count
@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 import fastllm.generation.loop as gen
 from fastllm import _core
-from fastllm.generation.decode import NativeDecode
-from fastllm.generation.loop import KVCache
+from fastllm.generation.contiguous import KVCache
+from fastllm.generation.decode import DecodePlan, NativeDecode
+from fastllm.generation.sampling import argmax
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 
 CONFIGS = {
@@ -87,7 +88,7 @@ def _random_cache(model: MiniGPT, length: int, capacity: int, seed: int, dtype=t
 
 def _plan(model: MiniGPT):
     with torch.inference_mode():
-        plan = model.decode_plan()
+        plan = DecodePlan.for_model(model)
     assert plan is not None and plan.native is not None
     return plan
 
@@ -121,6 +122,21 @@ def test_native_steps_equal_module_path(name, length, steps, seed):
         # float32 rounding of ~d_model-term sums over weights of size ~0.2-1
         torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-4 * float(want.abs().max()))
     assert len(native.state) == length + steps
+
+
+@settings(max_examples=20, deadline=None)
+@given(name=st.sampled_from(sorted(CONFIGS)), length=st.integers(1, 30), seed=st.integers(0, 2**16))
+def test_step_greedy_is_the_samplers_argmax(name, length, seed):
+    """The Rust step's own argmax (what generate uses when the sampler needs no logits) against
+    `fastllm.generation.sampling.argmax` of the logits of the same step."""
+    model = _model(name)
+    plan = _plan(model)
+    fused = NativeDecode(plan, _random_cache(model, length, length + 3, seed).layers, length, length + 3)
+    plain = NativeDecode(plan, _random_cache(model, length, length + 3, seed).layers, length, length + 3)
+    g = torch.Generator().manual_seed(seed)
+    for i in range(3):
+        token = int(torch.randint(0, model.config.vocab_size, (1,), generator=g))
+        assert fused.step_greedy(token, length + i) == int(argmax(plain.step(token, length + i))[0])
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -168,11 +184,11 @@ def test_sampling_with_native_equals_torch_decode_path(kwargs):
     model = _model("gpt2")
     prompt = torch.tensor([[1, 2, 3, 4]])
     with torch.inference_mode():
-        got, got_lp = model.generate(prompt, 25, return_logprobs=True, **kwargs)
-        plan = model.decode_plan()
+        got, got_lp = model.generate(prompt, 25, logprobs=True, **kwargs)
+        plan = DecodePlan.for_model(model)
         saved, plan.native = plan.native, None  # the torch plan step instead
         try:
-            want, want_lp = model.generate(prompt, 25, return_logprobs=True, **kwargs)
+            want, want_lp = model.generate(prompt, 25, logprobs=True, **kwargs)
         finally:
             plan.native = saved
     assert torch.equal(got, want)
@@ -216,7 +232,7 @@ def test_plan_buffer_is_shared_by_torch_and_rust_paths():
 def test_no_native_step_off_float32_cpu():
     model = _model("gpt2").double()
     with torch.inference_mode():
-        plan = model.decode_plan()
+        plan = DecodePlan.for_model(model)
     assert plan.native is None
     with pytest.raises(ValueError, match="float32"):
         NativeDecode(plan, [], 1, 2)
@@ -304,6 +320,6 @@ def test_batched_plan_step_uses_rust_gelu_and_stays_close():
     big.length = ref_cache.length = 6
     ids, pos = torch.tensor([[1], [50], [96]]), torch.tensor([[6], [6], [6]])
     with torch.inference_mode():
-        got = model.forward_cached(ids, pos, big.layers, plan=plan)
+        got = plan.step(ids[:, 0], pos[:, 0], big.layers, None)[:, None]
         want = ref.forward_cached(ids, pos, ref_cache.layers)
     torch.testing.assert_close(got.double(), want, rtol=2e-4, atol=2e-4 * float(want.abs().max()))

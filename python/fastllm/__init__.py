@@ -35,7 +35,7 @@ _LAZY = {
     "attention": "fastllm.model.attention",
     "TrainConfig": "fastllm.config",
     "Trainer": "fastllm.train.trainer",
-    "SamplingParams": "fastllm.generation.loop",
+    "SamplingParams": "fastllm.generation.sampling",
     "Engine": "fastllm.generation.engine",
 }
 

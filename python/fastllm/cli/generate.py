@@ -61,7 +61,7 @@ def generate_command(
     """
     if prompt is None or prompt == "-":
         prompt = sys.stdin.read()
-    from fastllm.generation.loop import generate
+    from fastllm.generation import SamplingParams, generate
     from fastllm.tokenizer import BPETokenizer
     from fastllm.train.checkpoint import model_from_checkpoint
     from fastllm.train.device import resolve_device
@@ -105,10 +105,8 @@ def generate_command(
 
     click.echo(prompt, nl=False)
     t0 = time.perf_counter()
-    generate(
-        model,
-        [ids],
-        max_new_tokens,
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
@@ -116,9 +114,8 @@ def generate_command(
         repetition_penalty=repetition_penalty,
         stop=stop_items or None,
         seed=seed,
-        tokenizer=tok if stop else None,
-        callback=on_token,
     )
+    generate(model, [ids], params, tokenizer=tok if stop else None, callback=on_token)
     click.echo(decoder.flush())
     dt = time.perf_counter() - t0
     click.echo(

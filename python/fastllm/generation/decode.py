@@ -4,9 +4,11 @@ Why: at batch 1 a decode step is ~40 GEMVs on (1, d_model) rows, and on a CPU th
 adds a lot of per-op overhead around them (nn.Module calls, three q/k/v projections, views and
 transposes, the argument checks of the generic `attention`). This step makes ~12 ATen calls per
 layer: one GEMV for the fused q|k|v projection (one for the fused gate|up of SwiGLU), RoPE once
-over q and k together, the cache write, SDPA, the residual adds. `generate` and the `Engine`
-fetch it with `MiniGPT.decode_plan()` and pass it to `forward_cached`; the module path stays the
-reference (tests/test_decode.py checks that the two agree).
+over q and k together, the cache's `attend` (the one K/V cache protocol of
+`fastllm.model.cache`), the residual adds. `generate` and the `Engine` fetch the model's plan with
+`DecodePlan.for_model(model)` and call its `step` for a one-token step, `model.forward_cached`
+otherwise; the model knows nothing of the plan, and its module path stays the reference
+(tests/test_decode.py checks that the two agree).
 
 For one sequence on the CPU in float32, `NativeDecode` goes further: the whole step is one call
 into Rust (`rust/decode`), with no ATen op at all. A step streams ~56 MB of weights (the bench
@@ -19,17 +21,22 @@ The weights are laid out (in, out) in one flat buffer whose layout the Rust deco
 than the (out, in) layout for a single row on the 2-core box), and the torch step works on views
 into the same buffer the Rust step reads, so both paths together hold one extra copy of the
 weights. The plan is built on first use and rebuilt when any parameter changes (its storage or
-version counter: an optimizer step, `load_state_dict`, `.to()`).
+version counter: an optimizer step, `load_state_dict`, `.to()`) or a module or parameter of the
+model is replaced. To notice the latter without walking the module tree at every step, building
+the first plan installs torch's global registration hooks (importing this module installs none).
 
 >>> import torch
 >>> from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
->>> plan = DecodePlan.for_model(model)
->>> plan is DecodePlan.for_model(model)  # cached until the weights change
+>>> DecodePlan.for_model(model) is None  # gradients enabled: the fused step would not track them
 True
->>> model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
->>> plan is DecodePlan.for_model(model)  # or a parameter is replaced
-False
+>>> with torch.no_grad():
+...     plan = DecodePlan.for_model(model)
+...     same = plan is DecodePlan.for_model(model)  # cached until the weights change
+...     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+...     replaced = plan is DecodePlan.for_model(model)  # or a parameter is replaced
+>>> same, replaced
+(True, False)
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ import torch
 import torch.nn.functional as F
 
 from fastllm import _core
-from fastllm.model.attention import SDPA_HAS_GQA
+from fastllm.generation.contiguous import ContiguousLayerKV
+from fastllm.model.cache import LayerCache
+from fastllm.model.gpt import MiniGPT
+from fastllm.model.rope import apply_rope, rope_cos_sin
 
 __all__ = ["DecodePlan", "NativeDecode"]
 
@@ -90,16 +100,11 @@ def _sources(model: Any) -> dict[str, torch.Tensor]:
     norm("ln_f", model.ln_f)
     out["lm_head"] = model.lm_head.weight.t()  # (d_model, vocab)
     if c.positions == "rope":
-        # cos/sin of every position, computed as fastllm.model.gpt._rope does (float32, then cast), so
-        # that table lookups give the module path's values bit for bit.
+        # cos/sin of every position, by the function the model's attention uses for its
+        # positions: a table lookup gives the module path's values bit for bit.
         p = model.tok_emb.weight
-        hd = c.head_dim
-        inv_freq = 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2, device=p.device, dtype=torch.float32) / hd))
-        freqs = (
-            torch.arange(c.context, device=p.device).to(torch.float32)[:, None] * inv_freq
-        )  # (context, hd/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (context, hd)
-        out["rope.cos"], out["rope.sin"] = emb.cos().to(p.dtype), emb.sin().to(p.dtype)
+        positions = torch.arange(c.context, device=p.device)
+        out["rope.cos"], out["rope.sin"] = rope_cos_sin(positions, c.head_dim, c.rope_theta, p.dtype)
     return out
 
 
@@ -112,27 +117,39 @@ def _weights_key(params: list[torch.Tensor]) -> tuple:
 
 
 # Bumped whenever any module anywhere registers a parameter, buffer or submodule (an assignment
-# like `model.lm_head = ...`). A plan keeps its model's module and parameter lists while this
-# stands, so checking it per decode step (the Engine does) walks no module tree: measured ~2 ms
-# per 32-sequence step (5% of it) for the walks of `model.modules()` and `model.parameters()`.
+# like `model.lm_head = ...`), once the first plan is built. A plan keeps its model's module and
+# parameter lists while this stands, so checking it per decode step (the Engine does) walks no
+# module tree: measured ~2 ms per 32-sequence step (5% of it) for the walks of
+# `model.modules()` and `model.parameters()`.
 _structure = [0]
+_hooks: list[Any] = []  # the handles of the three global hooks, once installed
 
 
 def _bump(*_: Any) -> None:
     _structure[0] += 1
 
 
-from torch.nn.modules import module as _module  # noqa: E402
+def _install_hooks() -> None:
+    """Install the global registration hooks that bump `_structure`, the first time a plan is
+    built: a process that never decodes through a plan pays nothing for them."""
+    if _hooks:
+        return
+    from torch.nn.modules import module
 
-_module.register_module_parameter_registration_hook(_bump)
-_module.register_module_buffer_registration_hook(_bump)
-_module.register_module_module_registration_hook(_bump)
+    _hooks.extend(
+        (
+            module.register_module_parameter_registration_hook(_bump),
+            module.register_module_buffer_registration_hook(_bump),
+            module.register_module_module_registration_hook(_bump),
+        )
+    )
 
 
 class DecodePlan:
     """The fused weights of a MiniGPT and its single-token forward (`step`)."""
 
     def __init__(self, model: Any) -> None:
+        _install_hooks()  # before the stamp: every later registration moves `_structure`
         c = model.config
         self.config = c
         self.structure = _structure[0]
@@ -193,8 +210,13 @@ class DecodePlan:
 
     @classmethod
     def for_model(cls, model: Any) -> DecodePlan | None:
-        """The model's plan, (re)built when its weights changed since the last call; None while a
-        submodule has forward hooks (the fused step would skip them)."""
+        """The plan of `model` (a MiniGPT) for its current weights, (re)built when they changed
+        since the last call; None where the fused step would not be the module path's
+        computation: gradients enabled, training mode (dropout), forward hooks on the model or a
+        submodule (the fused step would skip them), or not a MiniGPT. Cheap to call per step while nothing
+        changed (no walk of the module tree)."""
+        if torch.is_grad_enabled() or model.training or not isinstance(model, MiniGPT):
+            return None
         plan = model.__dict__.get("_fastllm_decode_plan")
         if plan is not None and plan.structure == _structure[0]:
             modules, params = plan.modules, plan.params
@@ -208,9 +230,8 @@ class DecodePlan:
             and modules == plan.modules
             and _weights_key(params) == plan.key
         ):
-            plan.structure = _structure[
-                0
-            ]  # something registered elsewhere (another module built): still valid
+            # something registered elsewhere (another module built): still valid
+            plan.structure = _structure[0]
         elif plan is None or plan.structure != _structure[0] or plan.key != _weights_key(params):
             plan = cls(model)
             model.__dict__["_fastllm_decode_plan"] = plan  # not a submodule: not in state_dict
@@ -222,11 +243,11 @@ class DecodePlan:
         return F.rms_norm(x, norm.normalized_shape, norm.weight, norm.eps)
 
     def step(
-        self, ids: torch.Tensor, positions: torch.Tensor, kv: list[Any], mask: torch.Tensor | None
+        self, ids: torch.Tensor, positions: torch.Tensor, kv: list[LayerCache], mask: torch.Tensor | None
     ) -> torch.Tensor:
         """Logits (B, vocab) of one new token per row: `ids` (B,) at `positions` (B,), reading and
-        extending `kv` (one object per layer with MiniGPT's `update(k, v)` or `attend(q, k, v)`
-        protocol) under `mask` (B, 1, 1, T_k) bool or None (every cached key)."""
+        extending `kv` (one `LayerCache` per layer) under `mask` (B, 1, 1, T_k) bool or None
+        (every cached key). What `model.forward_cached` computes for one token, in fewer ops."""
         c = self.config
         B = ids.shape[0]
         H, Hkv, D = c.n_head, c.n_kv_head, c.head_dim
@@ -237,28 +258,15 @@ class DecodePlan:
         if self.rope is not None:
             cos = F.embedding(positions, self.rope[0])[:, None]  # (B, 1, head_dim)
             sin = F.embedding(positions, self.rope[1])[:, None]
-        gqa = Hkv != H
         for layer, cache in zip(self.layers, kv):
             qkv = _linear(self._norm(layer.ln1, x), layer.wqkv, layer.bqkv)  # (B, (H + 2 H_kv) D)
             qk = qkv[:, :QK].view(B, H + Hkv, D)  # (B, H + H_kv, head_dim): RoPE on both at once
             if self.rope is not None:
-                half = D // 2
-                rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)  # rotate_half (HF Llama)
-                qk = qk * cos + rotated * sin
+                qk = apply_rope(qk, cos, sin)
             q = qk[:, :H].unsqueeze(2)  # (B, H, 1, head_dim)
             k = qk[:, H:].unsqueeze(2)  # (B, H_kv, 1, head_dim)
             v = qkv[:, QK:].view(B, Hkv, 1, D)  # (B, H_kv, 1, head_dim)
-            if hasattr(cache, "attend"):
-                y = cache.attend(q, k, v)  # (B, H, 1, head_dim): the cache's own attention
-            else:
-                ks, vs = cache.update(k, v)  # (B, H_kv, T_k, head_dim)
-                if gqa and not SDPA_HAS_GQA:
-                    ks, vs = ks.repeat_interleave(H // Hkv, dim=1), vs.repeat_interleave(H // Hkv, dim=1)
-                    y = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask)  # (B, H, 1, head_dim)
-                elif gqa:
-                    y = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask, enable_gqa=True)
-                else:
-                    y = F.scaled_dot_product_attention(q, ks, vs, attn_mask=mask)
+            y = cache.attend(q, k, v, mask)  # (B, H, 1, head_dim)
             x = x + _linear(y.reshape(B, H * D), layer.wo, layer.bo)  # (B, d_model)
             h = _linear(self._norm(layer.ln2, x), layer.w1, layer.b1)  # (B, hidden) or (B, 2 hidden)
             if c.mlp == "swiglu":
@@ -275,15 +283,15 @@ class DecodePlan:
 class NativeDecode:
     """One sequence decoded by the Rust step (`_core.Decoder`): a CPU float32 plan's fastest path
     at batch 1, where the whole step is one call instead of ~80 ATen ops. Built after a prefill
-    from the torch cache's first `length` slots (`layers`: MiniGPT's per-layer caches with `k`,
-    `v` of shape (1, n_kv_head, capacity, head_dim)); its own K/V then grow one token per `step`.
+    from the first `length` slots of a contiguous cache (`layers`: a `KVCache`'s layers, `k`, `v`
+    of shape (1, n_kv_head, capacity, head_dim)); its own K/V then grow one token per `step`.
 
     The arithmetic is the module path's in float32 with a different summation order; tests
     compare the two under hypothesis (tests/test_decode.py)."""
 
     __slots__ = ("core", "state")
 
-    def __init__(self, plan: DecodePlan, layers: list[Any], length: int, capacity: int) -> None:
+    def __init__(self, plan: DecodePlan, layers: list[ContiguousLayerKV], length: int, capacity: int) -> None:
         if plan.native is None:
             raise ValueError("this plan has no native step (it needs CPU float32 weights)")
         self.core = plan.native
@@ -302,9 +310,10 @@ class NativeDecode:
         return torch.from_numpy(logits)[None]
 
     def step_greedy(self, token: int, position: int) -> int:
-        """The argmax of `step`'s logits (torch.argmax's tie and NaN rule), with no tensor made:
-        after a step has streamed the weights through the caches, every torch op costs tens of
-        microseconds."""
+        """The argmax of `step`'s logits (the rule of `fastllm.generation.sampling.argmax`: first
+        maximum, NaN largest), with no tensor made: after a step has streamed the weights through
+        the caches, every torch op costs tens of microseconds. For a sampler whose choice is the
+        plain argmax (`Sampler.needs_logits` False); tests check it against `argmax`."""
         return self.core.step(
             self.state, token=token, position=position, num_threads=torch.get_num_threads(), greedy=True
         )

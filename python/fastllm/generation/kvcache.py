@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from fastllm import _core
+from fastllm._checks import check_bool, check_int
 from fastllm._core import KvStats  # frozen, named counters: `s.used`, `s.hit_rate`
 
 __all__ = ["Allocation", "BlockManager", "KvStats", "Slot"]
@@ -77,16 +78,8 @@ class Slot(NamedTuple):
     copy: tuple[int, int] | None
 
 
-def _check_int(value: object, name: str, minimum: int, bound: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not minimum <= value < bound:
-        raise ValueError(f"{name}={value} is out of range [{minimum}, {bound})")
-    return value
-
-
 def _seq(seq_id: object, name: str = "seq_id") -> int:
-    return _check_int(seq_id, name, 0, _U64)
+    return check_int(seq_id, name, minimum=0, maximum=_U64, max_open=True)
 
 
 def _bad_tokens(token_ids: object) -> Exception:
@@ -99,7 +92,7 @@ def _bad_tokens(token_ids: object) -> Exception:
         return TypeError(f"token_ids must be a sequence of ints, not {type(token_ids).__name__}")
     for i, t in enumerate(items):
         try:
-            _check_int(t, f"token_ids[{i}]", 0, _U32)
+            check_int(t, f"token_ids[{i}]", minimum=0, maximum=_U32, max_open=True)
         except (TypeError, ValueError) as e:
             return e
     return TypeError("token_ids must be a sequence of ints")
@@ -117,10 +110,9 @@ class BlockManager:
     __slots__ = ("_core",)
 
     def __init__(self, num_blocks: int, block_size: int, *, enable_prefix_caching: bool = True) -> None:
-        _check_int(num_blocks, "num_blocks", 1, _U32)
-        _check_int(block_size, "block_size", 1, _U64)
-        if not isinstance(enable_prefix_caching, bool):
-            raise TypeError(f"enable_prefix_caching must be a bool, got {enable_prefix_caching!r}")
+        check_int(num_blocks, "num_blocks", minimum=1, maximum=_U32, max_open=True)
+        check_int(block_size, "block_size", minimum=1, maximum=_U64, max_open=True)
+        check_bool(enable_prefix_caching, "enable_prefix_caching")
         self._core = _core.BlockManager(
             num_blocks=num_blocks, block_size=block_size, prefix_caching=enable_prefix_caching
         )
@@ -149,7 +141,7 @@ class BlockManager:
     def append(self, seq_id: int, token_id: int) -> Slot | None:
         """The slot for one more token of `seq_id`; `None` (nothing changed) when out of blocks."""
         _seq(seq_id)
-        _check_int(token_id, "token_id", 0, _U32)
+        check_int(token_id, "token_id", minimum=0, maximum=_U32, max_open=True)
         out = self._core.append(seq_id, token_id)
         return None if out is None else Slot(*out)
 
@@ -166,7 +158,7 @@ class BlockManager:
         block among them counts as cached for later prompts. Idempotent, never un-marks; a partly
         filled block waits for a later call. ValueError when `num_tokens` exceeds the sequence."""
         _seq(seq_id)
-        _check_int(num_tokens, "num_tokens", 0, _U64)
+        check_int(num_tokens, "num_tokens", minimum=0, maximum=_U64, max_open=True)
         self._core.mark_computed(seq_id, num_tokens)
 
     def lookup_prefix(self, token_ids: Sequence[int]) -> int:
@@ -184,9 +176,14 @@ class BlockManager:
         """Tokens of `seq_id` so far, prompt and appended."""
         return self._core.num_tokens(_seq(seq_id))
 
+    def is_computed(self, block: int) -> bool:
+        """Whether physical `block` is in the prefix cache with its K/V written (`mark_computed`);
+        a block handed out again is not, until it is marked anew."""
+        return self._core.is_computed(check_int(block, "block", minimum=0, maximum=_U32, max_open=True))
+
     def can_allocate(self, n_tokens: int) -> bool:
         """Whether a prompt of `n_tokens` fits now, counting no prefix hits."""
-        _check_int(n_tokens, "n_tokens", 0, _U64)
+        check_int(n_tokens, "n_tokens", minimum=0, maximum=_U64, max_open=True)
         return self._core.can_allocate(n_tokens)
 
     def stats(self) -> KvStats:

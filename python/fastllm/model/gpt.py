@@ -6,11 +6,14 @@ switches, so `MiniGPTConfig` names those switches and `MiniGPT` is one pre-norm 
 them. Structure and conventions follow nanoGPT (Karpathy): `forward(idx, targets) -> (logits, loss)`,
 GPT-2 weight init, the 6N + 12·L·d·T FLOPs-per-token estimate used for MFU (PaLM appendix B).
 
-Checkpoints: `save_pretrained(dir)` writes our own config.json (marked "fastllm") +
-model.safetensors; `MiniGPT.from_pretrained(dir)` reads those back, or a local Hugging Face
-`GPT2LMHeadModel` / `LlamaForCausalLM` directory, through `fastllm.model.hf` (which maps the names
-and checks every shape before loading). All attention goes through `fastllm.attention` (the
-`fastllm.model.attention` module), the dispatch point for faster kernels.
+Checkpoints: `MiniGPT.from_pretrained(dir)` reads a local Hugging Face directory of a
+`GPT2LMHeadModel` or `LlamaForCausalLM` (config.json + safetensors or pytorch_model.bin, sharded
+or not) and maps its weights in through `fastllm.model.hf` (which checks every name and shape
+before loading); `save_pretrained(dir)` writes our own config.json (marked
+"fastllm") + model.safetensors, which `from_pretrained` reads back. All attention goes through
+`fastllm.attention.attention`, the dispatch point for faster kernels, except what a K/V cache
+computes itself (`fastllm.model.cache`: the one protocol `forward_cached` drives; a one-query
+decode step calls SDPA directly). RoPE angles come from `fastllm.model.rope`.
 
 >>> import torch
 >>> model = MiniGPT(MiniGPTConfig.preset("tiny"))
@@ -37,11 +40,15 @@ from fastllm._io import atomic_path, write_atomic
 from fastllm.config import MiniGPTConfig
 from fastllm.model import hf
 from fastllm.model.attention import attention
+from fastllm.model.cache import LayerCache
 from fastllm.model.losses import linear_cross_entropy
+from fastllm.model.rope import apply_rope, rope_cos_sin
 
 __all__ = ["MiniGPT", "MiniGPTConfig", "parameter_shapes"]
 
 _RESIDUAL_PROJECTIONS = ("attn.o_proj.weight", "mlp.proj.weight", "mlp.down_proj.weight")
+# Keywords of MiniGPT.generate that are generate's options, not SamplingParams fields.
+_GENERATE_OPTIONS = ("use_cache", "tokenizer", "pad_token_id", "callback")
 
 
 # --------------------------------------------------------------------------------------------
@@ -54,28 +61,6 @@ def _norm(config: MiniGPTConfig) -> nn.Module:
         return nn.LayerNorm(config.d_model, eps=config.norm_eps, bias=config.bias)
     # RMSNorm (Zhang & Sennrich 2019) as in Llama: x / sqrt(mean(x^2) + eps) * weight.
     return nn.RMSNorm(config.d_model, eps=config.norm_eps)
-
-
-def _rope(x: torch.Tensor, theta: float, positions: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotary position embedding (Su et al., RoFormer) in Hugging Face Llama's rotate_half layout.
-
-    x: (B, H, T, head_dim) at `positions` ((T,) or per row (B, T); default 0..T-1). The pairs
-    rotated together are (i, i + head_dim/2), not adjacent lanes (Meta's complex layout); HF
-    permutes q/k weights on conversion to get this.
-    Angles are computed in float32 and cast, as HF does.
-    """
-    T, hd = x.shape[-2], x.shape[-1]
-    inv_freq = 1.0 / (theta ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))  # (hd/2,)
-    if positions is None:
-        positions = torch.arange(T, device=x.device)  # (T,)
-    freqs = positions.to(torch.float32)[..., None] * inv_freq  # (T, hd/2) or (B, T, hd/2)
-    emb = torch.cat((freqs, freqs), dim=-1)  # (T, hd) or (B, T, hd)
-    if emb.ndim == 3:
-        emb = emb[:, None]  # (B, 1, T, hd): the same positions for every head
-    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)  # broadcast against (B, H, T, hd)
-    x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]  # (B, H, T, hd/2)
-    rotated = torch.cat((-x2, x1), dim=-1)  # (B, H, T, hd)
-    return x * cos + rotated * sin  # (B, H, T, hd)
 
 
 class _Attention(nn.Module):
@@ -96,33 +81,33 @@ class _Attention(nn.Module):
         self,
         x: torch.Tensor,
         positions: torch.Tensor | None = None,
-        kv: Any = None,
+        kv: LayerCache | None = None,
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, T, d_model). For generation: `kv` stores this layer's keys/values (its
-        `update(k, v)` appends the new ones and returns all of them; or its `attend(q, k, v)`
-        stores k, v and returns the attention output itself), `positions` (B, T) are the
-        tokens' positions, `mask` (B, 1, T, T_k) bool says which keys each query sees."""
+        """x (B, T, d_model). For generation: `kv` is this layer's cache (it stores the new keys
+        and values and attends over everything it holds, `fastllm.model.cache.LayerCache`),
+        `positions` (B, T) are the tokens' positions, `mask` (B, 1, T, T_k) bool says which keys
+        each query sees."""
         c = self.config
         B, T, _ = x.shape  # (B, T, d_model)
         q = self.q_proj(x).view(B, T, c.n_head, c.head_dim).transpose(1, 2)  # (B, n_head, T, head_dim)
         k = self.k_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         v = self.v_proj(x).view(B, T, c.n_kv_head, c.head_dim).transpose(1, 2)  # (B, n_kv_head, T, head_dim)
         if c.positions == "rope":
-            q, k = _rope(q, c.rope_theta, positions), _rope(k, c.rope_theta, positions)
-        if kv is not None and hasattr(kv, "attend"):
-            # The cache computes attention itself (the Engine's decode step attends over a
-            # batch-wide shared prefix once, see fastllm.generation.engine); `mask` is its business then.
-            y = kv.attend(q, k, v)  # (B, n_head, T, head_dim)
+            if positions is None:
+                positions = torch.arange(T, device=x.device)  # (T,)
+            cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta, q.dtype)  # (T or B, T, head_dim)
+            if cos.ndim == 3:
+                cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, head_dim): the same for every head
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:
+            y = kv.attend(q, k, v, mask)  # (B, n_head, T, head_dim)
+        elif mask is not None:
+            y = attention(q, k, v, causal=False, attn_mask=mask)  # (B, n_head, T, head_dim)
         else:
-            if kv is not None:
-                k, v = kv.update(k, v)  # (B, n_kv_head, T_k, head_dim): the cached keys/values and these
-            if mask is not None:
-                y = attention(q, k, v, causal=False, attn_mask=mask)  # (B, n_head, T, head_dim)
-            else:
-                y = attention(
-                    q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0
-                )  # (B, n_head, T, head_dim)
+            y = attention(
+                q, k, v, causal=True, dropout_p=c.dropout if self.training else 0.0
+            )  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).reshape(B, T, c.d_model)  # (B, T, d_model)
         return self.resid_drop(self.o_proj(y))  # (B, T, d_model)
 
@@ -247,27 +232,23 @@ class MiniGPT(nn.Module):
         self,
         input_ids: torch.Tensor,
         positions: torch.Tensor,
-        kv: list[Any] | None = None,
+        kv: list[LayerCache] | None = None,
         mask: torch.Tensor | None = None,
         *,
         last_only: bool = False,
-        plan: Any = None,
     ) -> torch.Tensor:
         """Logits (B, T, vocab) of `input_ids` (B, T) at explicit `positions` (B, T), reading and
-        extending a KV cache (`kv`: one object per layer with `update(k, v) -> (k_all, v_all)`)
-        under `mask` (B, 1, T, T_k) bool, None meaning causal over all keys. What generation
-        (`fastllm.generation.loop`) runs: a prompt (prefill) or one new token per sequence (decode).
+        extending a KV cache (`kv`: one `fastllm.model.cache.LayerCache` per layer) under `mask`
+        (B, 1, T, T_k) bool, None meaning causal over all keys. What generation
+        (`fastllm.generation`) runs: a prompt (prefill) or one new token per sequence (decode).
 
         `last_only=True` projects only the last position to the vocabulary (B, 1, vocab): a
-        prefill needs no other logits. With `plan` (from `decode_plan()`) a one-token step runs
-        `DecodePlan.step`, the same arithmetic over fused weights with less per-op overhead."""
+        prefill needs no other logits."""
         B, T = input_ids.shape
         if int(positions.max()) >= self.config.context and self.pos_emb is not None:
             raise ValueError(
                 f"position {int(positions.max())} exceeds the model context={self.config.context}"
             )
-        if plan is not None and T == 1 and kv is not None:
-            return plan.step(input_ids[:, 0], positions[:, 0], kv, mask)[:, None]  # (B, 1, vocab)
         x = self.tok_emb(input_ids)  # (B, T, d_model)
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)  # (B, T, d_model)
@@ -277,29 +258,22 @@ class MiniGPT(nn.Module):
             x = x[:, -1:]  # (B, 1, d_model)
         return self.lm_head(self.ln_f(x))  # (B, T or 1, vocab_size)
 
-    def decode_plan(self) -> Any:
-        """The fused single-token decode step (`fastllm.generation.decode.DecodePlan`) for the current
-        weights, or None where it would not be the same computation: gradients enabled, training
-        mode (dropout), or forward hooks on a submodule (the fused step would skip them).
-        Generation fetches it once per call (the Engine once per step) and passes it to
-        `forward_cached`."""
-        if torch.is_grad_enabled() or self.training:
-            return None
-        from fastllm.generation.decode import DecodePlan  # it also answers None while a submodule has hooks
-
-        return DecodePlan.for_model(self)
-
     def generate(self, input_ids: Any, max_new_tokens: int, **kwargs: Any) -> Any:
-        """Autoregressive generation with a KV cache; see `fastllm.generation.loop.generate` for the options.
+        """The short form of `fastllm.generation.generate`: `kwargs` are `SamplingParams` fields
+        (temperature, top_k, top_p, min_p, repetition_penalty, stop, seed, logprobs) and
+        generate's options (use_cache, tokenizer, pad_token_id, callback).
 
         >>> import torch
         >>> model = MiniGPT(MiniGPTConfig.preset("tiny")).eval()
         >>> model.generate(torch.tensor([[1, 2, 3]]), 4, temperature=0).shape
         torch.Size([1, 7])
         """
-        from fastllm.generation.loop import generate
+        # The one reference from the model floor up to generation, imported here and not at the
+        # top: the model module must not depend on the floor that drives it.
+        from fastllm.generation import SamplingParams, generate
 
-        return generate(self, input_ids, max_new_tokens, **kwargs)
+        options = {k: kwargs.pop(k) for k in _GENERATE_OPTIONS if k in kwargs}
+        return generate(self, input_ids, SamplingParams(max_new_tokens=max_new_tokens, **kwargs), **options)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (tied weights counted once).

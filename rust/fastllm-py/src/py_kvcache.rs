@@ -160,6 +160,11 @@ impl CoreBlockManager {
         Ok(self.lock()?.ref_count(block))
     }
 
+    /// Whether `block` is in the prefix cache with its K/V computed (false for an unknown id).
+    fn is_computed(&self, block: u32) -> PyResult<bool> {
+        Ok(self.lock()?.is_computed(block))
+    }
+
     fn stats(&self) -> PyResult<KvStats> {
         Ok(self.lock()?.stats().into())
     }
