@@ -17,6 +17,33 @@ from fastllm.cli._errors import report_invalid, user_errors
 from fastllm.data.documents import FORMATS
 
 
+def _reader_options(command):
+    """The reading options every command over documents shares (`fastllm.data.documents`)."""
+    options = [
+        click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="Input format (default: from the extension; .jsonl/.parquet, else lines).",
+        ),
+        click.option(
+            "--text-field",
+            default="text",
+            show_default=True,
+            help="JSONL key / Parquet column holding the text.",
+        ),
+        click.option(
+            "--skip-invalid",
+            is_flag=True,
+            help="Skip (and count) records with invalid UTF-8, bad JSON or no text, instead of stopping.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("dedup")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -26,16 +53,7 @@ from fastllm.data.documents import FORMATS
     type=click.Path(path_type=Path),
     help="Kept documents, in the input's format (a folder for --format files).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default=None,
-    help="Input format (default: from the extension; .jsonl/.parquet, else lines).",
-)
-@click.option(
-    "--text-field", default="text", show_default=True, help="JSONL key / Parquet column holding the text."
-)
+@_reader_options
 @click.option(
     "--threshold",
     default=0.8,
@@ -62,11 +80,6 @@ from fastllm.data.documents import FORMATS
     help="Write a JSONL report: one line per cluster with its members and pair Jaccards.",
 )
 @click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
-@click.option(
-    "--skip-invalid",
-    is_flag=True,
-    help="Skip (and count) records with invalid UTF-8, bad JSON or no text, instead of stopping.",
-)
 @click.option("--seed", default=0, show_default=True, help="Seed of the MinHash permutations.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
@@ -161,16 +174,7 @@ def dedup_command(
     type=click.Path(dir_okay=False, path_type=Path),
     help="A tokenizer.json (from `fastllm tokenizer train`).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default=None,
-    help="Input format (default: from the extension; .jsonl/.parquet, else lines).",
-)
-@click.option(
-    "--text-field", default="text", show_default=True, help="JSONL key / Parquet column holding the text."
-)
+@_reader_options
 @click.option(
     "--val-fraction",
     default=0.005,
@@ -185,11 +189,6 @@ def dedup_command(
     help="Tokens per shard before starting a new one.",
 )
 @click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
-@click.option(
-    "--skip-invalid",
-    is_flag=True,
-    help="Skip (and count) records with invalid UTF-8, bad JSON or no text, instead of stopping.",
-)
 @click.option(
     "--eot", default="<|endoftext|>", show_default=True, help="Special token appended after every document."
 )
