@@ -24,6 +24,7 @@ from fastllm._checks import (
     check_float,
     check_int,
     check_optional_int,
+    check_texts,
     check_type,
 )
 from fastllm._io import atomic_path, write_atomic
@@ -264,3 +265,23 @@ def test_check_choice(name, choices, value):
         assert str(info.value).startswith(f"{name} must be one of ") and repr(value) in str(info.value)
     with pytest.raises(TypeError, match=f"^{name} must be one of"):
         check_choice(1, name, choices)
+
+
+@given(
+    items=st.lists(
+        st.one_of(st.text(max_size=5), st.integers(), st.binary(max_size=3), st.none()), max_size=6
+    )
+)
+def test_check_texts_names_the_first_item_that_is_not_a_str(items):
+    bad = [i for i, t in enumerate(items) if not isinstance(t, str)]
+    if not bad:
+        assert check_texts(iter(items)) == items  # any iterable, returned as a list
+    else:
+        with pytest.raises(TypeError, match=rf"^docs\[{bad[0]}\] must be str, not "):
+            check_texts(items, "docs")
+
+
+@pytest.mark.parametrize("value", ["one text", b"bytes", 3, None])
+def test_check_texts_refuses_a_single_text_or_a_non_iterable(value):
+    with pytest.raises(TypeError, match="^texts must be a list of str, not "):
+        check_texts(value)

@@ -31,7 +31,15 @@ import operator
 from collections.abc import Collection
 from typing import Any
 
-__all__ = ["check_bool", "check_choice", "check_float", "check_int", "check_optional_int", "check_type"]
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_float",
+    "check_int",
+    "check_optional_int",
+    "check_texts",
+    "check_type",
+]
 
 
 def _is_bool(value: Any) -> bool:
@@ -130,6 +138,22 @@ def check_type(value: Any, name: str, types: type | tuple[type, ...]) -> Any:
         expected = types.__name__ if isinstance(types, type) else " or ".join(t.__name__ for t in types)
         raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
     return value
+
+
+def check_texts(value: Any, name: str = "texts") -> list[str]:
+    """`value` (any iterable of str, not a single str or bytes) as a list; a TypeError names the
+    first item that is not a str."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{name} must be a list of str, not a single {type(value).__name__}; wrap it in a list"
+        )
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list of str, not {type(value).__name__}") from None
+    for i, t in enumerate(items):
+        check_type(t, f"{name}[{i}]", str)
+    return items
 
 
 def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:

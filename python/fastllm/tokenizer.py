@@ -23,7 +23,7 @@ from typing import Literal, Union
 import numpy as np
 
 from fastllm import _core
-from fastllm._checks import check_bool, check_int, check_optional_int, check_type
+from fastllm._checks import check_bool, check_int, check_optional_int, check_texts, check_type
 from fastllm._io import write_atomic
 from fastllm._progress import bar
 
@@ -54,15 +54,6 @@ def _find_surrogate_error(texts: Sequence[str], what: str) -> ValueError:
         except UnicodeEncodeError:
             return _surrogate_error(t, f"{what}[{i}]")
     return ValueError(f"{what} contains text that is not valid Unicode")
-
-
-def _check_texts(texts: object, what: str = "texts") -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError(f"{what} must be a list of str, not a single {type(texts).__name__}")
-    out = list(texts)  # type: ignore[call-overload]
-    for i, t in enumerate(out):
-        check_type(t, f"{what}[{i}]", str)
-    return out
 
 
 def _check_specials(special_tokens: Iterable[str]) -> list[str]:
@@ -376,7 +367,7 @@ class BPETokenizer:
         disallowed_special: SpecialSet = "all",
     ) -> list[list[int]]:
         """Encodes many texts in parallel (GIL released); same ids as `encode` on each."""
-        items = _check_texts(texts)
+        items = check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         threads = check_optional_int(num_threads, "num_threads", minimum=1)
         # The result is one new list per text: with the cyclic GC on, every 700 of them trigger a
@@ -404,7 +395,7 @@ class BPETokenizer:
 
         `ids[offsets[i]:offsets[i + 1]]` are the ids of `texts[i]`; no Python int per token.
         """
-        items = _check_texts(texts)
+        items = check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         try:
             threads = check_optional_int(num_threads, "num_threads", minimum=1)

@@ -41,7 +41,7 @@ from typing import Union
 import numpy as np
 
 from fastllm import _core
-from fastllm._checks import check_bool, check_choice, check_float, check_int, check_optional_int
+from fastllm._checks import check_bool, check_choice, check_float, check_int, check_optional_int, check_texts
 
 __all__ = ["DedupResult", "MinHashDeduper", "band_keys", "candidate_pairs", "cluster"]
 
@@ -70,16 +70,6 @@ class DedupResult:
     clusters: list[list[int]]
     pairs: list[tuple[int, int, float]]
     stats: dict[str, float] = field(default_factory=dict)
-
-
-def _check_texts(texts: object) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise TypeError("texts must be a list of str, not a single str; wrap it in a list")
-    items = list(texts)  # type: ignore[call-overload]
-    for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be str, not {type(t).__name__}")
-    return items
 
 
 def _surrogates(items: list[str]) -> ValueError:
@@ -181,7 +171,7 @@ class MinHashDeduper:
         return len(self._core)
 
     def _call(self, method, texts):
-        items = _check_texts(texts)
+        items = check_texts(texts)
         try:
             return items, method(items, self._threads)
         except UnicodeEncodeError:
