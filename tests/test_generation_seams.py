@@ -9,13 +9,11 @@
 - Import-time behaviour, in fresh interpreters: importing fastllm.generation installs no global
   nn.Module hooks (building the first plan installs them, once); importing the model imports no
   generation module, and only `MiniGPT.generate` refers to generation.
-- No private name crosses modules in fastllm.generation and fastllm.model (an AST scan).
 """
 
 from __future__ import annotations
 
 import ast
-import importlib
 import inspect
 import json
 import subprocess
@@ -226,38 +224,3 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("fastllm.generati
                 assert (path.name, getattr(scope, "name", None)) == ("gpt.py", "generate"), path
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("fastllm.generation") for a in node.names), path
-
-
-def _module_aliases(tree: ast.Module) -> set[str]:
-    """The names a module binds to modules: `import x.y as z`, `import x`, `from p import module`."""
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.asname or a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            parent = importlib.import_module(node.module)
-            for a in node.names:
-                if inspect.ismodule(getattr(parent, a.name, None)):
-                    names.add(a.asname or a.name)
-    return names
-
-
-@pytest.mark.parametrize("floor", ["generation", "model"])
-def test_no_private_name_crosses_modules(floor):
-    """Neither `from m import _name` nor `m._name` on an imported module (the compiled `_core`
-    and the shared `_checks` are modules, imported by their names; their contents are public)."""
-    for path in sorted((PACKAGE / floor).glob("*.py")):
-        tree = ast.parse(path.read_text())
-        modules = _module_aliases(tree)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "_core"]
-                assert not private, f"{path.name} imports {private} from {node.module}"
-            if (
-                isinstance(node, ast.Attribute)
-                and isinstance(node.value, ast.Name)
-                and node.value.id in modules
-                and node.attr.startswith("_")
-                and not node.attr.startswith("__")
-            ):
-                raise AssertionError(f"{path.name} reads {node.value.id}.{node.attr}")
