@@ -1,4 +1,4 @@
-"""pytest configuration for the test-suite: hypothesis profiles and the shared-data fixture.
+"""pytest configuration for the test-suite: hypothesis profiles.
 
 Profiles: "fastllm" (default; modest example counts so the suite stays well under 5 minutes on 2
 cores) and "thorough" (HYPOTHESIS_PROFILE=thorough, 10x the examples, for a nightly run).
@@ -7,12 +7,7 @@ cores) and "thorough" (HYPOTHESIS_PROFILE=thorough, 10x the examples, for a nigh
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import pytest
 from hypothesis import HealthCheck, settings
-
-from shared_data import SHARED_REASON, shared_data_dir
 
 settings.register_profile(
     "fastllm",
@@ -22,11 +17,3 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("fastllm"), max_examples=2000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fastllm"))
-
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(SHARED_REASON)
-    return path

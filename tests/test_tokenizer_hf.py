@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers  # noqa: E402
 
 from fastllm import BPETokenizer
-from shared_data import shared_text
+from shared_data import corpus_text
 from strategies import SPECIALS, any_text, source_corpus, text_with_specials, wordy_text
 
 DIGITS = "100 200 2000 2020 2024 10000 1000000 0.001 $1,000,000 " * 5
@@ -63,7 +63,7 @@ def test_hf_loads_our_file_and_agrees(saved, text):
 
 def test_hf_agrees_on_real_text(saved):
     tok, path = saved
-    text = shared_text("imdb_reviews_train.txt", 300_000)
+    text = corpus_text("imdb_reviews_train.txt", 300_000)  # else 300 KB of the stdlib corpus
     lines = text.splitlines(keepends=True)
     hf = _hf(path)
     assert [e.ids for e in hf.encode_batch(lines, add_special_tokens=False)] == tok.encode_batch(lines)

@@ -1,9 +1,11 @@
 """Id-for-id parity with tiktoken on the real cl100k_base and GPT-2 vocabularies.
 
-Oracle: tiktoken itself, built locally from the same files in ../shared/data/vocab (no network):
-cl100k from the `.tiktoken` rank file, GPT-2 from encoder.json + vocab.bpe through tiktoken's own
-data-gym loader. Checked on generated text, hand-picked edge cases, ~1 MB of real text, decoding of
-arbitrary id sequences, every token's bytes, and tiktoken's special-token rules.
+Oracle: tiktoken itself, built locally from the same files (tests/fixtures/vocab, or
+../shared/data/vocab; no network): cl100k from the `.tiktoken` rank file, GPT-2 from encoder.json +
+vocab.bpe through tiktoken's own data-gym loader. Checked on generated text, hand-picked edge cases,
+two ~1 MB slices of real text (tinyshakespeare and imdb from ../shared/data, else two slices of the
+standard-library corpus; see tests/shared_data.py), decoding of arbitrary id sequences, every
+token's bytes, and tiktoken's special-token rules.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from tiktoken.load import data_gym_to_mergeable_bpe_ranks, load_tiktoken_bpe  # 
 
 from fastllm import BPETokenizer
 from reference_bpe import GPT2_PATTERN, GPT4_PATTERN
-from shared_data import shared_file, shared_text
+from shared_data import STDLIB, corpus_path, corpus_text, vocab_file
 from strategies import any_text, text_with_specials, wordy_text
 
 CL100K_SPECIALS = {
@@ -103,7 +105,7 @@ def _fresh_tiktoken_files():
 
 @pytest.fixture(scope="module")
 def cl100k(_fresh_tiktoken_files):
-    path = shared_file("vocab", "cl100k_base.tiktoken")
+    path = vocab_file("cl100k_base.tiktoken")
     enc = tiktoken.Encoding(
         "cl100k_local",
         pat_str=GPT4_PATTERN,
@@ -115,7 +117,7 @@ def cl100k(_fresh_tiktoken_files):
 
 @pytest.fixture(scope="module")
 def gpt2(_fresh_tiktoken_files):
-    encoder, bpe = shared_file("vocab", "gpt2_encoder.json"), shared_file("vocab", "gpt2_vocab.bpe")
+    encoder, bpe = vocab_file("gpt2_encoder.json"), vocab_file("gpt2_vocab.bpe")
     ranks = data_gym_to_mergeable_bpe_ranks(vocab_bpe_file=str(bpe), encoder_json_file=str(encoder))
     enc = tiktoken.Encoding(
         "gpt2_local",
@@ -171,10 +173,15 @@ def test_tricky_strings(pair, text):
     assert tok.encode_ordinary(text) == enc.encode_ordinary(text)
 
 
-@pytest.mark.parametrize("corpus,offset", [("tinyshakespeare.txt", 0), ("imdb_reviews_train.txt", 5 << 20)])
+REAL_TEXT = [("tinyshakespeare.txt", 0), ("imdb_reviews_train.txt", 5 << 20)]
+
+
+@pytest.mark.parametrize(
+    "corpus,offset", REAL_TEXT, ids=[f"{c if corpus_path(c) else STDLIB}@{o}" for c, o in REAL_TEXT]
+)
 def test_real_text(pair, corpus, offset):
     tok, enc = pair
-    text = shared_text(corpus, 1 << 20, offset)
+    text = corpus_text(corpus, 1 << 20, offset)
     expected = enc.encode_ordinary(text)
     assert tok.encode_ordinary(text) == expected
     assert tok.encode_batch(text.splitlines(keepends=True), num_threads=2) == enc.encode_ordinary_batch(

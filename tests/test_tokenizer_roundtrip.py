@@ -2,7 +2,7 @@
 
 Oracles: the input itself (decode(encode(s)) == s, decode_bytes(encode(b)) == b), single-text
 `encode` for the batch calls, and `decode` for the stream decoder. Run on a small trained
-tokenizer and, when ../shared/data is present, on the real GPT-2 and cl100k vocabularies.
+tokenizer and on the real GPT-2 and cl100k vocabularies (tests/fixtures/vocab).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastllm import BPETokenizer
-from shared_data import shared_file
+from shared_data import vocab_file
 from strategies import SPECIALS, any_text, source_corpus, text_with_specials, wordy_text
 
 CL100K_SPECIALS = {
@@ -41,10 +41,8 @@ def tok(request) -> BPETokenizer:
     if kind.startswith("trained-"):
         return _trained(kind.removeprefix("trained-"))
     if kind == "gpt2":
-        return BPETokenizer.from_gpt2(
-            shared_file("vocab", "gpt2_encoder.json"), shared_file("vocab", "gpt2_vocab.bpe")
-        )
-    return BPETokenizer.from_tiktoken(shared_file("vocab", "cl100k_base.tiktoken"), "gpt4", CL100K_SPECIALS)
+        return BPETokenizer.from_gpt2(vocab_file("gpt2_encoder.json"), vocab_file("gpt2_vocab.bpe"))
+    return BPETokenizer.from_tiktoken(vocab_file("cl100k_base.tiktoken"), "gpt4", CL100K_SPECIALS)
 
 
 texts = st.one_of(any_text, wordy_text(), st.text(st.sampled_from(" \t\n\r\xa0\u3000"), max_size=40))

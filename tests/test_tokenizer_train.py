@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import fastllm
 import reference_bpe as ref
 from fastllm import BPETokenizer
-from shared_data import shared_text
+from shared_data import corpus_text
 from strategies import SPECIALS, any_text, corpus, source_corpus, text_with_specials, wordy_text
 
 CUSTOM = r"\w+|\s+|[^\w\s]+"
@@ -152,9 +152,10 @@ def test_train_files_equals_train(tmp_path, source, pattern):
 
 
 def test_train_files_on_a_real_corpus_equals_train(tmp_path):
-    """A ~1 MB file spans several read blocks; block cuts must not change a single count."""
-    text = shared_text("tinyshakespeare.txt", 1 << 20)
-    path = tmp_path / "shakespeare.txt"
+    """A ~1 MB file spans several read blocks; block cuts must not change a single count.
+    (tinyshakespeare from ../shared/data, else 1 MB of the standard-library corpus.)"""
+    text = corpus_text("tinyshakespeare.txt", 1 << 20)
+    path = tmp_path / "corpus.txt"
     path.write_text(text, encoding="utf-8")
     for threads in (1, 2):
         from_file = BPETokenizer.train_files([path], 256 + 500, show_progress=False, num_threads=threads)
