@@ -1,7 +1,8 @@
 """Near-duplicate removal benchmarks: fastllm against its peers and a pure-Python/numpy baseline.
 
 Groups (rows in a group run on the same input, so their ratios are meaningful):
-  dedup-50k   50,000 documents of 100-200 words (imdb word distribution, ~10% near-duplicates),
+  dedup-50k   50,000 documents of 100-200 words (the benchmark corpus's word distribution: imdb,
+              else the standard library, see benches/conftest.py; ~10% near-duplicates),
               word 5-grams, 128 permutations, threshold 0.8, raw text to duplicate pairs, end to end:
               fastllm (exact verification; and verify="none", as the peers do not verify) vs
               datasketch (MinHash.bulk + MinHashLSH, Python shingling), rensa (RMinHash.from_token_sets
@@ -53,21 +54,21 @@ class Corpus:
     truth: dict
 
 
-def _corpus(imdb: Path, folder: Path, n_docs: int) -> Corpus:
-    path = write_corpus(str(imdb), folder / f"dedup-{n_docs}.txt", n_docs)
+def _corpus(source: Path, folder: Path, n_docs: int) -> Corpus:
+    path = write_corpus(str(source), folder / f"dedup-{n_docs}.txt", n_docs)
     docs = read_docs(str(path))
     sets = shingle_sets(docs)
     return Corpus(path, len(docs), round(path.stat().st_size / 1e6, 3), sets, similar_pairs(sets, THRESHOLD))
 
 
 @pytest.fixture(scope="session")
-def corpus_50k(imdb, tmp_path_factory) -> Corpus:
-    return _corpus(imdb, tmp_path_factory.mktemp("dedup-50k"), _docs(50_000))
+def corpus_50k(corpus, tmp_path_factory) -> Corpus:
+    return _corpus(corpus, tmp_path_factory.mktemp("dedup-50k"), _docs(50_000))
 
 
 @pytest.fixture(scope="session")
-def corpus_5k(imdb, tmp_path_factory) -> Corpus:
-    return _corpus(imdb, tmp_path_factory.mktemp("dedup-5k"), _docs(5_000))
+def corpus_5k(corpus, tmp_path_factory) -> Corpus:
+    return _corpus(corpus, tmp_path_factory.mktemp("dedup-5k"), _docs(5_000))
 
 
 def child_peak_rss(task: str, params: dict) -> float | None:
@@ -75,7 +76,7 @@ def child_peak_rss(task: str, params: dict) -> float | None:
 
 
 @pytest.fixture
-def run_dedup(benchmark):
+def run_dedup(benchmark, corpus_name):
     """`run_dedup(impl, task, params, corpus, rounds=ROUNDS, **extra)`: time
     dedup_tasks.make_<task>(**params)(), record library, input size, peak RSS and, for edge lists,
     precision/recall against the oracle; returns the job's result."""
@@ -87,6 +88,7 @@ def run_dedup(benchmark):
             impl=impl,
             MB=corpus.mb,
             docs=corpus.n,
+            corpus=corpus_name,  # the documents are drawn from its words
             peak_rss_mb=child_peak_rss(task, params),
             interpreter_rss_mb=rss.interpreter_rss(TASKS),
             **extra,

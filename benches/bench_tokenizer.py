@@ -2,12 +2,14 @@
 
 Groups (rows in a group run on the same input, so their ratios are meaningful):
   train-8192, train-32768  fastllm train_files vs HF tokenizers and bpeasy (GPT-4 split) and
-                           sentencepiece (BPE, its own pre-tokenization: time only), whole imdb corpus
+                           sentencepiece (BPE, its own pre-tokenization: time only), the whole corpus
   train-small              fastllm vs the pure-Python reference trainer, 200 KB, vocab 512
   encode-gpt2              one 4 MB text: fastllm vs tiktoken vs HF tokenizers (GPT-2 vocabulary)
   encode-gpt2-small        100 KB: fastllm vs the pure-Python reference encoder
   encode-cl100k            one 4 MB text: fastllm vs tiktoken vs rs-bpe (cl100k vocabulary)
-  encode-batch             the 4 MB as a list of reviews, 1 and 2 threads (GPT-2 vocabulary)
+  encode-batch             the 4 MB as a list of lines, 1 and 2 threads (GPT-2 vocabulary)
+The corpus is imdb_reviews_train.txt from ../shared/data, else the standard-library corpus (see
+benches/conftest.py); every row records which in extra_info["corpus"].
 Each row records extra_info: impl, MB (input size), peak_rss_mb (the job alone, in a fresh
 process). `python benches/report.py` turns a run into markdown tables. Correctness is asserted
 once, outside the timed part. HF encodes the 4 MB text as one sequence, which it is slow at; the
@@ -60,46 +62,54 @@ def test_train_small(benchmark, run_task, small_train_file, impl):
 # ---- encoding -----------------------------------------------------------------------------------
 
 
-def _expected(vocab: str, vocab_dir, imdb, nbytes):
+def _expected(vocab: str, vocab_dir, corpus, nbytes):
     import tasks
 
-    return tasks.make_encode("tiktoken", vocab, vocab_dir, str(imdb), nbytes)()
+    return tasks.make_encode("tiktoken", vocab, vocab_dir, str(corpus), nbytes)()
 
 
 @pytest.mark.parametrize("impl", ["fastllm", "tiktoken", "hf"])
-def test_encode_gpt2(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl):
+def test_encode_gpt2(benchmark, run_task, vocab_dir, corpus, encode_bytes, impl):
     benchmark.group = "encode-gpt2"
     _peer("tiktoken")
     if impl == "hf":
         _peer("tokenizers")
-    params = {"lib": impl, "vocab": "gpt2", "vocab_dir": vocab_dir, "path": str(imdb), "nbytes": encode_bytes}
+    params = {
+        "lib": impl,
+        "vocab": "gpt2",
+        "vocab_dir": vocab_dir,
+        "path": str(corpus),
+        "nbytes": encode_bytes,
+    }
     ids = run_task(impl, "encode", params, megabytes(nbytes=encode_bytes))
     benchmark.extra_info["n_tokens"] = len(ids)
     if impl == "fastllm":
-        assert ids == _expected("gpt2", vocab_dir, imdb, encode_bytes)
+        assert ids == _expected("gpt2", vocab_dir, corpus, encode_bytes)
     else:
-        benchmark.extra_info["same_ids_as_tiktoken"] = ids == _expected("gpt2", vocab_dir, imdb, encode_bytes)
+        benchmark.extra_info["same_ids_as_tiktoken"] = ids == _expected(
+            "gpt2", vocab_dir, corpus, encode_bytes
+        )
 
 
 @pytest.mark.parametrize("impl", ["fastllm", "reference"])
-def test_encode_gpt2_small(benchmark, run_task, vocab_dir, imdb, small_encode_bytes, impl):
+def test_encode_gpt2_small(benchmark, run_task, vocab_dir, corpus, small_encode_bytes, impl):
     benchmark.group = "encode-gpt2-small"
     _peer("tiktoken")  # its data-gym loader turns the GPT-2 files into the reference's ranks
     params = {
         "lib": impl,
         "vocab": "gpt2",
         "vocab_dir": vocab_dir,
-        "path": str(imdb),
+        "path": str(corpus),
         "nbytes": small_encode_bytes,
     }
     ids = run_task(
         impl, "encode", params, megabytes(nbytes=small_encode_bytes), rounds=1 if impl == "reference" else 3
     )
-    assert ids == _expected("gpt2", vocab_dir, imdb, small_encode_bytes)
+    assert ids == _expected("gpt2", vocab_dir, corpus, small_encode_bytes)
 
 
 @pytest.mark.parametrize("impl", ["fastllm", "tiktoken", "rs-bpe"])
-def test_encode_cl100k(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl):
+def test_encode_cl100k(benchmark, run_task, vocab_dir, corpus, encode_bytes, impl):
     benchmark.group = "encode-cl100k"
     _peer("tiktoken")
     if impl == "rs-bpe":
@@ -108,16 +118,16 @@ def test_encode_cl100k(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl)
         "lib": impl,
         "vocab": "cl100k",
         "vocab_dir": vocab_dir,
-        "path": str(imdb),
+        "path": str(corpus),
         "nbytes": encode_bytes,
     }
     ids = run_task(impl, "encode", params, megabytes(nbytes=encode_bytes))
     benchmark.extra_info["n_tokens"] = len(ids)
     if impl == "fastllm":
-        assert ids == _expected("cl100k", vocab_dir, imdb, encode_bytes)
+        assert ids == _expected("cl100k", vocab_dir, corpus, encode_bytes)
     else:
         benchmark.extra_info["same_ids_as_tiktoken"] = list(ids) == _expected(
-            "cl100k", vocab_dir, imdb, encode_bytes
+            "cl100k", vocab_dir, corpus, encode_bytes
         )
 
 
@@ -135,14 +145,14 @@ BATCH = [
 @pytest.mark.parametrize(
     "impl,threads,numpy", BATCH, ids=[f"{i}-t{t or 'all'}{'-numpy' if n else ''}" for i, t, n in BATCH]
 )
-def test_encode_batch(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl, threads, numpy):
+def test_encode_batch(benchmark, run_task, vocab_dir, corpus, encode_bytes, impl, threads, numpy):
     benchmark.group = "encode-batch"
     if impl != "fastllm":
         _peer(impl if impl != "hf" else "tokenizers")
     params = {
         "lib": impl,
         "vocab_dir": vocab_dir,
-        "path": str(imdb),
+        "path": str(corpus),
         "nbytes": encode_bytes,
         "num_threads": threads,
     }
@@ -158,4 +168,4 @@ def test_encode_batch(benchmark, run_task, vocab_dir, imdb, encode_bytes, impl, 
     if impl == "fastllm" and not numpy:
         import tasks
 
-        assert result == tasks.make_encode_batch("tiktoken", vocab_dir, str(imdb), encode_bytes, 1)()
+        assert result == tasks.make_encode_batch("tiktoken", vocab_dir, str(corpus), encode_bytes, 1)()

@@ -1,9 +1,15 @@
 """Data and helpers for the benchmarks (run only by `pytest --benchmark-only`; see the root conftest).
 
+The corpus: `imdb_reviews_train.txt` (33 MB of movie reviews) from the shared data folder when it is
+there, else the embedded standard-library corpus (this Python's .py sources + pydoc topics, ~32 MB
+on Python 3.11; tests/shared_data.py), so a fresh clone runs every benchmark. Each row records the
+corpus it ran on (extra_info["corpus"]), the run's header names it, and benches/report.py prints it.
+The vocabularies: ../shared/data/vocab, else the copies in tests/fixtures/vocab (the same files).
+
 Environment knobs:
   FASTLLM_SHARED_DATA   where the corpora and vocabularies live (default ../shared/data)
-  FASTLLM_BENCH_BYTES   cap on the bytes of corpus used (quick runs); default: the full 33 MB
-                        imdb file for training and 4 MB of it for encoding
+  FASTLLM_BENCH_BYTES   cap on the bytes of corpus used (quick runs); default: the whole corpus
+                        for training and 4 MB of it for encoding
   FASTLLM_BENCH_ROUNDS  rounds per long benchmark (default 3)
   FASTLLM_BENCH_RSS     0 to skip the extra subprocess run that measures each job's peak RSS
 """
@@ -21,13 +27,26 @@ import rss
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
 
-from shared_data import SHARED_REASON, shared_data_dir  # noqa: E402
+import shared_data  # noqa: E402
 
 TASKS = Path(__file__).resolve().parent / "tasks.py"
 ENCODE_BYTES = 4 << 20
 SMALL_TRAIN_BYTES = 200_000
 SMALL_ENCODE_BYTES = 100_000
 ROUNDS = int(os.environ.get("FASTLLM_BENCH_ROUNDS", "3"))
+CORPUS = "imdb_reviews_train.txt"
+
+
+def corpus_label() -> str:
+    """The corpus every corpus-reading benchmark of this run uses (the shared file or the stdlib)."""
+    return shared_data.corpus_label(CORPUS)
+
+
+def pytest_report_header(config):
+    if not (config.getoption("benchmark_only", False) or config.getoption("benchmark_enable", False)):
+        return None
+    source = shared_data.corpus_source(CORPUS)
+    return [f"benchmark corpus: {corpus_label()}, from {source}", f"vocabularies: {shared_data.vocab_dir()}"]
 
 
 def _cap(default: int) -> int:
@@ -37,38 +56,39 @@ def _cap(default: int) -> int:
 
 @pytest.fixture(scope="session")
 def vocab_dir() -> str:
-    path = shared_data_dir() / "vocab"
-    if not (path / "gpt2_encoder.json").is_file() or not (path / "cl100k_base.tiktoken").is_file():
-        pytest.skip(SHARED_REASON)
-    return str(path)
+    return str(shared_data.vocab_dir())
 
 
 @pytest.fixture(scope="session")
-def imdb() -> Path:
-    path = shared_data_dir() / "imdb_reviews_train.txt"
-    if not path.is_file():
-        pytest.skip(SHARED_REASON)
-    return path
+def corpus_name() -> str:
+    """`corpus_label()`, for the rows' extra_info."""
+    return corpus_label()
 
 
-def _slice(imdb: Path, folder: Path, nbytes: int) -> Path:
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """The whole benchmark corpus as one file (see the module docstring)."""
+    return shared_data.corpus_file(CORPUS, tmp_path_factory.mktemp("corpus"))
+
+
+def _slice(corpus: Path, folder: Path, nbytes: int) -> Path:
     """A file of the first `nbytes` of the corpus, cut at a line end (the file itself if it fits)."""
-    if nbytes >= imdb.stat().st_size:
-        return imdb
-    raw = imdb.read_bytes()[:nbytes]
-    out = folder / f"imdb-{nbytes}.txt"
+    if nbytes >= corpus.stat().st_size:
+        return corpus
+    raw = corpus.read_bytes()[:nbytes]
+    out = folder / f"{corpus.stem}-{nbytes}.txt"
     out.write_bytes(raw[: raw.rfind(b"\n") + 1])
     return out
 
 
 @pytest.fixture(scope="session")
-def train_file(imdb, tmp_path_factory) -> Path:
-    return _slice(imdb, tmp_path_factory.mktemp("bench"), _cap(imdb.stat().st_size))
+def train_file(corpus, tmp_path_factory) -> Path:
+    return _slice(corpus, tmp_path_factory.mktemp("bench"), _cap(corpus.stat().st_size))
 
 
 @pytest.fixture(scope="session")
-def small_train_file(imdb, tmp_path_factory) -> Path:
-    return _slice(imdb, tmp_path_factory.mktemp("bench-small"), _cap(SMALL_TRAIN_BYTES))
+def small_train_file(corpus, tmp_path_factory) -> Path:
+    return _slice(corpus, tmp_path_factory.mktemp("bench-small"), _cap(SMALL_TRAIN_BYTES))
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +108,7 @@ def child_peak_rss(task: str, params: dict) -> float | None:
 @pytest.fixture
 def run_task(benchmark):
     """`run_task(impl, task, params, mb, rounds=ROUNDS)`: time tasks.make_<task>(**params)() and
-    record library, input size and the job's peak RSS; returns the job's result."""
+    record library, input size, corpus and the job's peak RSS; returns the job's result."""
     import tasks
 
     def run(impl: str, task: str, params: dict, mb: float, rounds: int = ROUNDS, **extra):
@@ -97,6 +117,7 @@ def run_task(benchmark):
         benchmark.extra_info.update(
             impl=impl,
             MB=mb,
+            corpus=corpus_label(),
             peak_rss_mb=child_peak_rss(task, params),
             interpreter_rss_mb=rss.interpreter_rss(TASKS),
             **extra,

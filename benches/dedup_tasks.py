@@ -7,9 +7,10 @@ NAME '{"json": "params"}'`) it does one job once in a fresh process and prints i
 benches/tasks.py does for the tokenizer jobs.
 
 Corpus (`write_corpus`): documents of 100-200 words drawn with a fixed seed from the unigram
-distribution of the imdb reviews' words (lowercase a-z runs, so every library's tokenizer, gaoya's
-punctuation-dropping one included, sees the same words), plus ~10% near-duplicates made with the
-tests' seeded word edits (`tests/dedup_corpus.py`), shuffled.
+distribution of a source text's words (the benchmark corpus: the imdb reviews, else the standard
+library; lowercase a-z runs, so every library's tokenizer, gaoya's punctuation-dropping one included,
+sees the same words), plus ~10% near-duplicates made with the tests' seeded word edits
+(`tests/dedup_corpus.py`), shuffled.
 
 Oracle (`similar_pairs`): every pair with exact word-5-gram Jaccard >= t, by a prefix-filter
 similarity join (Bayardo et al. 2007, "Scaling up all pairs similarity search"): order each set's
@@ -44,10 +45,10 @@ MASK = (1 << 64) - 1
 # ---- corpus ---------------------------------------------------------------------------------------
 
 
-def imdb_vocabulary(imdb: str, max_bytes: int | None = None) -> tuple[list[str], np.ndarray]:
-    """Words (lowercase a-z runs, HTML `br` dropped) of the imdb file, most frequent first, and
-    their relative frequencies."""
-    with open(imdb, encoding="utf-8", errors="ignore") as f:
+def word_distribution(source: str, max_bytes: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Words (lowercase a-z runs; `br`, imdb's HTML line breaks, dropped) of the source file, most
+    frequent first, and their relative frequencies."""
+    with open(source, encoding="utf-8", errors="ignore") as f:
         text = f.read(max_bytes or -1).lower()
     counts = Counter(re.findall(r"[a-z]+", text))
     counts.pop("br", None)
@@ -56,9 +57,9 @@ def imdb_vocabulary(imdb: str, max_bytes: int | None = None) -> tuple[list[str],
     return words, freq / freq.sum()
 
 
-def build_corpus(imdb: str, n_docs: int, dup_fraction: float = 0.1, seed: int = 0) -> list[str]:
+def build_corpus(source: str, n_docs: int, dup_fraction: float = 0.1, seed: int = 0) -> list[str]:
     """`n_docs` documents, about `dup_fraction` of them near-duplicates of others, shuffled."""
-    words, p = imdb_vocabulary(imdb)
+    words, p = word_distribution(source)
     rng = np.random.default_rng(seed)
     prng = random.Random(seed)
     n_dups = int(n_docs * dup_fraction)
@@ -76,9 +77,9 @@ def build_corpus(imdb: str, n_docs: int, dup_fraction: float = 0.1, seed: int = 
     return [" ".join(d) for d in docs]
 
 
-def write_corpus(imdb: str, out: Path, n_docs: int, dup_fraction: float = 0.1, seed: int = 0) -> Path:
+def write_corpus(source: str, out: Path, n_docs: int, dup_fraction: float = 0.1, seed: int = 0) -> Path:
     out.write_text(
-        "".join(d + "\n" for d in build_corpus(imdb, n_docs, dup_fraction, seed)), encoding="utf-8"
+        "".join(d + "\n" for d in build_corpus(source, n_docs, dup_fraction, seed)), encoding="utf-8"
     )
     return out
 

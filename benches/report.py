@@ -10,6 +10,9 @@ Training groups (rows with tokens_per_s, benches/bench_train.py) get their own t
 and the speed-up over the plain PyTorch reference in fp32 and under bf16 autocast.
 The generation group (rows with ms_per_token, benches/bench_generate.py) gets tokens/s, ms per
 token, mean time to first token and the ratios issue #5 sets targets for.
+The report opens with the corpus the run used (rows' extra_info["corpus"]: imdb_reviews_train.txt
+from ../shared/data, or the standard-library corpus a clone without it falls back to; see
+benches/conftest.py), and each table that read it names it in its heading.
 """
 
 from __future__ import annotations
@@ -337,6 +340,23 @@ def summary(groups: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def corpora(rows: list[dict]) -> list[str]:
+    """The distinct corpora the rows ran on, in order of appearance."""
+    return list(dict.fromkeys(r["extra_info"]["corpus"] for r in rows if r["extra_info"].get("corpus")))
+
+
+def corpus_line(rows: list[dict]) -> str:
+    names = corpora(rows)
+    if not names:
+        return "Corpus: none (these groups run on random token ids)."
+    return (
+        "Corpus: "
+        + "; ".join(names)
+        + " (the tokenizer groups read it, the dedup groups draw their documents from its words; "
+        "training and generation run on random token ids)."
+    )
+
+
 def report(data: dict) -> str:
     groups: dict[str, list[dict]] = defaultdict(list)
     for bench in data["benchmarks"]:
@@ -344,7 +364,8 @@ def report(data: dict) -> str:
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw", "unknown CPU")
     out = [
-        f"Machine: {cpu}, {os.cpu_count()} logical cores here; Python {machine.get('python_version', '?')}."
+        f"Machine: {cpu}, {os.cpu_count()} logical cores here; Python {machine.get('python_version', '?')}.",
+        corpus_line(data["benchmarks"]),
     ]
     floor = next(
         (
@@ -368,8 +389,10 @@ def report(data: dict) -> str:
             out.append(train_heading(name, groups[name]))
             continue
         mb = groups[name][0]["extra_info"].get("MB")
+        notes = [f"{mb:.2f} MB of input" if mb else "", ", ".join(corpora(groups[name]))]
+        notes = [n for n in notes if n]
         out.append(
-            f"\n### {name}" + (f" ({mb:.2f} MB of input)" if mb else "") + "\n\n" + table(groups[name])
+            f"\n### {name}" + (f" ({'; '.join(notes)})" if notes else "") + "\n\n" + table(groups[name])
         )
     return "\n".join(out)
 

@@ -7,6 +7,7 @@ cores) and "thorough" (HYPOTHESIS_PROFILE=thorough, 10x the examples, for a nigh
 from __future__ import annotations
 
 import os
+
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

@@ -51,16 +51,22 @@ def corpus_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def stdlib_label() -> str:
-    return f"the Python {sys.version_info.major}.{sys.version_info.minor} standard library"
-
-
 def corpus_label(name: str) -> str:
-    """What `corpus_text(name, ...)` / `corpus_file(name, ...)` read: the shared file or the stdlib."""
+    """What `corpus_text(name, ...)` / `corpus_file(name, ...)` read, with its size: the shared file
+    or the standard-library corpus (reads the latter once, ~1 s)."""
     path = corpus_path(name)
     if path is not None:
-        return f"{name} ({path.parent})"
-    return f"{stdlib_label()} ({sysconfig.get_paths()['stdlib']}: .py sources + pydoc topics)"
+        return f"{name} ({path.stat().st_size / 1e6:.1f} MB)"
+    return (
+        f"the Python {sys.version_info.major}.{sys.version_info.minor} standard library "
+        f"(.py sources + pydoc topics, {len(stdlib_bytes()) / 1e6:.1f} MB)"
+    )
+
+
+def corpus_source(name: str) -> str:
+    """Where corpus `name` is read from: the shared file's path or the standard library's folder."""
+    path = corpus_path(name)
+    return str(path) if path is not None else sysconfig.get_paths()["stdlib"]
 
 
 @functools.lru_cache(maxsize=1)
