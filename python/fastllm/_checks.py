@@ -212,6 +212,7 @@ def check_memory(nbytes: int, what: str) -> int:
     avail = available_memory()
     if avail is not None and nbytes > avail:
         raise ValueError(
-            f"{what} needs about {nbytes / 1e9:.1f} GB of memory, more than the {avail / 1e9:.1f} GB available"
+            f"{what} needs about {nbytes / 1e9:.1f} GB of memory, "
+            f"more than the {avail / 1e9:.1f} GB available"
         )
     return nbytes
