@@ -135,6 +135,17 @@ REFUSED = [
     (["dedup", *DEDUP_FILES, "-o", "out"], _a_file, r"output 'out' is a file; fastllm dedup writes a folder"),
     (["dedup", "src/in.txt", "-o", "src/in.txt"], None, r"output 'src/in.txt' is also an input"),
     (["dedup", "src/in.txt", "-o", "src"], None, r"output 'src' is a folder; --format lines writes a file"),
+    (["dedup", "src/in.txt", "-o", "k.txt", "--clusters", "src/in.txt"], None, r"would overwrite an input"),
+    (
+        ["dedup", "src/in.txt", "-o", "k.txt", "--clusters", "k.txt"],
+        None,
+        r"--clusters 'k.txt' would overwrite",
+    ),
+    (
+        ["dedup", *DEDUP_FILES, "-o", "out", "--clusters", "out/c.jsonl"],
+        None,
+        r"would overwrite an input or the",
+    ),
     (["tokenize", *TOKENIZE, "-o", "."], None, r"output folder '\.' is the working folder or holds it"),
     (["tokenize", *TOKENIZE, "-o", "src"], None, r"output folder 'src' holds the input 'src/in.txt'"),
     (["tokenize", "src/in.txt", "-t", "out/tok.json", "-o", "out"], None, r"holds the input 'out/tok.json'"),

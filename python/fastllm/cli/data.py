@@ -110,6 +110,12 @@ def dedup_command(
     t0 = time.perf_counter()
     reader = DocumentReader(list(inputs), fmt, text_field=text_field, skip_invalid=skip_invalid)
     check_output(output, reader.fmt, list(inputs))  # before the work, not after it
+    if clusters_path is not None:
+        report = clusters_path.resolve()
+        if report in [Path(p).resolve() for p in (*inputs, output)] or (
+            reader.fmt == "files" and output.resolve() in report.parents
+        ):
+            raise ValueError(f"--clusters {str(clusters_path)!r} would overwrite an input or the output")
     deduper = MinHashDeduper(
         threshold,
         num_perm=num_perm,

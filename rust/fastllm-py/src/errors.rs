@@ -6,9 +6,7 @@
 use bpe::BpeError;
 use kvcache::KvError;
 use minhash::MinHashError;
-use pyo3::exceptions::{
-    PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyPermissionError, PyValueError,
-};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyPermissionError, PyValueError};
 use pyo3::PyErr;
 
 fn io_to_py(source: &std::io::Error, message: String) -> PyErr {

@@ -76,7 +76,7 @@ pub fn featurize(
     keep_shingles: bool,
 ) -> Result<Features> {
     let k = hasher.num_perm();
-    let size = texts.len().checked_mul(k).unwrap_or(usize::MAX);
+    let size = texts.len().saturating_mul(k);
     let mut signatures = try_filled(size, 0u64, format!("{} signatures of {k} values", texts.len()))?;
     let per_doc: Vec<(u128, usize, Vec<u64>)> = signatures
         .par_chunks_mut(k)

@@ -220,12 +220,15 @@ pub(crate) fn candidate_pairs_packed(keys: &[u64], bands: usize, skip: &[bool]) 
                 .map(|(i, (row, _))| (row[j], i as u32))
                 .collect();
             col.sort_unstable();
-            let count: u128 = col.chunk_by(|a, b| a.0 == b.0).map(|run| {
-                let g = run.len() as u128;
-                g * (g - 1) / 2
-            })
-            .sum();
-            let mut pairs = try_vec(usize::try_from(count).unwrap_or(usize::MAX), format!("band {j}'s candidate pairs"))?;
+            let count: u128 = col
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|run| {
+                    let g = run.len() as u128;
+                    g * (g - 1) / 2
+                })
+                .sum();
+            let mut pairs =
+                try_vec(usize::try_from(count).unwrap_or(usize::MAX), format!("band {j}'s candidate pairs"))?;
             for run in col.chunk_by(|a, b| a.0 == b.0) {
                 for (a, &(_, i)) in run.iter().enumerate() {
                     for &(_, k) in &run[a + 1..] {
