@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fastllm._io import MANIFEST
 from fastllm.data.dedup import MinHashDeduper
 
 WORDS = (
@@ -102,7 +103,7 @@ def test_files_format_writes_a_folder(tmp_path):
     r = run(*paths, "--format", "files", "-o", "kept", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     keep = MinHashDeduper().dedup(docs).keep
-    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [MANIFEST] + [
         f"doc{i:02d}.txt" for i, k in enumerate(keep) if k
     ]
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import fastllm.data.dataset
+from fastllm._io import MANIFEST, atomic_folder
 from fastllm.data.dataset import TokenDataset
 from fastllm.data.shards import ShardWriter, list_shards
 
@@ -235,3 +236,115 @@ def test_truncated_or_mistyped_shards_are_refused(tmp_path):
     header.write_text(json.dumps({**meta, "dtype": "float32"}))
     with pytest.raises(ValueError, match="dtype 'float32' is not one of"):
         TokenDataset(tmp_path, 8)
+
+
+# ---- a shard set is complete or refused (a hostile or damaged folder) ------------------------------
+
+
+def _tokenize_output(directory):
+    """Ten shards of 100 ids in a folder as `fastllm tokenize` leaves it: with its manifest."""
+    with atomic_folder(directory, command="tokenize") as tmp:
+        _write(tmp, np.arange(1000) % VOCAB, shard_tokens=100)
+
+
+def _drop(*names):
+    return lambda d: [(d / n).unlink() for n in names]
+
+
+def _header(**change):
+    def edit(d):
+        h = d / "train_00003.json"
+        h.write_text(json.dumps({**json.loads(h.read_text()), **change}))
+
+    return edit
+
+
+def _copy(src, dst):
+    return lambda d: (d / dst).write_bytes((d / src).read_bytes())
+
+
+def _unlisted(d):
+    (d / MANIFEST).unlink()  # a folder without a manifest: no gap, so it loads...
+    _copy("train_00009.json", "train_00010.json")(d)  # ...but a header without its .bin does not
+
+
+INCOMPLETE = [
+    # (damage, exception, message): the set is refused whole, naming what is missing or foreign
+    (
+        _drop("train_00004.json", "train_00004.bin"),
+        FileNotFoundError,
+        r"train_00004\.(bin|json) is missing \(the folder's manifest lists 20 files",
+    ),
+    (_drop("train_00009.json", "train_00009.bin"), FileNotFoundError, r"train_00009\.(bin|json) is missing"),
+    (_drop("train_00004.json"), FileNotFoundError, r"train_00004\.json is missing"),
+    (_drop("train_00004.bin"), FileNotFoundError, r"train_00004\.bin is missing"),
+    (
+        lambda d: [_drop(MANIFEST)(d), _drop("train_00004.json", "train_00004.bin")(d)],
+        FileNotFoundError,
+        r"incomplete: train_00004\.json is missing \(the set runs to train_00009\)",
+    ),
+    (
+        lambda d: [_drop(MANIFEST)(d), _drop("train_00002.json")(d)],
+        FileNotFoundError,
+        r"train_00002\.json is missing",
+    ),
+    (
+        lambda d: [_drop(MANIFEST)(d), _drop("train_00000.bin")(d)],
+        FileNotFoundError,
+        r"train_00000\.bin is missing",
+    ),
+    (_unlisted, FileNotFoundError, r"train_00010\.bin is missing"),
+    (
+        lambda d: [
+            _copy("train_00009.json", "train_00010.json")(d),
+            _copy("train_00009.bin", "train_00010.bin")(d),
+        ],
+        ValueError,
+        r"train_00010\.(bin|json): not part of the shard set fastllm tokenize wrote",
+    ),
+    (
+        lambda d: [_drop(MANIFEST)(d), _copy("train_00001.json", "train_000001.json")(d)],
+        ValueError,
+        r"two shards numbered 1: train_0{4,5}1\.json, train_0{4,5}1\.json",
+    ),
+    (
+        lambda d: (d / MANIFEST).write_text("{"),
+        ValueError,
+        r"\.fastllm-output\.json: not a fastllm output manifest",
+    ),
+    (
+        _header(vocab_size=2**32, dtype="uint32"),
+        ValueError,
+        r"train_00003\.json: vocab_size 4294967296 is out of range",
+    ),
+    (_header(vocab_size=2**31 + 1, dtype="uint32"), ValueError, r"vocab_size 2147483649 is out of range"),
+    (_header(documents=101), ValueError, r"documents 101 is more than the count of 100 ids"),
+    (_header(count=2**62), ValueError, r"header says 4,611,686,018,427,387,904 uint16 ids"),
+]
+
+
+@pytest.mark.parametrize("damage,error,message", INCOMPLETE, ids=[str(i) for i in range(len(INCOMPLETE))])
+def test_an_incomplete_or_damaged_set_is_refused_whole(tmp_path, damage, error, message):
+    _tokenize_output(tmp_path / "out")
+    assert TokenDataset(tmp_path / "out", 8).tokens == 1000
+    damage(tmp_path / "out")
+    with pytest.raises(error, match=message):
+        TokenDataset(tmp_path / "out", 8)
+
+
+def test_a_batch_that_cannot_fit_is_refused(shards):
+    ds = TokenDataset(shards, 8)
+    for shuffle in (True, False):
+        with pytest.raises(
+            ValueError, match=r"^batch_size=1000000000 x context=8 needs about 272\.0 GB of memory"
+        ):
+            ds.batches(10**9, shuffle=shuffle)
+    x, y = next(ds.batches(4))
+    assert x.shape == y.shape == (4, 8)
+
+
+def test_the_largest_vocabulary(tmp_path):
+    _write(tmp_path, np.array([0, 5, 2**31 - 1]), vocab_size=2**31)
+    assert TokenDataset(tmp_path, 1).vocab_size == 2**31
+    with pytest.raises(ValueError, match=r"vocab_size=2147483649 is out of range"):
+        _write(tmp_path / "too-big", np.array([0, 5]), vocab_size=2**31 + 1)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import fastllm.data.documents as documents
 from fastllm import BPETokenizer
+from fastllm._io import MANIFEST, read_manifest
 from fastllm.cli import main
 from fastllm.data.dedup_io import read_corpus, write_kept
 from fastllm.data.documents import DocumentReader, InvalidRecord, infer_format
@@ -160,6 +161,7 @@ BAD_LINES = {
     "not-a-string": b'{"text": 5}\n',
     "not-an-object": b'["text"]\n',
     "surrogate": b'{"text": "\\ud800 lone"}\n',
+    "deep": b'{"text": "x", "n": ' + b"[" * 200_000 + b"]" * 200_000 + b"}\n",
 }
 REASONS = {
     "json": "invalid JSON (Expecting value)",
@@ -168,6 +170,7 @@ REASONS = {
     "not-a-string": "no string field 'text'",
     "not-an-object": "no string field 'text'",
     "surrogate": "text has a lone surrogate '\\ud800' at character 0, not encodable as UTF-8",
+    "deep": "invalid JSON (nested too deeply to parse)",
 }
 
 
@@ -293,7 +296,7 @@ def test_the_stdlib_corpus_is_the_same_for_the_demo_and_tokenizer_train(mini_std
 # ---- dedup's writer ------------------------------------------------------------------------------
 
 
-def test_files_output_is_a_new_folder_and_never_replaces_one(tmp_path):
+def test_files_output_replaces_only_a_previous_dedup_output(tmp_path):
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
     for folder in ("x", "y"):
@@ -301,14 +304,20 @@ def test_files_output_is_a_new_folder_and_never_replaces_one(tmp_path):
     corpus = read_corpus(DocumentReader([tmp_path / "x" / "same.txt", tmp_path / "y" / "same.txt"], "files"))
     out = tmp_path / "out"
     write_kept(corpus, [True, True], out)
-    assert {p.name: p.read_text() for p in out.iterdir()} == {"same.txt": "from x", "same.2.txt": "from y"}
-    with pytest.raises(ValueError, match="already holds files; choose a new or empty folder"):
+    files = {p.name: p.read_text() for p in out.iterdir() if p.name != MANIFEST}
+    assert files == {"same.txt": "from x", "same.2.txt": "from y"}
+    assert read_manifest(out)["files"] == ["same.2.txt", "same.txt"]
+    write_kept(corpus, [False, True], out)  # a previous output of dedup: replaced as a whole
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "same.txt"]
+    assert (out / "same.txt").read_text() == "from y"
+    (out / "mine.txt").write_text("a file dedup did not write")
+    with pytest.raises(ValueError, match=r"holds files fastllm dedup did not write \('mine.txt'\)"):
         write_kept(corpus, [True, False], out)
-    assert sorted(p.name for p in out.iterdir()) == ["same.2.txt", "same.txt"]  # untouched
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "mine.txt", "same.txt"]  # untouched
     empty = tmp_path / "empty"
     empty.mkdir()
     write_kept(corpus, [False, True], empty)
-    assert [p.name for p in empty.iterdir()] == ["same.txt"]
+    assert sorted(p.name for p in empty.iterdir()) == [MANIFEST, "same.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
     with pytest.raises(ValueError, match="is a file"):
         write_kept(corpus, [True, True], tmp_path / "x" / "same.txt")

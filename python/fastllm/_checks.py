@@ -22,12 +22,17 @@ ValueError: threshold=1.5 is out of range: it must be in [0.0, 1.0]
 Traceback (most recent call last):
 ...
 ValueError: pattern must be one of 'gpt2', 'gpt4'; got 'gpt5'
+>>> check_memory(10**18, "batch_size=10**9")
+Traceback (most recent call last):
+...
+ValueError: batch_size=10**9 needs about 1000000000.0 GB of memory, more than the ... GB available
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import os
 from collections.abc import Collection
 from typing import Any
 
@@ -36,6 +41,7 @@ __all__ = [
     "check_choice",
     "check_float",
     "check_int",
+    "check_memory",
     "check_optional_int",
     "check_texts",
     "check_type",
@@ -164,3 +170,49 @@ def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still expect to get: the kernel's MemAvailable (Linux: free RAM plus
+    what can be reclaimed without swapping; elsewhere the physical memory), capped by what is left
+    of an address-space limit (`ulimit -v`); None where neither is known."""
+    avail = None
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            pass
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit != resource.RLIM_INFINITY:
+            with open("/proc/self/statm", "rb") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            left = max(0, limit - used)
+            avail = left if avail is None else min(avail, left)
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return avail
+
+
+def check_memory(nbytes: int, what: str) -> int:
+    """`nbytes` if that much memory is available (`available_memory`), else a ValueError saying
+    what (`what`, e.g. "batch_size=4096 x context=1024") needs how much: a size from an argument
+    or a file is refused before anything is allocated, instead of a MemoryError deep inside, the
+    OS killing the process, or (in Rust) an abort."""
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise ValueError(
+            f"{what} needs about {nbytes / 1e9:.1f} GB of memory, "
+            f"more than the {avail / 1e9:.1f} GB available"
+        )
+    return nbytes

@@ -51,7 +51,8 @@ def _reader_options(command):
     "--output",
     required=True,
     type=click.Path(path_type=Path),
-    help="Kept documents, in the input's format (a folder for --format files).",
+    help="Kept documents, in the input's format. For --format files a folder, replaced as a whole: "
+    "new, empty, or a previous dedup output.",
 )
 @_reader_options
 @click.option(
@@ -103,11 +104,18 @@ def dedup_command(
     from fastllm._io import write_atomic
     from fastllm._progress import bar
     from fastllm.data.dedup import MinHashDeduper
-    from fastllm.data.dedup_io import read_corpus, write_kept
+    from fastllm.data.dedup_io import check_output, read_corpus, write_kept
     from fastllm.data.documents import DocumentReader
 
     t0 = time.perf_counter()
     reader = DocumentReader(list(inputs), fmt, text_field=text_field, skip_invalid=skip_invalid)
+    check_output(output, reader.fmt, list(inputs))  # before the work, not after it
+    if clusters_path is not None:
+        report = clusters_path.resolve()
+        if report in [Path(p).resolve() for p in (*inputs, output)] or (
+            reader.fmt == "files" and output.resolve() in report.parents
+        ):
+            raise ValueError(f"--clusters {str(clusters_path)!r} would overwrite an input or the output")
     deduper = MinHashDeduper(
         threshold,
         num_perm=num_perm,
@@ -164,7 +172,8 @@ def dedup_command(
     "--output",
     required=True,
     type=click.Path(path_type=Path),
-    help="Folder for the shards (created): train_00000.bin/.json, val_00000.bin/.json, ...",
+    help="Folder for the shards, replaced as a whole (new, empty, or a previous tokenize output with "
+    "--overwrite): train_00000.bin/.json, val_00000.bin/.json, ...",
 )
 @click.option(
     "-t",
@@ -192,7 +201,7 @@ def dedup_command(
 @click.option(
     "--eot", default="<|endoftext|>", show_default=True, help="Special token appended after every document."
 )
-@click.option("--overwrite", is_flag=True, help="Replace shards already in the output folder.")
+@click.option("--overwrite", is_flag=True, help="Replace a previous tokenize output in the output folder.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def tokenize_command(

@@ -38,17 +38,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastllm._checks import check_bool, check_int
+from fastllm._checks import check_bool, check_int, check_memory
 from fastllm.data.shards import list_shards, load_shard, read_header
 
 
 class TokenDataset:
     """Non-overlapping (input, target) windows of `context` ids over the shards of `split` in `dir`.
 
-    Raises FileNotFoundError when `dir` holds no shard of `split`, TypeError for an argument of the
-    wrong type, and ValueError for a context below 1 or not shorter than the split, and for shards
-    that disagree on dtype, vocabulary, end of text or tokenizer (made by different `fastllm
-    tokenize` runs).
+    Raises FileNotFoundError when `dir` holds no shard of `split` or the set is incomplete (a
+    shard's number, header or .bin missing, or a file the folder's manifest lists: see
+    `fastllm.data.shards.list_shards`; the set is loaded whole or not at all), TypeError for an
+    argument of the wrong type, and ValueError for a context below 1 or not shorter than the split,
+    for a damaged header, and for shards that disagree on dtype, vocabulary, end of text or
+    tokenizer (made by different `fastllm tokenize` runs).
     """
 
     def __init__(self, dir: str | os.PathLike, context: int, split: str = "train"):
@@ -149,7 +151,8 @@ class TokenDataset:
         seed. shuffle=False: one pass over the non-overlapping windows in order, the last partial
         batch dropped, and the batch count cut to a multiple of world_size so every rank takes the
         same number of steps (DDP needs that). Rank r yields global batches r, r + world_size, ...;
-        `start` skips this rank's first `start` batches (resume after `start` steps).
+        `start` skips this rank's first `start` batches (resume after `start` steps). A batch that
+        cannot fit in the memory available is refused up front (ValueError naming batch_size).
 
         >>> import tempfile, numpy as np
         >>> from fastllm.data.shards import ShardWriter
@@ -165,6 +168,10 @@ class TokenDataset:
         start = check_int(start, "start", minimum=0)
         seed = check_int(seed, "seed", minimum=0)
         shuffle = check_bool(shuffle, "shuffle")
+        # one batch: the (B, T + 1) int64 rows, gathered row by row and stacked (twice the rows)
+        check_memory(
+            batch_size * (16 * (self.context + 1) + 128), f"batch_size={batch_size} x context={self.context}"
+        )
         return self._batches(batch_size, seed, rank, world_size, shuffle, start)
 
     def _batches(self, batch_size, seed, rank, world_size, shuffle, start):

@@ -41,12 +41,22 @@ from typing import Union
 import numpy as np
 
 from fastllm import _core
-from fastllm._checks import check_bool, check_choice, check_float, check_int, check_optional_int, check_texts
+from fastllm._checks import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_memory,
+    check_optional_int,
+    check_texts,
+)
+from fastllm._io import atomic_path
 
 __all__ = ["DedupResult", "MinHashDeduper", "band_keys", "candidate_pairs", "cluster"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 VERIFY = ("exact", "estimate", "none")
+MAX_NUM_PERM = 1 << 16  # the Rust crate's limit (rust/minhash/src/signature.rs): 512 KiB per signature
 
 # LSH band choice: datasketch's weighted false-positive/false-negative integral. With exact
 # verification a false positive only costs one Jaccard check, while a false negative is a missed
@@ -112,7 +122,7 @@ class MinHashDeduper:
         threshold = check_float(
             threshold, "threshold", minimum=0.0, maximum=1.0, min_open=True, max_open=True
         )
-        num_perm = check_int(num_perm, "num_perm", minimum=1)
+        num_perm = check_int(num_perm, "num_perm", minimum=1, maximum=MAX_NUM_PERM)
         ngram = check_int(ngram, "ngram", minimum=1)
         seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         verify = check_choice(verify, "verify", VERIFY)
@@ -172,6 +182,8 @@ class MinHashDeduper:
 
     def _call(self, method, texts):
         items = check_texts(texts)
+        k = int(self.config["num_perm"])
+        check_memory(8 * k * len(items), f"{len(items)} signatures of num_perm={k}")
         try:
             return items, method(items, self._threads)
         except UnicodeEncodeError:
@@ -211,8 +223,10 @@ class MinHashDeduper:
         return self._call(self._core.query, texts)[1]
 
     def save(self, path: PathLike) -> None:
-        """Writes the index and its settings (binary format documented in rust/minhash/src/index.rs)."""
-        self._core.save(os.fspath(path))
+        """Writes the index and its settings (binary format documented in rust/minhash/src/index.rs),
+        atomically (`fastllm._io.atomic_path`: a fresh temporary file beside `path`, renamed over it)."""
+        with atomic_path(path) as tmp:
+            self._core.save(os.fspath(tmp))
 
     @classmethod
     def load(cls, path: PathLike, *, num_threads: int | None = None) -> MinHashDeduper:
@@ -268,6 +282,8 @@ def cluster(n: int, pairs: np.ndarray | Sequence[tuple[int, int]]) -> DedupResul
     """
     n = check_int(n, "n", minimum=0)
     p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    # union-find, cluster sizes, ids and the keep mask: 17 bytes a document (rust/minhash/src/dedup.rs)
+    check_memory(17 * n + 16 * len(p), f"cluster(n={n}) of {len(p)} pairs")
     if p.size and (p.min() < 0 or p.max() >= n):
         raise ValueError(f"pairs name documents outside 0..{n - 1}")
     keep, cluster_ids, groups = _core.cluster_pairs(n, np.ascontiguousarray(p, dtype=np.uint32))

@@ -5,7 +5,10 @@ output is the input minus the removed documents, byte for byte, in the input's f
 (`write_kept`): the kept lines of a text or JSONL file as they were, the kept rows of the Parquet
 tables with every column, or a folder of the kept files. Writing records back is dedup's job alone
 (tokenize and the demo only read), so it lives here rather than in the reader. Every output
-appears whole or not at all (`fastllm._io`); an existing folder is never emptied or overwritten.
+appears whole or not at all (`fastllm._io`). An output is never one of the inputs; a folder output
+is replaced as a whole (`fastllm._io.atomic_folder`), so it may not hold the inputs or the working
+folder, and an existing one must be empty or a previous output of `fastllm dedup` (its manifest
+lists every file): nothing fastllm did not write is deleted.
 
 >>> import tempfile, pathlib
 >>> from fastllm.data.documents import DocumentReader
@@ -21,15 +24,13 @@ appears whole or not at all (`fastllm._io`); an existing folder is never emptied
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastllm._io import atomic_path, write_atomic
+from fastllm._io import atomic_folder, atomic_path, check_output_folder, write_atomic
 from fastllm.data.documents import FORMATS, DocumentReader
 
-__all__ = ["Corpus", "read_corpus", "write_kept"]
+__all__ = ["Corpus", "check_output", "read_corpus", "write_kept"]
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Corpus:
     raw: list[object] = field(default_factory=list)  # the record to write back (bytes line, path, row)
     invalid: list[str] = field(default_factory=list)  # "file:line: reason" of skipped records
     tables: list[object] = field(default_factory=list)  # parquet: one pyarrow table per input
+    inputs: list[Path] = field(default_factory=list)  # the files read (never overwritten)
 
 
 def read_corpus(reader: DocumentReader) -> Corpus:
@@ -54,22 +56,27 @@ def read_corpus(reader: DocumentReader) -> Corpus:
         corpus.where.append(doc.where)
         corpus.raw.append(doc.raw)
     corpus.invalid, corpus.tables = reader.invalid, reader.tables
+    corpus.inputs = [path for path, _ in reader.inputs]
     return corpus
 
 
-def _write_folder(kept: list[Path], output: Path) -> None:
-    """The kept files as the new folder `output`: built beside it, then renamed into place."""
-    if output.exists():
-        if not output.is_dir():
-            raise ValueError(f"--format files writes a folder, but {str(output)!r} is a file")
-        if any(output.iterdir()):
-            raise ValueError(
-                f"--format files writes a new folder, but {str(output)!r} already holds files; "
-                "choose a new or empty folder"
-            )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
+def check_output(output: Path, fmt: str, inputs: list[Path]) -> None:
+    """Refuses, before any work, an output `write_kept` would refuse: one of the inputs, or (for
+    `files`) a folder `fastllm._io.check_output_folder` refuses."""
+    output = Path(output)
+    if fmt == "files":
+        check_output_folder(output, command="dedup", keep_out=inputs)
+        return
+    for path in inputs:
+        if output.resolve() == Path(path).resolve():
+            raise ValueError(f"output {str(output)!r} is also an input; write the kept documents elsewhere")
+    if output.is_dir():
+        raise ValueError(f"output {str(output)!r} is a folder; --format {fmt} writes a file")
+
+
+def _write_folder(kept: list[Path], output: Path, inputs: list[Path]) -> None:
+    """The kept files as the folder `output`, replacing a previous output as a whole."""
+    with atomic_folder(output, command="dedup", keep_out=inputs) as tmp:
         names: set[str] = set()
         for path in kept:
             name, n = path.name, 1
@@ -78,23 +85,18 @@ def _write_folder(kept: list[Path], output: Path) -> None:
                 name = f"{path.stem}.{n}{path.suffix}"
             names.add(name)
             write_atomic(tmp / name, path.read_bytes())
-        if output.exists():
-            output.rmdir()  # empty (checked above)
-        tmp.rename(output)  # a folder: one rename publishes every file at once
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_kept(corpus: Corpus, keep: list[bool], output: Path) -> None:
     """Writes the kept documents' records to `output` in the corpus's format."""
     assert corpus.format in FORMATS, corpus.format
     output = Path(output)
+    check_output(output, corpus.format, corpus.inputs)
     kept = [raw for raw, k in zip(corpus.raw, keep) if k]
     if corpus.format in ("lines", "jsonl"):
         write_atomic(output, (r if r.endswith(b"\n") else r + b"\n" for r in kept))  # type: ignore[union-attr]
     elif corpus.format == "files":
-        _write_folder(kept, output)  # type: ignore[arg-type]
+        _write_folder(kept, output, corpus.inputs)  # type: ignore[arg-type]
     else:  # parquet
         import pyarrow as pa
         import pyarrow.parquet as pq

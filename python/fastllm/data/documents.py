@@ -16,13 +16,13 @@ Formats (`FORMATS`), each a list of files:
   Python decodes them (PEP 263 coding cookies, universal newlines), then the pydoc topics (the
   language reference sections `help()` shows), one document per topic.
 
-Bad records, one rule everywhere: a record that is not text (invalid UTF-8, invalid JSON, no string
-text field, a lone surrogate escaped in JSON, a Python file that does not decode, an unreadable
-Parquet file) raises `InvalidRecord`, a ValueError naming the file and line (or row), unless the
-reader was made with `skip_invalid=True`: then it is skipped and recorded in `reader.invalid` as
-"file:line: reason", which every caller counts in its summary and shows (the first ten, for the
-commands). The standard library is always read that way: it ships deliberately undecodable test
-fixtures (`test/tokenizedata/bad_coding.py`, ...).
+Bad records, one rule everywhere: a record that is not text (invalid UTF-8, invalid JSON or JSON
+nested too deeply to parse, no string text field, a lone surrogate escaped in JSON, a Python file
+that does not decode, an unreadable Parquet file) raises `InvalidRecord`, a ValueError naming the
+file and line (or row), unless the reader was made with `skip_invalid=True`: then it is skipped and
+recorded in `reader.invalid` as "file:line: reason", which every caller counts in its summary and
+shows (the first ten, for the commands). The standard library is always read that way: it ships
+deliberately undecodable test fixtures (`test/tokenizedata/bad_coding.py`, ...).
 
 Each document keeps where it came from (`where`) and its raw record (`raw`: the line's bytes, the
 file's path, or (table index, row) into `reader.tables`), so `fastllm dedup` writes the kept
@@ -242,6 +242,8 @@ class DocumentReader:
             raise ValueError(f"invalid UTF-8 at byte {e.start} of the line") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"invalid JSON ({e.msg})") from None
+        except RecursionError:  # arrays or objects nested deeper than Python's parser recurses
+            raise ValueError("invalid JSON (nested too deeply to parse)") from None
         text = record.get(self.text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise ValueError(f"no string field {self.text_field!r}")

@@ -15,8 +15,12 @@ is the SHA-256 of the tokenizer.json bytes, so shards made by different tokenize
 Writing: each .bin is streamed into a temporary file beside the target (`fastllm._io.atomic_path`)
 and renamed into place when the shard is full (`shard_tokens` ids) or the writer is closed; the
 header is written (also atomically) after its .bin, so a header on disk always describes a complete
-.bin. A reader
-lists shards by their headers and checks the .bin size against `count`.
+.bin. A reader lists shards by their headers (`list_shards`) and checks the .bin size against
+`count`. A shard set is complete or refused: the shards of a split are numbered 0, 1, 2, ... without
+a gap, each with its header and .bin, and in a `fastllm tokenize` output folder exactly the files its
+manifest (`fastllm._io.MANIFEST`) lists; anything else raises, naming the file missing or foreign.
+Sizes read from a header are checked before anything is allocated from them (`vocab_size` at most
+`MAX_VOCAB_SIZE`, `count` against the .bin's size).
 
 >>> import tempfile, numpy as np
 >>> d = tempfile.mkdtemp()
@@ -42,19 +46,23 @@ from pathlib import Path
 import numpy as np
 
 from fastllm._checks import check_int, check_type
-from fastllm._io import atomic_path, write_atomic
+from fastllm._io import atomic_path, read_manifest, write_atomic
 
 FORMAT = "fastllm-tokens"
 VERSION = 1
 DTYPES = ("uint16", "uint32")
 DEFAULT_SHARD_TOKENS = 100_000_000  # 200 MB of uint16 per shard: few files, each quick to map
+# Ids are stored as uint32 and read back as int64; a vocabulary is capped at 2**31 ids so every id
+# is also a valid int32 (what embedding tables and tokenizers index with), and a header claiming more
+# (2**32, ...) is refused before a model or a count table is sized from it.
+MAX_VOCAB_SIZE = 2**31
 
 PathLike = str | os.PathLike
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
     """uint16 when every id < vocab_size fits in 16 bits, else uint32 (little-endian)."""
-    check_int(vocab_size, "vocab_size", minimum=1, maximum=2**32)
+    check_int(vocab_size, "vocab_size", minimum=1, maximum=MAX_VOCAB_SIZE)
     return np.dtype("<u2") if vocab_size <= 2**16 else np.dtype("<u4")
 
 
@@ -110,8 +118,13 @@ def read_header(path: PathLike) -> ShardHeader:
     if not isinstance(sha, str):
         raise ValueError(f"{path}: tokenizer_sha256 must be a string, got {sha!r}")
     header = ShardHeader(dtype=data["dtype"], tokenizer_sha256=sha, **fields)
-    if header.vocab_size < 1:
-        raise ValueError(f"{path}: vocab_size must be >= 1, got {header.vocab_size}")
+    if not 1 <= header.vocab_size <= MAX_VOCAB_SIZE:
+        raise ValueError(
+            f"{path}: vocab_size {header.vocab_size} is out of range: a shard's vocabulary holds 1 to "
+            f"{MAX_VOCAB_SIZE} (2**31) ids"
+        )
+    if header.documents > header.count:
+        raise ValueError(f"{path}: documents {header.documents} is more than the count of {header.count} ids")
     if header.dtype == "uint16" and header.vocab_size > 2**16:
         raise ValueError(f"{path}: dtype uint16 cannot hold ids of a vocabulary of {header.vocab_size}")
     if header.eot_id >= header.vocab_size:
@@ -125,16 +138,49 @@ def bin_path(header_path: PathLike) -> Path:
 
 
 def list_shards(directory: PathLike, split: str) -> list[Path]:
-    """Headers (.json) of the shards of `split` in `directory`, in index order; [] when none."""
+    """Headers (.json) of the shards of `split` in `directory`, in index order; [] when none.
+
+    The set is complete or refused: FileNotFoundError names the first file missing (a gap in the
+    numbers, a header without its .bin or a .bin without its header, a file the folder's manifest
+    lists), ValueError a shard file the manifest does not list or a number used twice.
+    """
     directory = Path(directory)
-    pattern = re.compile(rf"{re.escape(_check_split(split))}_(\d{{5,}})\.json")
-    found = []
+    pattern = re.compile(rf"{re.escape(_check_split(split))}_(\d{{5,}})\.(json|bin)")
+    found: dict[str, dict[int, Path]] = {"json": {}, "bin": {}}
     if directory.is_dir():
         for p in directory.iterdir():
             m = pattern.fullmatch(p.name)
             if m:
-                found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
+                index, kind = int(m.group(1)), m.group(2)
+                if index in found[kind]:
+                    raise ValueError(
+                        f"{directory}: two shards numbered {index}: {found[kind][index].name}, {p.name}"
+                    )
+                found[kind][index] = p
+    manifest = read_manifest(directory)
+    if manifest is not None and manifest["command"] == "tokenize":
+        listed = {f for f in manifest["files"] if pattern.fullmatch(f)}
+        present = {p.name for kind in found.values() for p in kind.values()}
+        missing, foreign = sorted(listed - present), sorted(present - listed)
+        if missing:
+            raise FileNotFoundError(
+                f"shard set {split!r} in {str(directory)!r} is incomplete: {missing[0]} is missing "
+                f"(the folder's manifest lists {len(listed)} files of the split)"
+            )
+        if foreign:
+            raise ValueError(
+                f"{directory / foreign[0]}: not part of the shard set fastllm tokenize wrote in "
+                f"{str(directory)!r} (its manifest does not list it)"
+            )
+    numbers = sorted(set(found["json"]) | set(found["bin"]))
+    for index in range(numbers[-1] + 1 if numbers else 0):  # stops at the first gap
+        for kind in ("json", "bin"):
+            if index not in found[kind]:
+                raise FileNotFoundError(
+                    f"shard set {split!r} in {str(directory)!r} is incomplete: {split}_{index:05d}.{kind} "
+                    f"is missing (the set runs to {split}_{numbers[-1]:05d})"
+                )
+    return [found["json"][i] for i in numbers]
 
 
 def load_shard(

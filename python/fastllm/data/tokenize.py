@@ -12,6 +12,13 @@ the split of a document does not depend on batch sizes or threads, only on (seed
 val_fraction). When val_fraction > 0 and there are at least two documents, at least one goes to
 val: the last train document is held back until the end and moved to val if val is still empty.
 
+The output folder holds one shard set and is replaced as a whole (`fastllm._io.atomic_folder`): the
+new set is written beside it and switched in one step, with a manifest listing every shard, so a
+reader (`TokenDataset`) sees the old complete set or the new one, and a killed run leaves the old
+set (plus litter the next run clears). The folder must be new, empty, or a previous output of
+tokenize (`overwrite=True` to replace it); it may not hold the inputs, the tokenizer or the working
+folder.
+
 >>> import tempfile, pathlib
 >>> from fastllm import BPETokenizer
 >>> d = pathlib.Path(tempfile.mkdtemp())
@@ -36,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from fastllm._checks import check_bool, check_float, check_int, check_optional_int, check_type
+from fastllm._io import atomic_folder, check_output_folder
 from fastllm.data.documents import DocumentReader
 from fastllm.data.shards import DEFAULT_SHARD_TOKENS, ShardWriter
 from fastllm.tokenizer import BPETokenizer
@@ -82,11 +90,17 @@ class TokenizeStats:
     seconds: float = 0.0
 
 
+def _is_shard_file(name: str) -> bool:
+    """Whether a file name is one `fastllm tokenize` writes (what an output folder made before
+    output manifests may hold and a new run may replace)."""
+    return _SHARD_FILE.fullmatch(name) is not None
+
+
 def existing_shards(directory: Path) -> list[Path]:
     """Shard files (train_/val_ .bin/.json) already in `directory`."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir() if _SHARD_FILE.fullmatch(p.name))
+    return sorted(p for p in directory.iterdir() if _is_shard_file(p.name))
 
 
 def _append_eot(ids: np.ndarray, offsets: np.ndarray, eot: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,88 +158,87 @@ def tokenize_to_shards(
         )
     eot_id = specials[eot]
     output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"output {str(output)!r} is a file, not a folder")
+    keep_out = [*inputs, tokenizer]
+    check_output_folder(output, command="tokenize", keep_out=keep_out, legacy=_is_shard_file)
     old = existing_shards(output)
     if old and not overwrite:
         raise ValueError(
             f"{str(output)!r} already holds {len(old)} shard file(s) ({old[0].name}, ...); "
             "pass --overwrite to replace them"
         )
-    for p in old:
-        p.unlink()
-    output.mkdir(parents=True, exist_ok=True)
 
     stats = TokenizeStats()
     sha = hashlib.sha256(tok_bytes).hexdigest()
-    writers = {
-        s: ShardWriter(
-            output,
-            split=s,
-            vocab_size=tok.vocab_size,
-            eot_id=eot_id,
-            tokenizer_sha256=sha,
-            shard_tokens=shard_tokens,
-        )
-        for s in SPLITS
-    }
     pending: np.ndarray | None = None  # the last train document so far, held back (see module docstring)
 
-    def flush(texts: list[str], consumed: int) -> None:
-        nonlocal pending
-        ids, offsets = tok.encode_batch_numpy(texts, num_threads=num_threads, disallowed_special=())
-        stream, lengths = _append_eot(ids, offsets, eot_id)
-        first = stats.documents - len(texts)
-        is_val = val_mask(np.arange(first, first + len(texts)), seed=seed, val_fraction=val_fraction)
-        token_val = np.repeat(is_val, lengths)
-        writers["val"].write(stream[token_val])
-        stats.docs["val"] += int(is_val.sum())
-        train = stream[~token_val]
-        if not is_val.all():
-            last = len(lengths) - 1 - int(np.argmin(is_val[::-1]))  # the batch's last train document
-            if pending is not None:
-                writers["train"].write(pending)
-            writers["train"].write(train[: len(train) - lengths[last]])
-            pending = train[len(train) - lengths[last] :].copy()
-            stats.docs["train"] += int((~is_val).sum())
-        if progress is not None:
-            progress(consumed)
+    # The new shard set is written into a fresh folder beside `output` and replaces it in one step
+    # (`fastllm._io.atomic_folder`): a reader sees the old complete set or the new one, never a mix,
+    # and a killed run leaves the old set and litter that the next run clears.
+    with atomic_folder(output, command="tokenize", keep_out=keep_out, legacy=_is_shard_file) as folder:
+        writers = {
+            s: ShardWriter(
+                folder,
+                split=s,
+                vocab_size=tok.vocab_size,
+                eot_id=eot_id,
+                tokenizer_sha256=sha,
+                shard_tokens=shard_tokens,
+            )
+            for s in SPLITS
+        }
 
-    try:
-        texts: list[str] = []
-        size = consumed = 0
-        for doc in reader:
-            n = len(doc.text.encode("utf-8"))  # the reader yields only encodable text
-            texts.append(doc.text)
-            stats.documents += 1
-            stats.text_bytes += n
-            size += n
-            consumed += len(doc.raw) if isinstance(doc.raw, bytes) else n
-            if size >= batch_bytes:
+        def flush(texts: list[str], consumed: int) -> None:
+            nonlocal pending
+            ids, offsets = tok.encode_batch_numpy(texts, num_threads=num_threads, disallowed_special=())
+            stream, lengths = _append_eot(ids, offsets, eot_id)
+            first = stats.documents - len(texts)
+            is_val = val_mask(np.arange(first, first + len(texts)), seed=seed, val_fraction=val_fraction)
+            token_val = np.repeat(is_val, lengths)
+            writers["val"].write(stream[token_val])
+            stats.docs["val"] += int(is_val.sum())
+            train = stream[~token_val]
+            if not is_val.all():
+                last = len(lengths) - 1 - int(np.argmin(is_val[::-1]))  # the batch's last train document
+                if pending is not None:
+                    writers["train"].write(pending)
+                writers["train"].write(train[: len(train) - lengths[last]])
+                pending = train[len(train) - lengths[last] :].copy()
+                stats.docs["train"] += int((~is_val).sum())
+            if progress is not None:
+                progress(consumed)
+
+        try:
+            texts: list[str] = []
+            size = consumed = 0
+            for doc in reader:
+                n = len(doc.text.encode("utf-8"))  # the reader yields only encodable text
+                texts.append(doc.text)
+                stats.documents += 1
+                stats.text_bytes += n
+                size += n
+                consumed += len(doc.raw) if isinstance(doc.raw, bytes) else n
+                if size >= batch_bytes:
+                    flush(texts, consumed)
+                    texts, size, consumed = [], 0, 0
+            if texts:
                 flush(texts, consumed)
-                texts, size, consumed = [], 0, 0
-        if texts:
-            flush(texts, consumed)
-        stats.invalid = reader.invalid
-        if stats.documents == 0:
-            raise ValueError(f"no documents in {', '.join(map(str, inputs))} (format {reader.fmt!r})")
-        if pending is not None:
-            if val_fraction > 0 and stats.docs["val"] == 0 and stats.documents >= 2:
-                writers["val"].write(pending)
-                stats.docs["val"] += 1
-                stats.docs["train"] -= 1
-            else:
-                writers["train"].write(pending)
-        for s, w in writers.items():
-            stats.shards[s] = w.close()
-            stats.tokens[s] = w.tokens
-    except BaseException:
-        for w in writers.values():  # a failed run leaves no shards behind to be mistaken for a corpus
-            w.abort()
-            for header in w.written:
-                header.with_suffix(".bin").unlink(missing_ok=True)
-                header.unlink(missing_ok=True)
-        raise
+            stats.invalid = reader.invalid
+            if stats.documents == 0:
+                raise ValueError(f"no documents in {', '.join(map(str, inputs))} (format {reader.fmt!r})")
+            if pending is not None:
+                if val_fraction > 0 and stats.docs["val"] == 0 and stats.documents >= 2:
+                    writers["val"].write(pending)
+                    stats.docs["val"] += 1
+                    stats.docs["train"] -= 1
+                else:
+                    writers["train"].write(pending)
+            for s, w in writers.items():
+                stats.shards[s] = [output / p.name for p in w.close()]
+                stats.tokens[s] = w.tokens
+        except BaseException:
+            for w in writers.values():  # close the open shards; the folder goes with them
+                w.abort()
+            raise
     stats.seconds = time.perf_counter() - t0
     return stats
 

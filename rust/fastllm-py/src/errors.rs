@@ -1,11 +1,12 @@
 //! Maps the core crates' typed errors to Python exceptions, keeping the offending value in the
 //! message: a missing file is `FileNotFoundError`, other I/O is `OSError`, everything a caller
-//! passed wrong (or a malformed file) is `ValueError`; an unknown KV-cache sequence id is `KeyError`.
+//! passed wrong (or a malformed file) is `ValueError`; an unknown KV-cache sequence id is `KeyError`;
+//! a buffer the allocator refused is `MemoryError` (instead of Rust's abort).
 
 use bpe::BpeError;
 use kvcache::KvError;
 use minhash::MinHashError;
-use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyOSError, PyPermissionError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyPermissionError, PyValueError};
 use pyo3::PyErr;
 
 fn io_to_py(source: &std::io::Error, message: String) -> PyErr {
@@ -34,6 +35,7 @@ impl<T> IntoPy<T> for Result<T, MinHashError> {
     fn py_err(self) -> pyo3::PyResult<T> {
         self.map_err(|err| match &err {
             MinHashError::Io { source, .. } => io_to_py(source, err.to_string()),
+            MinHashError::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
             _ => PyValueError::new_err(err.to_string()),
         })
     }

@@ -51,23 +51,41 @@ impl Settings {
         .into_bytes()
     }
 
-    fn decode(bytes: &[u8], path: &str) -> PyResult<Self> {
-        let bad = || PyValueError::new_err(format!("{path}: unreadable settings in the index file"));
-        let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
-        let mut s =
-            Settings { num_perm: 0, seed: 0, ngram: 0, char_ngrams: false, lowercase: true, strip_punctuation: false };
+    /// The settings stored in an index file, checked as the constructor checks its arguments (and
+    /// against the index itself: the file's checksum only proves the bytes are the ones written,
+    /// not that they make sense). Every key exactly once; nothing is allocated from them here.
+    fn decode(bytes: &[u8], path: &str, index: &Index) -> PyResult<Self> {
+        let bad = |why: String| PyValueError::new_err(format!("{path}: bad settings in the index file: {why}"));
+        let text = std::str::from_utf8(bytes).map_err(|_| bad("not UTF-8".into()))?;
+        let mut values: [Option<&str>; 6] = [None; 6];
+        const KEYS: [&str; 6] = ["num_perm", "seed", "ngram", "char_ngrams", "lowercase", "strip_punctuation"];
         for kv in text.split(';') {
-            let (k, v) = kv.split_once('=').ok_or_else(bad)?;
-            match k {
-                "num_perm" => s.num_perm = v.parse().map_err(|_| bad())?,
-                "seed" => s.seed = v.parse().map_err(|_| bad())?,
-                "ngram" => s.ngram = v.parse().map_err(|_| bad())?,
-                "char_ngrams" => s.char_ngrams = v.parse().map_err(|_| bad())?,
-                "lowercase" => s.lowercase = v.parse().map_err(|_| bad())?,
-                "strip_punctuation" => s.strip_punctuation = v.parse().map_err(|_| bad())?,
-                _ => return Err(bad()),
+            let (k, v) = kv.split_once('=').ok_or_else(|| bad(format!("{kv:?} is not key=value")))?;
+            let slot = KEYS.iter().position(|&key| key == k).ok_or_else(|| bad(format!("unknown key {k:?}")))?;
+            if values[slot].replace(v).is_some() {
+                return Err(bad(format!("{k} given twice")));
             }
         }
+        let get = |i: usize| values[i].ok_or_else(|| bad(format!("no {}", KEYS[i])));
+        fn parse<T: std::str::FromStr>(v: &str, k: &str, bad: impl Fn(String) -> PyErr) -> PyResult<T> {
+            v.parse().map_err(|_| bad(format!("{k}={v:?} is not a valid value")))
+        }
+        let s = Settings {
+            num_perm: parse(get(0)?, KEYS[0], bad)?,
+            seed: parse(get(1)?, KEYS[1], bad)?,
+            ngram: parse(get(2)?, KEYS[2], bad)?,
+            char_ngrams: parse(get(3)?, KEYS[3], bad)?,
+            lowercase: parse(get(4)?, KEYS[4], bad)?,
+            strip_punctuation: parse(get(5)?, KEYS[5], bad)?,
+        };
+        if s.num_perm != index.num_perm() {
+            return Err(bad(format!(
+                "num_perm={} but the index holds signatures of {} values",
+                s.num_perm,
+                index.num_perm()
+            )));
+        }
+        s.shingling().validate().map_err(|e| bad(e.to_string()))?;
         Ok(s)
     }
 
@@ -125,10 +143,11 @@ impl Deduper {
     ) -> PyResult<Features> {
         let pool = pool::pool(num_threads)?;
         let (opts, kind) = (self.settings.normalize(), self.settings.shingling());
-        Ok(py.detach(|| {
+        py.detach(|| {
             let refs: Vec<&str> = texts.iter().map(|t| &**t).collect();
             pool.install(|| featurize(&refs, &opts, kind, &self.hasher, keep_shingles))
-        }))
+        })
+        .py_err()
     }
 
     fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, Index>> {
@@ -159,8 +178,9 @@ impl Deduper {
         let settings = Settings { num_perm, seed, ngram, char_ngrams, lowercase, strip_punctuation };
         settings.shingling().validate().py_err()?;
         let params = Params { threshold, bands, rows, verify: parse_verify(verify)? };
-        let hasher = MinHasher::new(num_perm, seed).py_err()?;
+        // The index checks num_perm (and the bands) before the hasher allocates num_perm of anything.
         let index = Index::new(num_perm, params, settings.encode()).py_err()?;
+        let hasher = MinHasher::new(num_perm, seed).py_err()?;
         Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })
     }
 
@@ -227,14 +247,15 @@ impl Deduper {
         Ok(self.lock()?.len())
     }
 
+    /// Writes the index to exactly `path`; the facade makes it atomic (`fastllm._io.atomic_path`).
     fn save(&self, py: Python<'_>, path: &str) -> PyResult<()> {
-        py.detach(|| self.lock()?.save(Path::new(path)).py_err())
+        py.detach(|| self.lock()?.write_file(Path::new(path)).py_err())
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: &str) -> PyResult<Self> {
         let index = py.detach(|| Index::load(Path::new(path))).py_err()?;
-        let settings = Settings::decode(index.settings(), path)?;
+        let settings = Settings::decode(index.settings(), path, &index)?;
         let params = *index.params();
         let hasher = MinHasher::new(settings.num_perm, settings.seed).py_err()?;
         Ok(Deduper { settings, hasher, params, index: Mutex::new(index) })

@@ -128,7 +128,7 @@ fn main() {
     for threads in [1, 2] {
         let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else { return };
         for keep in [false, true] {
-            let (t, cpu) = best_of(7, || pool.install(|| featurize(&texts, &opts, kind, &hasher, keep)));
+            let (t, cpu) = best_of(7, || pool.install(|| featurize(&texts, &opts, kind, &hasher, keep).ok()));
             println!(
                 "featurize {threads} thread(s), keep_shingles={keep:<5}: {:.3} s wall ({:.3} s CPU), {:>7.0} docs/s, {:.0} MB/s",
                 t.as_secs_f64(),

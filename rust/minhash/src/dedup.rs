@@ -27,15 +27,13 @@
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
-use crate::error::{MinHashError, Result};
+use crate::error::{try_filled, MinHashError, Result};
 use crate::lsh::{band_key_matrix, candidate_pairs_packed, check_bands, optimal_params, unpack_pair};
 use crate::shingle::jaccard;
 use crate::signature::estimate_jaccard;
 use crate::unionfind::UnionFind;
 
-/// Largest signature length accepted (512 KiB per signature; also bounds what a damaged index
-/// file can make `load` allocate).
-pub const MAX_NUM_PERM: usize = 1 << 16;
+pub use crate::signature::MAX_NUM_PERM;
 
 /// How a candidate pair is confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +173,11 @@ pub fn dedup(
 
     // 1. Exact pass.
     let mut first_of: FxHashMap<u128, u32> = FxHashMap::default();
-    first_of.reserve(n);
+    first_of.try_reserve(n).map_err(|_| MinHashError::OutOfMemory {
+        what: format!("the exact-hash map of {n} documents"),
+        len: n,
+        item: std::mem::size_of::<(u128, u32)>(),
+    })?;
     let mut edges: Vec<(u32, u32, f64)> = Vec::new();
     let mut skip = too_short_mask(signatures, num_perm, shingles, n);
     let mut too_short = 0;
@@ -201,7 +203,7 @@ pub fn dedup(
 
     // 2-3. LSH candidates among the rest, verified in parallel (order-preserving).
     let keys = band_key_matrix(signatures, num_perm, params.bands, params.rows);
-    let pairs = candidate_pairs_packed(&keys, params.bands, &skip);
+    let pairs = candidate_pairs_packed(&keys, params.bands, &skip)?;
     let row = |i: u32| &signatures[i as usize * num_perm..(i as usize + 1) * num_perm];
     let set = |i: u32| shingles.get(i as usize).map(Vec::as_slice);
     let lsh_edges: Vec<(u32, u32, f64)> = pairs
@@ -215,7 +217,7 @@ pub fn dedup(
     edges.sort_unstable_by_key(|&(a, b, _)| (a, b));
 
     // 4. Clusters.
-    let (keep, cluster_ids, clusters) = cluster_edges(n, edges.iter().map(|&(a, b, _)| (a, b)));
+    let (keep, cluster_ids, clusters) = cluster_edges(n, edges.iter().map(|&(a, b, _)| (a, b)))?;
     Ok(Outcome { keep, cluster_ids, clusters, edges, exact_duplicates, too_short, candidates: pairs.len() })
 }
 
@@ -223,7 +225,8 @@ pub fn dedup(
 pub type Clustering = (Vec<bool>, Vec<i64>, Vec<Vec<u32>>);
 
 /// Clusters of `n` documents joined by `pairs` (union-find). The last stage of a sharded run: feed
-/// it the verified pairs from every shard. Errors if a pair names a document `>= n`.
+/// it the verified pairs from every shard. Errors if a pair names a document `>= n`, and
+/// (`OutOfMemory`) when the allocator cannot give the ~17 bytes per document it needs.
 pub fn clusters(n: usize, pairs: &[(u32, u32)]) -> Result<Clustering> {
     if u32::try_from(n).is_err() {
         return Err(MinHashError::arg("n", n, "at most u32::MAX documents"));
@@ -231,37 +234,40 @@ pub fn clusters(n: usize, pairs: &[(u32, u32)]) -> Result<Clustering> {
     if let Some(&(a, b)) = pairs.iter().find(|&&(a, b)| a as usize >= n || b as usize >= n) {
         return Err(MinHashError::arg("pairs", format!("({a}, {b})"), format!("names a document >= n={n}")));
     }
-    Ok(cluster_edges(n, pairs.iter().copied()))
+    cluster_edges(n, pairs.iter().copied())
 }
 
 /// Union-find over the edges; each cluster's root is its smallest (first-seen) member, the one
-/// kept. Callers have checked that every index is below `n`.
-fn cluster_edges(n: usize, edges: impl Iterator<Item = (u32, u32)>) -> Clustering {
-    let mut uf = UnionFind::new(n);
+/// kept. Callers have checked that every index is below `n`. Every buffer is `n`-sized and
+/// allocated fallibly (17 bytes per document: the parents, becoming the roots, 4; the cluster sizes
+/// 4; the cluster ids 8; the keep mask 1), so an `n` beyond memory is an error, not an abort.
+fn cluster_edges(n: usize, edges: impl Iterator<Item = (u32, u32)>) -> Result<Clustering> {
+    let mut uf = UnionFind::try_new(n)?;
     for (a, b) in edges {
         uf.union(a, b);
     }
-    let roots = uf.roots();
-    let mut size = vec![0u32; n];
+    let roots = uf.into_roots();
+    let mut size = try_filled(n, 0u32, format!("cluster sizes of {n} documents"))?;
     for &r in &roots {
         size[r as usize] += 1;
     }
-    let mut id_of_root = vec![-1i64; n];
+    let mut cluster_ids = try_filled(n, -1i64, format!("cluster ids of {n} documents"))?;
+    let mut keep = try_filled(n, false, format!("the keep mask of {n} documents"))?;
     let mut clusters: Vec<Vec<u32>> = Vec::new();
-    let mut cluster_ids = vec![-1i64; n];
-    let mut keep = vec![false; n];
     for (i, &r) in roots.iter().enumerate() {
-        keep[i] = r as usize == i;
-        if size[r as usize] < 2 {
+        let r = r as usize;
+        keep[i] = r == i;
+        if size[r] < 2 {
             continue;
         }
-        if id_of_root[r as usize] < 0 {
-            id_of_root[r as usize] = clusters.len() as i64;
-            clusters.push(Vec::with_capacity(size[r as usize] as usize));
+        // A root comes before its members (r <= i), so its own id is the cluster's.
+        if r == i {
+            cluster_ids[i] = clusters.len() as i64;
+            clusters.push(Vec::with_capacity(size[r] as usize));
         }
-        let id = id_of_root[r as usize];
+        let id = cluster_ids[r];
         cluster_ids[i] = id;
         clusters[id as usize].push(i as u32);
     }
-    (keep, cluster_ids, clusters)
+    Ok((keep, cluster_ids, clusters))
 }

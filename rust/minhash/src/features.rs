@@ -15,6 +15,7 @@
 //! sign 0.45 s (64%, bound by the scalar 64-bit multiplier: see `signature`), exact hash 0.01 s.
 //! Keeping the shingle sets costs ~3%.
 
+use crate::error::{try_filled, Result};
 use crate::normalize::{normalize_into, NormalizeOptions};
 use crate::shingle::{exact_hash, shingle_set, Shingling};
 use crate::signature::MinHasher;
@@ -66,15 +67,17 @@ struct Scratch {
 
 /// Features of every text, one pass per text, in parallel on the current rayon pool.
 /// `keep_shingles = false` drops each set right after signing (signature-only use saves memory).
+/// The one error: `OutOfMemory` when the `texts.len() x num_perm` signature matrix cannot be had.
 pub fn featurize(
     texts: &[&str],
     opts: &NormalizeOptions,
     kind: Shingling,
     hasher: &MinHasher,
     keep_shingles: bool,
-) -> Features {
+) -> Result<Features> {
     let k = hasher.num_perm();
-    let mut signatures = vec![0u64; texts.len() * k];
+    let size = texts.len().saturating_mul(k);
+    let mut signatures = try_filled(size, 0u64, format!("{} signatures of {k} values", texts.len()))?;
     let per_doc: Vec<(u128, usize, Vec<u64>)> = signatures
         .par_chunks_mut(k)
         .zip(texts.par_iter())
@@ -96,5 +99,5 @@ pub fn featurize(
             shingles.push(set);
         }
     }
-    Features { signatures, shingles, exact, set_sizes, num_perm: k }
+    Ok(Features { signatures, shingles, exact, set_sizes, num_perm: k })
 }

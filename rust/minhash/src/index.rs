@@ -32,8 +32,10 @@
 //! ```
 //!
 //! Band maps are not stored: `load` rebuilds them from the signatures (band keys are stable, see
-//! `lsh`). `save` writes a temporary file in the destination's directory, syncs it and renames
-//! it over the destination, so readers see the old file or the new one, never a partial one.
+//! `lsh`). `write_file` writes exactly the path it is given (created or truncated) and syncs it;
+//! making that atomic is the caller's job, done once for the whole package by Python's
+//! `fastllm._io.atomic_path` (a temporary file created exclusively beside the target, renamed
+//! over it), so no name here is predictable and no planted link is followed.
 //! `load` first checks the length and checksum, then parses with every count bounded by the
 //! bytes left, so a damaged file gives `MinHashError::Format` naming the path and the problem.
 
@@ -74,8 +76,6 @@ pub struct Index {
     band_head: Vec<FxHashMap<u64, u32>>,
     band_next: Vec<u32>,
 }
-
-static SAVE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// End of a chain (ids stay below u32::MAX).
 const NONE: u32 = u32::MAX;
@@ -212,28 +212,15 @@ impl Index {
         &self.signatures[i..i + self.num_perm]
     }
 
-    /// Writes the index to `path` atomically (temporary file in the same directory, then rename).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let name = path.file_name().ok_or_else(|| MinHashError::arg("path", path.display(), "must name a file"))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        // Unique per process and call, so concurrent saves never share a temporary file.
-        let seq = SAVE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tmp_name.push(format!(".tmp.{}.{seq}", std::process::id()));
-        let tmp = path.with_file_name(tmp_name);
-        let io = |p: &Path| {
-            let p = p.display().to_string();
-            move |source| MinHashError::Io { path: p, source }
-        };
-        let result = self.write_to(&tmp).map_err(io(&tmp)).and_then(|()| std::fs::rename(&tmp, path).map_err(io(path)));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+    /// Writes the index to exactly `path` (created, or truncated if it exists) and syncs it.
+    /// Not atomic by itself: write a fresh temporary path and rename it over the target (see the
+    /// module docs).
+    pub fn write_file(&self, path: &Path) -> Result<()> {
+        self.write_to(path).map_err(|source| MinHashError::Io { path: path.display().to_string(), source })
     }
 
-    fn write_to(&self, tmp: &Path) -> std::io::Result<()> {
-        let file = File::create(tmp)?;
+    fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let file = File::create(path)?;
         let mut w = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hash: Xxh3::new() };
         w.put(MAGIC)?;
         w.put(&VERSION.to_le_bytes())?;
@@ -269,7 +256,7 @@ impl Index {
         file.sync_all()
     }
 
-    /// Reads an index written by [`Index::save`]. A missing or unreadable file gives
+    /// Reads an index written by [`Index::write_file`]. A missing or unreadable file gives
     /// `MinHashError::Io`; a damaged or foreign one `MinHashError::Format`.
     pub fn load(path: &Path) -> Result<Self> {
         let shown = path.display().to_string();

@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::error::{MinHashError, Result};
+use crate::error::{try_vec, MinHashError, Result};
 
 /// Largest `num_perm` accepted by [`optimal_params`] (its grid has ~`num_perm * ln(num_perm)`
 /// points, each needing two integrals).
@@ -177,7 +177,8 @@ pub(crate) fn band_key_matrix(signatures: &[u64], num_perm: usize, bands: usize,
 /// one band key. `keys` is a row-major `n x bands` matrix; documents with `skip[i]` take no
 /// part. Parallel over bands; the result does not depend on the thread count.
 ///
-/// Errors if `keys.len() != n * bands`, `skip.len() != n`, or `n` does not fit in u32.
+/// Errors if `keys.len() != n * bands`, `skip.len() != n`, or `n` does not fit in u32, and
+/// (`OutOfMemory`) when the pairs do not fit in memory.
 pub fn candidate_pairs(keys: &[u64], n: usize, bands: usize, skip: &[bool]) -> Result<Vec<(u32, u32)>> {
     if n.checked_mul(bands) != Some(keys.len()) {
         return Err(MinHashError::arg("keys", keys.len(), format!("expected n * bands = {n} * {bands} keys")));
@@ -188,7 +189,7 @@ pub fn candidate_pairs(keys: &[u64], n: usize, bands: usize, skip: &[bool]) -> R
     if u32::try_from(n).is_err() {
         return Err(MinHashError::arg("n", n, "at most u32::MAX documents"));
     }
-    Ok(candidate_pairs_packed(keys, bands, skip).into_iter().map(unpack).collect())
+    Ok(candidate_pairs_packed(keys, bands, skip)?.into_iter().map(unpack).collect())
 }
 
 /// Pair `(i, j)` packed as `i << 32 | j`, so sorting packed pairs sorts by (i, j).
@@ -201,10 +202,12 @@ fn unpack(p: u64) -> (u32, u32) {
 }
 
 /// Candidate pairs as sorted, deduplicated packed u64s. Callers validate shapes (`n` is
-/// `skip.len()` and fits in u32).
-pub(crate) fn candidate_pairs_packed(keys: &[u64], bands: usize, skip: &[bool]) -> Vec<u64> {
+/// `skip.len()` and fits in u32). Each band's pairs are counted before they are stored (a bucket
+/// of `g` documents gives `g(g-1)/2`), so a bucket too large for memory is `OutOfMemory`, not
+/// an abort.
+pub(crate) fn candidate_pairs_packed(keys: &[u64], bands: usize, skip: &[bool]) -> Result<Vec<u64>> {
     if bands == 0 {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let per_band: Vec<Vec<u64>> = (0..bands)
         .into_par_iter()
@@ -217,7 +220,15 @@ pub(crate) fn candidate_pairs_packed(keys: &[u64], bands: usize, skip: &[bool]) 
                 .map(|(i, (row, _))| (row[j], i as u32))
                 .collect();
             col.sort_unstable();
-            let mut pairs = Vec::new();
+            let count: u128 = col
+                .chunk_by(|a, b| a.0 == b.0)
+                .map(|run| {
+                    let g = run.len() as u128;
+                    g * (g - 1) / 2
+                })
+                .sum();
+            let mut pairs =
+                try_vec(usize::try_from(count).unwrap_or(usize::MAX), format!("band {j}'s candidate pairs"))?;
             for run in col.chunk_by(|a, b| a.0 == b.0) {
                 for (a, &(_, i)) in run.iter().enumerate() {
                     for &(_, k) in &run[a + 1..] {
@@ -225,13 +236,16 @@ pub(crate) fn candidate_pairs_packed(keys: &[u64], bands: usize, skip: &[bool]) 
                     }
                 }
             }
-            pairs
+            Ok(pairs)
         })
-        .collect();
-    let mut all: Vec<u64> = per_band.concat();
+        .collect::<Result<_>>()?;
+    let mut all = try_vec(per_band.iter().map(Vec::len).sum(), "the candidate pairs of every band")?;
+    for pairs in per_band {
+        all.extend_from_slice(&pairs);
+    }
     all.par_sort_unstable();
     all.dedup();
-    all
+    Ok(all)
 }
 
 /// Unpacks packed pairs (crate-internal helper for `dedup`).

@@ -8,6 +8,8 @@
 //! rather than near-constant; the linking rule is what dedup needs, and trees stay shallow in
 //! practice.
 
+use crate::error::{try_vec, Result};
+
 /// Disjoint sets over `0..n`.
 #[derive(Clone, Debug)]
 pub struct UnionFind {
@@ -18,6 +20,13 @@ impl UnionFind {
     /// `n` singleton sets. `n` must fit in u32 (callers validate document counts).
     pub fn new(n: usize) -> Self {
         Self { parent: (0..n as u32).collect() }
+    }
+
+    /// [`UnionFind::new`], with an allocation failure reported instead of aborting.
+    pub fn try_new(n: usize) -> Result<Self> {
+        let mut parent = try_vec(n, format!("union-find over {n} documents"))?;
+        parent.extend(0..n as u32);
+        Ok(Self { parent })
     }
 
     pub fn len(&self) -> usize {
@@ -57,6 +66,17 @@ impl UnionFind {
     pub fn roots(&mut self) -> Vec<u32> {
         (0..self.parent.len() as u32).map(|x| self.find(x)).collect()
     }
+
+    /// [`UnionFind::roots`] in place, without a second array: every parent is at or below its
+    /// child (the linking rule, and halving only skips to smaller ancestors), so one ascending
+    /// pass sees each parent already pointing at its root.
+    pub fn into_roots(mut self) -> Vec<u32> {
+        for x in 0..self.parent.len() {
+            let p = self.parent[x] as usize;
+            self.parent[x] = self.parent[p];
+        }
+        self.parent
+    }
 }
 
 #[cfg(test)]
@@ -76,5 +96,6 @@ mod tests {
         assert_eq!(uf.roots(), vec![0, 1, 1, 1]);
         assert_eq!(uf.len(), 4);
         assert!(!uf.is_empty());
+        assert_eq!(uf.into_roots(), vec![0, 1, 1, 1]);
     }
 }

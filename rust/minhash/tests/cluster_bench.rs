@@ -116,7 +116,7 @@ fn bench_50k() {
     let (t_query, hits) = best(3, || idx.query(&signatures[half * num_perm..], &sets[half..], &exact[half..]).unwrap());
     let dir = temp_dir("bench");
     let path = dir.join("bench.fmh");
-    let (t_save, ()) = best(1, || idx.save(&path).unwrap());
+    let (t_save, ()) = best(1, || idx.write_file(&path).unwrap());
     let size = std::fs::metadata(&path).unwrap().len();
     let (t_load, loaded) = best(1, || Index::load(&path).unwrap());
     assert_eq!(loaded.len(), half);

@@ -28,5 +28,11 @@ fn matches_bfs_components_in_any_union_order() {
             uf2.union(b, a);
         }
         assert_eq!(uf2.roots(), want);
+        // The one-pass, in-place roots agree (without a `find` before them).
+        let mut uf4 = UnionFind::try_new(n).unwrap();
+        for &(a, b) in &edges {
+            uf4.union(a, b);
+        }
+        assert_eq!(uf4.into_roots(), want);
     }
 }

@@ -58,8 +58,8 @@ fn featurize_equals_sequential_pipeline_on_one_and_two_threads() {
         (NormalizeOptions { strip_punctuation: true, ..Default::default() }, Shingling::Chars(5)),
     ] {
         let want = sequential(&texts, &opts, kind, &h);
-        let one = pool(1).install(|| featurize(&texts, &opts, kind, &h, true));
-        let two = pool(2).install(|| featurize(&texts, &opts, kind, &h, true));
+        let one = pool(1).install(|| featurize(&texts, &opts, kind, &h, true).unwrap());
+        let two = pool(2).install(|| featurize(&texts, &opts, kind, &h, true).unwrap());
         assert_eq!(one, want);
         assert_eq!(two, want);
         assert_eq!(two.len(), texts.len());
@@ -70,7 +70,7 @@ fn featurize_equals_sequential_pipeline_on_one_and_two_threads() {
 fn too_short_documents_are_reported_and_sign_to_max() {
     let texts = ["", "two words", "one two three four five", "   "];
     let h = MinHasher::new(16, 0).unwrap();
-    let f = featurize(&texts, &NormalizeOptions::default(), Shingling::Words(5), &h, true);
+    let f = featurize(&texts, &NormalizeOptions::default(), Shingling::Words(5), &h, true).unwrap();
     assert_eq!(f.set_sizes, vec![0, 0, 1, 0]);
     assert!(f.is_too_short(0) && f.is_too_short(1) && !f.is_too_short(2) && f.is_too_short(3));
     assert!(!f.is_too_short(4)); // past the end
@@ -86,8 +86,8 @@ fn dropping_shingles_keeps_everything_else() {
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
     let h = MinHasher::new(32, 8).unwrap();
     let opts = NormalizeOptions::default();
-    let kept = featurize(&texts, &opts, Shingling::Words(2), &h, true);
-    let dropped = featurize(&texts, &opts, Shingling::Words(2), &h, false);
+    let kept = featurize(&texts, &opts, Shingling::Words(2), &h, true).unwrap();
+    let dropped = featurize(&texts, &opts, Shingling::Words(2), &h, false).unwrap();
     assert!(dropped.shingles.is_empty());
     assert_eq!(dropped.signatures, kept.signatures);
     assert_eq!(dropped.exact, kept.exact);
@@ -101,7 +101,7 @@ fn normalization_variants_are_exact_duplicates_and_estimates_track_jaccard() {
     let texts: Vec<&str> = docs.iter().map(String::as_str).collect();
     let n = texts.len();
     let h = MinHasher::new(128, 1).unwrap();
-    let f = featurize(&texts, &NormalizeOptions::default(), Shingling::Words(2), &h, true);
+    let f = featurize(&texts, &NormalizeOptions::default(), Shingling::Words(2), &h, true).unwrap();
     assert_eq!(f.exact[n - 1], f.exact[n - 2]);
     assert_eq!(f.signature(n - 1), f.signature(n - 2));
     // Over many pairs, the estimate is within 5 standard deviations of the exact Jaccard.
@@ -121,7 +121,7 @@ fn normalization_variants_are_exact_duplicates_and_estimates_track_jaccard() {
 #[test]
 fn empty_input_gives_empty_features() {
     let h = MinHasher::new(4, 0).unwrap();
-    let f = featurize(&[], &NormalizeOptions::default(), Shingling::Words(5), &h, true);
+    let f = featurize(&[], &NormalizeOptions::default(), Shingling::Words(5), &h, true).unwrap();
     assert!(f.is_empty());
     assert!(f.signatures.is_empty());
     assert_eq!(f.num_perm, 4);
