@@ -8,13 +8,16 @@ import click
 
 
 def user_errors(fn):
-    """Turn the exceptions bad input raises into a one-line message and exit status 1."""
+    """Turn the exceptions bad input raises into a one-line message and exit status 1.
+
+    FloatingPointError is `fastllm.train.TrainingDiverged` (a learning rate too high for the run):
+    its message names the step and the last good checkpoint."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError, OSError) as e:
+        except (ValueError, TypeError, OSError, FloatingPointError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper
