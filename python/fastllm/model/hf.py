@@ -57,6 +57,7 @@ __all__ = [
     "UnverifiedCheckpointWarning",
     "file_sha256",
     "load_checkpoint",
+    "load_error_text",
 ]
 
 FORMAT_VERSION = 1  # of save_pretrained's folder; bump when its layout changes
@@ -79,6 +80,24 @@ _REQUIRED: Any = object()  # a `_field` default: the field must be present
 class UnverifiedCheckpointWarning(UserWarning):
     """A fastllm checkpoint (a folder or a training .pt) written before checksums were recorded: it
     loads, but a corrupted byte in it cannot be detected."""
+
+
+def load_error_text(error: BaseException) -> str:
+    """One line saying why `torch.load(..., weights_only=True)` refused a file.
+
+    A pickle that asks for a global outside torch's weights-only allow list (what a checkpoint
+    made to run code does) is named as such; torch's own multi-line text, with its advice to retry
+    with weights_only=False, is not passed on.
+
+    >>> load_error_text(RuntimeError("PytorchStreamReader failed reading zip archive:\\n  bad"))
+    'PytorchStreamReader failed reading zip archive: bad'
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]*)", text)
+    if found:
+        detail = found.group(1).split(". ")[0].rstrip(".")
+        return f"its pickle is not plain tensors and data ({detail}); it was refused and nothing in it ran"
+    return " ".join(text.split())[:400]
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -241,7 +260,7 @@ def _torch_load(path: Path) -> State:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, a different file type, a pickle weights_only refuses
-        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: {e}") from None
+        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: {load_error_text(e)}") from None
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

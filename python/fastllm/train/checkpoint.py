@@ -49,7 +49,7 @@ import torch.nn as nn
 from fastllm._io import atomic_path, write_atomic
 from fastllm.config import MiniGPTConfig, check_fits_in_memory
 from fastllm.model.gpt import MiniGPT, parameter_shapes
-from fastllm.model.hf import UnverifiedCheckpointWarning, file_sha256
+from fastllm.model.hf import UnverifiedCheckpointWarning, file_sha256, load_error_text
 
 __all__ = [
     "FORMAT",
@@ -69,7 +69,7 @@ __all__ = [
 FORMAT = "fastllm-checkpoint"
 VERSION = 1  # bump when the checkpoint dictionary changes incompatibly
 _REQUIRED = ("model", "model_config", "optimizer", "step", "rng", "train_config", "data")
-_SUM = re.compile(rb"([0-9a-f]{64})(?:[ \t]+\*?(.*))?\s*")  # a `sha256sum` line: HEX  NAME
+_SUM = re.compile(rb"([0-9a-fA-F]{64})(?:[ \t]+\*?(.*))?\s*")  # a `sha256sum` line: HEX  NAME
 _RNG_TYPES = {
     "torch": torch.Tensor,
     "python": list,
@@ -134,7 +134,7 @@ def _verify(path: Path) -> None:
     found = _SUM.fullmatch(line)
     if found is None:
         raise ValueError(f"checksum file {str(sums)!r} is not a sha256sum line (64 hex digits, a file name)")
-    want = found.group(1).decode()
+    want = found.group(1).decode().lower()
     got = file_sha256(path)
     if got != want:
         raise ValueError(
@@ -153,7 +153,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)  # what it allocates, the file holds
     except Exception as e:  # truncated zip, bit rot, a different file type, a pickle that runs code
-        raise ValueError(f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {e}") from None
+        raise ValueError(
+            f"checkpoint {str(path)!r} is corrupt or not a torch checkpoint: {load_error_text(e)}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{str(path)!r} is not a fastllm training checkpoint")
     if ckpt.get("version") != VERSION:

@@ -18,7 +18,7 @@ for a resumed one), so a run killed at any moment and resumed has each step once
 
 Divergence: a non-finite training loss, or non-finite weights when a checkpoint is due, raises
 `TrainingDiverged` (a FloatingPointError) naming the step; no checkpoint or model is written from
-such weights, so the last checkpoint on disk is the last good one (the exception names it).
+such weights, so every checkpoint on disk holds finite weights (the exception names the last).
 
 Device, autocast dtype ("auto": bf16 where the hardware multiplies it faster) and the peak FLOP/s
 for MFU come from `fastllm.train.device`.
@@ -76,13 +76,13 @@ __all__ = [
 
 class TrainingDiverged(FloatingPointError):
     """Training produced a non-finite loss or non-finite weights (usually: the learning rate is too
-    high). `step` is the optimizer step it happened at, `checkpoint` the last good checkpoint (None
-    if none was written); nothing is written from the diverged weights."""
+    high). `step` is the optimizer step it happened at, `checkpoint` the last checkpoint written
+    before it (None if none was); nothing is written from non-finite weights."""
 
     def __init__(self, what: str, step: int, checkpoint: str | None, lr: float) -> None:
         self.step, self.checkpoint = step, checkpoint
         last = (
-            f"the last good checkpoint is {checkpoint} (resume from it with a lower lr)"
+            f"the last checkpoint, written before it, is {checkpoint} (resume from it with a lower lr)"
             if checkpoint is not None
             else "no checkpoint was written before it"
         )
