@@ -15,7 +15,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-import transformers  # noqa: E402  (the `test` extra: the logits oracle)
+import transformers
+from hypothesis import given, settings
+from hypothesis import strategies as st  # noqa: E402  (the `test` extra: the logits oracle)
 
 from fastllm import attention
 from fastllm.model.gpt import MiniGPT, MiniGPTConfig
@@ -275,6 +277,7 @@ def test_rejects_too_long_input_and_bad_targets():
         (dict(dropout=1.5), "dropout.*1.5"),
         (dict(norm_eps=0.0), "norm_eps.*0.0"),
         (dict(positions="rope", d_model=12, n_head=4), "head_dim=3"),
+        (dict(n_layer=1025), r"n_layer=1025 is out of range: it must be <= 1024"),
     ],
 )
 def test_bad_config_raises_naming_value(kwargs, match):
@@ -346,6 +349,86 @@ def test_preset_param_counts():
     assert 8_000_000 <= small <= 12_000_000
     tiny = MiniGPT(MiniGPTConfig.preset("tiny")).num_params()
     assert tiny < 200_000
+
+
+@settings(max_examples=40)
+@given(
+    n_head=st.integers(1, 4),
+    kv_div=st.sampled_from([1, 2, 4]),
+    head_dim=st.sampled_from([2, 4]),
+    n_layer=st.integers(1, 3),
+    vocab=st.integers(1, 50),
+    context=st.integers(1, 20),
+    mlp=st.sampled_from(["gelu", "gelu_tanh", "swiglu"]),
+    mlp_hidden=st.one_of(st.none(), st.integers(1, 40)),
+    norm=st.sampled_from(["layernorm", "rmsnorm"]),
+    positions=st.sampled_from(["learned", "rope"]),
+    tied=st.booleans(),
+    bias=st.booleans(),
+)
+def test_num_params_from_the_config_is_the_built_models(
+    n_head, kv_div, head_dim, n_layer, vocab, context, mlp, mlp_hidden, norm, positions, tied, bias
+):
+    """Oracle: MiniGPT(config).num_params(), counted from the built model's tensors."""
+    n_kv = n_head // kv_div if n_head % kv_div == 0 else n_head
+    config = MiniGPTConfig(
+        vocab_size=vocab,
+        context=context,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_kv_head=n_kv,
+        d_model=n_head * head_dim,
+        mlp=mlp,
+        mlp_hidden=mlp_hidden,
+        norm=norm,
+        positions=positions,
+        tied_embeddings=tied,
+        bias=bias,
+    )
+    assert config.num_params() == MiniGPT(config).num_params()
+    assert sum(n for _, _, n in config.parameter_groups()) == config.num_params()
+
+
+@pytest.mark.parametrize(
+    "memory,fits",
+    [(4 * 136960, True), (4 * 136960 - 1, False), (None, True)],
+    ids=["exactly", "one-byte-short", "unknown-memory"],
+)
+def test_the_memory_rule_is_float32_parameters_against_physical_memory(monkeypatch, memory, fits):
+    """The documented rule at its boundary: 4 bytes per parameter (tiny: 136,960) <= memory."""
+    import fastllm.config
+
+    monkeypatch.setattr(fastllm.config, "memory_bytes", lambda: memory)
+    config = MiniGPTConfig.preset("tiny")
+    if fits:
+        fastllm.config.check_fits_in_memory(config, "here")
+        assert MiniGPT(config).num_params() == 136960
+    else:
+        with pytest.raises(ValueError, match=r"here: .* 136,960 parameters .*tok_emb.weight|blocks"):
+            fastllm.config.check_fits_in_memory(config, "here")
+        with pytest.raises(ValueError, match=r"MiniGPT: this model has 136,960 parameters"):
+            MiniGPT(config)
+    with pytest.raises(ValueError, match=r"1,099.5 GB limit|GB of memory"):  # 1 TiB when unknown
+        fastllm.config.check_fits_in_memory(MiniGPTConfig.preset("tiny", vocab_size=2**34), "here")
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [
+        (dict(vocab_size=10**12), "tok_emb.weight, vocab_size x d_model = 1,000,000,000,000 x 64"),
+        (dict(context=10**12), "pos_emb.weight, context x d_model = 1,000,000,000,000 x 64"),
+        (dict(mlp_hidden=10**12), "blocks, n_layer x .* = 2 x \\(64, 1,000,000,000,000\\)"),
+        (dict(vocab_size=10**30, tied_embeddings=False), "vocab_size x d_model = 1(,000){10} x 64"),
+    ],
+)
+def test_a_model_too_big_for_memory_is_refused_before_allocating(overrides, field):
+    """The model names the field that makes it huge, at once; on the meta device it still builds."""
+    config = MiniGPTConfig.preset("tiny", **overrides)
+    with pytest.raises(ValueError, match=f"MiniGPT: this model has .* GB in float32.*{field}"):
+        MiniGPT(config)
+    if "vocab_size" in overrides and overrides["vocab_size"] < 2**62:
+        with torch.device("meta"):
+            assert MiniGPT(config).tok_emb.weight.shape[0] == overrides["vocab_size"]
 
 
 def test_init_follows_gpt2():

@@ -8,6 +8,18 @@ re-export these names.
 2
 >>> TrainConfig(batch_size=4).grad_accum
 1
+
+Size limits, what every loader checks before it allocates (`check_fits_in_memory`): a model is
+refused when its float32 parameters (`MiniGPTConfig.num_params() * 4` bytes) exceed this machine's
+physical memory (or 1 TiB where that cannot be read); `n_layer` is at most `MAX_LAYERS`. The
+ValueError names the largest weight and the fields that size it.
+
+>>> MiniGPTConfig.preset("tiny").num_params()
+136960
+>>> check_fits_in_memory(MiniGPTConfig.preset("tiny", vocab_size=10**12), "config.json")
+Traceback (most recent call last):
+...
+ValueError: config.json: this model has 64,000,000,104,192 parameters (256,000.0 GB in float32), more ...
 """
 
 from __future__ import annotations
@@ -28,7 +40,12 @@ from fastllm._checks import (
     check_type,
 )
 
-__all__ = ["MiniGPTConfig", "TrainConfig", "PRESETS"]
+__all__ = ["MAX_LAYERS", "MiniGPTConfig", "PRESETS", "TrainConfig", "check_fits_in_memory", "memory_bytes"]
+
+# 8x the deepest published GPT/Llama (Llama-3.1-405B: 126 layers). A bound so that a hostile
+# config cannot make a loader build (even on the meta device) millions of blocks.
+MAX_LAYERS = 1024
+_FALLBACK_MEMORY = 1 << 40  # 1 TiB, where the physical memory cannot be read
 
 _MLPS = ("gelu", "gelu_tanh", "swiglu")
 _NORMS = ("layernorm", "rmsnorm")
@@ -60,6 +77,7 @@ class MiniGPTConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context", "n_layer", "n_head", "d_model"):
             setattr(self, name, check_int(getattr(self, name), name, minimum=1))
+        check_int(self.n_layer, "n_layer", maximum=MAX_LAYERS)
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
         self.n_kv_head = check_int(self.n_kv_head, "n_kv_head", minimum=1)
@@ -90,6 +108,40 @@ class MiniGPTConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_head
 
+    def parameter_groups(self) -> list[tuple[str, str, int]]:
+        """(weight, the fields that size it, parameter count) of each part of the model, counted
+        from the config alone (tied embeddings once): what `num_params` sums and
+        `check_fits_in_memory` reports."""
+        d, h, kv = self.d_model, self.mlp_hidden, self.n_kv_head
+        assert h is not None and kv is not None  # resolved by __post_init__
+        b = int(self.bias)
+        norm = d * (2 if self.norm == "layernorm" and self.bias else 1)  # LayerNorm's bias; RMSNorm has none
+        kv_width = kv * self.head_dim
+        attention = 2 * (d * d + b * d) + 2 * (d * kv_width + b * kv_width)  # q, o; k, v
+        mlp = 3 * d * h + b * (2 * h + d) if self.mlp == "swiglu" else 2 * d * h + b * (h + d)
+        groups = [
+            ("tok_emb.weight", f"vocab_size x d_model = {self.vocab_size:,} x {d:,}", self.vocab_size * d),
+            (
+                "blocks",
+                f"n_layer x (attention and MLP of d_model, mlp_hidden) = {self.n_layer:,} x ({d:,}, {h:,})",
+                self.n_layer * (2 * norm + attention + mlp),
+            ),
+            ("ln_f", f"d_model = {d:,}", norm),
+        ]
+        if self.positions == "learned":
+            groups.append(
+                ("pos_emb.weight", f"context x d_model = {self.context:,} x {d:,}", self.context * d)
+            )
+        if not self.tied_embeddings:
+            groups.append(
+                ("lm_head.weight", f"vocab_size x d_model = {self.vocab_size:,} x {d:,}", self.vocab_size * d)
+            )
+        return groups
+
+    def num_params(self) -> int:
+        """The parameter count of `MiniGPT(self)` (tied weights once), without building it."""
+        return sum(n for _, _, n in self.parameter_groups())
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> MiniGPTConfig:
         """A named configuration, with optional field overrides.
@@ -106,6 +158,37 @@ class MiniGPTConfig:
         if unknown:
             raise ValueError(f"unknown MiniGPTConfig field(s) {unknown}")
         return cls(**{**PRESETS[name], **overrides})
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say (POSIX sysconf)."""
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # Windows has no sysconf
+        return None
+    return pages * size if pages > 0 and size > 0 else None
+
+
+def check_fits_in_memory(config: MiniGPTConfig, where: str) -> None:
+    """A ValueError (naming `where`, the largest weight and its fields) unless `config`'s model fits.
+
+    The rule: its float32 parameters must fit in this machine's physical memory (1 TiB where that is
+    unknown). A loader calls it before it builds anything of the config's size, so a file whose
+    config says vocab_size 10**12 is refused instead of sending the allocator for terabytes.
+    """
+    need = 4 * config.num_params()
+    have = memory_bytes()
+    limit = have if have is not None else _FALLBACK_MEMORY
+    if need <= limit:
+        return
+    name, fields, _ = max(config.parameter_groups(), key=lambda g: g[2])
+    machine = (
+        f"this machine's {limit / 1e9:,.1f} GB" if have is not None else f"the {limit / 1e9:,.1f} GB limit"
+    )
+    raise ValueError(
+        f"{where}: this model has {config.num_params():,} parameters ({need / 1e9:,.1f} GB in float32), "
+        f"more than {machine} of memory; the largest weight is {name}, {fields}"
+    )
 
 
 PRESETS: dict[str, dict[str, Any]] = {

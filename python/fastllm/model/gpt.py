@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from fastllm._checks import check_type
 from fastllm._io import atomic_path, write_atomic
-from fastllm.config import MiniGPTConfig
+from fastllm.config import MiniGPTConfig, check_fits_in_memory
 from fastllm.model import hf
 from fastllm.model.attention import attention
 from fastllm.model.cache import LayerCache
@@ -167,6 +167,8 @@ class MiniGPT(nn.Module):
     def __init__(self, config: MiniGPTConfig) -> None:
         super().__init__()
         check_type(config, "config", MiniGPTConfig)
+        if torch.get_default_device().type == "cpu":  # the meta device (parameter_shapes) allocates nothing
+            check_fits_in_memory(config, "MiniGPT")
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.context, config.d_model) if config.positions == "learned" else None
@@ -307,8 +309,8 @@ class MiniGPT(nn.Module):
         """Write config.json and model.safetensors into `directory` (created if needed).
 
         Each file is written atomically (`fastllm._io`), weights first, so a reader never sees a
-        config without its complete weights. Tied
-        weights are stored once (under tok_emb.weight).
+        config without its complete weights; config.json records the weights' sha256, which
+        `from_pretrained` verifies. Tied weights are stored once (under tok_emb.weight).
         """
         from safetensors.torch import save_file
 
@@ -317,11 +319,12 @@ class MiniGPT(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if self.config.tied_embeddings:
             state.pop("lm_head.weight")
-        config = {"fastllm": {"format_version": hf.FORMAT_VERSION}, "model_type": "fastllm-minigpt"}
-        config.update(dataclasses.asdict(self.config))
-
         with atomic_path(directory / "model.safetensors") as tmp:
             save_file(state, str(tmp), metadata={"format": "pt"})
+            digest = hf.file_sha256(tmp)
+        meta = {"format_version": hf.FORMAT_VERSION, "sha256": {"model.safetensors": digest}}
+        config = {"fastllm": meta, "model_type": "fastllm-minigpt"}
+        config.update(dataclasses.asdict(self.config))
         write_atomic(directory / "config.json", json.dumps(config, indent=2) + "\n")
 
     @classmethod
@@ -342,8 +345,19 @@ class MiniGPT(nn.Module):
 def parameter_shapes(config: MiniGPTConfig) -> dict[str, torch.Size]:
     """The shape of each of MiniGPT(config)'s parameters by name, built on the meta device (no memory).
 
+    Only one block is built: every block has the same shapes (building 1,000 blocks, even on the
+    meta device, takes seconds).
+
     >>> parameter_shapes(MiniGPTConfig.preset("tiny"))["tok_emb.weight"]
     torch.Size([512, 64])
     """
     with torch.device("meta"):
-        return {name: p.shape for name, p in MiniGPT(config).state_dict().items()}
+        one = MiniGPT(dataclasses.replace(config, n_layer=1)).state_dict()
+    shapes = {}
+    for name, p in one.items():
+        if name.startswith("blocks.0."):
+            for i in range(config.n_layer):
+                shapes[f"blocks.{i}.{name[len('blocks.0.') :]}"] = p.shape
+        else:
+            shapes[name] = p.shape
+    return shapes

@@ -12,8 +12,16 @@ Determinism and resume: micro-batch j of rank r is global batch j * world_size +
 count. A checkpoint (`fastllm.train.checkpoint`) holds the model, the optimizer, every RNG state,
 the step and the data position; resuming from step N and running to 2N gives the same weights, bit
 for bit on the CPU, as running 2N steps straight. The last `keep_checkpoints` are kept. Ctrl-C
-finishes the current step, saves a checkpoint and stops. Device, autocast dtype ("auto": bf16 where
-the hardware multiplies it faster) and the peak FLOP/s for MFU come from `fastllm.train.device`.
+finishes the current step, saves a checkpoint and stops. metrics.jsonl is rewritten (atomically) at
+the start of every `fit()` to the records of the run so far (none for a fresh run, the checkpoint's
+for a resumed one), so a run killed at any moment and resumed has each step once.
+
+Divergence: a non-finite training loss, or non-finite weights when a checkpoint is due, raises
+`TrainingDiverged` (a FloatingPointError) naming the step; no checkpoint or model is written from
+such weights, so every checkpoint on disk holds finite weights (the exception names the last).
+
+Device, autocast dtype ("auto": bf16 where the hardware multiplies it faster) and the peak FLOP/s
+for MFU come from `fastllm.train.device`.
 
 >>> import tempfile, numpy as np, torch
 >>> from fastllm.data.shards import ShardWriter
@@ -55,7 +63,30 @@ from fastllm.model.gpt import MiniGPT
 from fastllm.train import checkpoint
 from fastllm.train.device import dist_info, peak_flops, resolve_device, resolve_dtype
 
-__all__ = ["CosineSchedule", "TrainConfig", "TrainResult", "Trainer", "evaluate", "plot_losses"]
+__all__ = [
+    "CosineSchedule",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "evaluate",
+    "plot_losses",
+]
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced a non-finite loss or non-finite weights (usually: the learning rate is too
+    high). `step` is the optimizer step it happened at, `checkpoint` the last checkpoint written
+    before it (None if none was); nothing is written from non-finite weights."""
+
+    def __init__(self, what: str, step: int, checkpoint: str | None, lr: float) -> None:
+        self.step, self.checkpoint = step, checkpoint
+        last = (
+            f"the last checkpoint, written before it, is {checkpoint} (resume from it with a lower lr)"
+            if checkpoint is not None
+            else "no checkpoint was written before it"
+        )
+        super().__init__(f"training diverged at step {step}: {what} (lr {lr:.3g}); {last}")
 
 
 @dataclass
@@ -350,7 +381,10 @@ class Trainer:
         }
 
     def save_checkpoint(self) -> Path | None:
-        """Write out_dir/checkpoints/step_XXXXXXXX.pt atomically (rank 0) and prune old ones."""
+        """Write out_dir/checkpoints/step_XXXXXXXX.pt atomically (rank 0) and prune old ones.
+
+        Raises `TrainingDiverged` instead if a weight is not finite."""
+        self._check_finite()
         path = checkpoint.checkpoint_path(self.out_dir, self.step_count)
         if self.is_main:
             checkpoint.save_checkpoint(
@@ -363,31 +397,45 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore everything `save_checkpoint` wrote; the model must have the same config."""
-        ckpt = checkpoint.load_checkpoint(path)
+        ckpt = checkpoint.load_checkpoint(path)  # verified against its checksum, every entry's type checked
+        where = str(path)
         mine = dataclasses.asdict(self.model.config)
         theirs = ckpt["model_config"]
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if diff:
             detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs model {mine.get(k)!r}" for k in diff)
-            raise ValueError(f"checkpoint {str(path)!r} is from another model config ({detail})")
+            raise ValueError(f"checkpoint {where!r} is from another model config ({detail})")
         if ckpt["data"].get("tokenizer_sha256") != self.train_data.tokenizer_sha256:
             raise ValueError(
-                f"checkpoint {str(path)!r} was trained on shards of another tokenizer "
+                f"checkpoint {where!r} was trained on shards of another tokenizer "
                 f"({ckpt['data'].get('tokenizer_sha256')!r} vs {self.train_data.tokenizer_sha256!r})"
             )
-        checkpoint.load_model_state(self.model, ckpt["model"], str(path))
+        checkpoint.load_model_state(self.model, ckpt["model"], where)
         try:
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"checkpoint {str(path)!r}: optimizer state does not fit: {e}") from None
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as e:
+            raise ValueError(f"checkpoint {where!r}: optimizer state does not fit: {e}") from None
+        for p in self.model.parameters():
+            for name, value in self.optimizer.state.get(p, {}).items():
+                if name != "step" and isinstance(value, torch.Tensor) and value.shape != p.shape:
+                    raise ValueError(
+                        f"checkpoint {where!r}: optimizer state {name!r} has shape {tuple(value.shape)} "
+                        f"for a parameter of shape {tuple(p.shape)}"
+                    )
         if "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.step_count = int(ckpt["step"])
-        self.history = list(ckpt.get("history", []))
+            try:
+                self.scaler.load_state_dict(ckpt["scaler"])
+            except (ValueError, KeyError, TypeError, RuntimeError) as e:
+                raise ValueError(f"checkpoint {where!r}: grad scaler state does not fit: {e}") from None
+        self.step_count = ckpt["step"]
+        if "history" in ckpt:
+            self.history = list(ckpt["history"])
+        else:  # a checkpoint from before the history was kept: the metrics file up to its step
+            self.history = _records_upto(self.out_dir / "metrics.jsonl", self.step_count)
         self._pending[:] = [float(x) for x in ckpt.get("pending_losses", [])]
-        checkpoint.set_rng_state(ckpt["rng"], self.device)
+        checkpoint.set_rng_state(ckpt["rng"], self.device, where)
         self._batches = None  # restart the data stream at the saved position
-        self.last_checkpoint = str(path)
+        self.last_checkpoint = where
 
     def _resume(self) -> None:
         target = self.config.resume
@@ -399,8 +447,17 @@ class Trainer:
                 return  # nothing yet: a fresh run (so `--resume latest` can always be passed)
             target = str(found[-1])
         self.load_checkpoint(target)
-        if self.is_main:  # metrics.jsonl restarts from the checkpoint's history: no duplicated steps
-            write_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    def _check_finite(self) -> None:
+        """TrainingDiverged unless every weight is finite: no checkpoint is written from a diverged model."""
+        finite = torch.stack([p.detach().isfinite().all() for p in self.model.parameters()]).all()
+        if not bool(finite):
+            raise TrainingDiverged(
+                "the weights became non-finite",
+                self.step_count,
+                self.last_checkpoint,
+                self.schedule(max(self.step_count - 1, 0)),
+            )
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -429,6 +486,9 @@ class Trainer:
         cfg = self.config
         self._resume()
         if self.is_main:
+            # The records of the run so far and nothing else: a resumed run does not repeat the steps
+            # logged after its checkpoint, a fresh one does not append to an old run's file.
+            write_atomic(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
             settings = {"train": cfg.to_dict(), "model": dataclasses.asdict(self.model.config)}
             write_atomic(self.out_dir / "train_config.json", json.dumps(settings, indent=2))
         if self._peak is None:
@@ -452,9 +512,11 @@ class Trainer:
             while self.step_count < cfg.max_steps:
                 loss = self.step()
                 if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"training loss became {loss} at step {self.step_count}; "
-                        f"lower lr (now {self.schedule(self.step_count - 1):.3g})"
+                    raise TrainingDiverged(
+                        f"the training loss became {loss}",
+                        self.step_count,
+                        self.last_checkpoint,
+                        self.schedule(self.step_count - 1),
                     )
                 losses.append(loss)
                 steps_since_log += 1
@@ -537,6 +599,23 @@ class Trainer:
         if not train and not val:
             return
         plot_losses(train, val, self.out_dir / "loss.png")
+
+
+def _records_upto(path: Path, step: int) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl up to `step` (reading stops at a torn or foreign line)."""
+    records: list[dict[str, Any]] = []
+    with contextlib.suppress(OSError):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    break
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    break
+                if record["step"] <= step:
+                    records.append(record)
+    return records
 
 
 def plot_losses(train: list[tuple[int, float]], val: list[tuple[int, float]], path: Path) -> None:
