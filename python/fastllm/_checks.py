@@ -22,6 +22,11 @@ ValueError: threshold=1.5 is out of range: it must be in [0.0, 1.0]
 Traceback (most recent call last):
 ...
 ValueError: pattern must be one of 'gpt2', 'gpt4'; got 'gpt5'
+>>> check_vocab_pair(50257, 50304)  # GPT-2's tokenizer and a model padded to a multiple of 128
+>>> check_vocab_pair(1000, 4096)
+Traceback (most recent call last):
+...
+ValueError: the tokenizer has 1,000 ids (vocab_size) but the model embeds 4,096: not this model's ...
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ __all__ = [
     "check_optional_int",
     "check_texts",
     "check_type",
+    "check_vocab_pair",
 ]
+
+VOCAB_PADDING = 128  # a model may embed more ids than its tokenizer has, up to this multiple
 
 
 def _is_bool(value: Any) -> bool:
@@ -164,3 +172,23 @@ def check_choice(value: Any, name: str, choices: Collection[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_vocab_pair(ids: int, model_vocab: int, source: str = "the tokenizer") -> None:
+    """Refuse a tokenizer (or token data) of `ids` ids for a model that embeds `model_vocab` ids
+    unless they belong together: every id must have an embedding (`ids <= model_vocab`), and the
+    model may have more rows only as padding, up to `ids` rounded up to a multiple of 128 (GPT-2's
+    50,257 ids in a 50,304-row model). Anything else is another model's tokenizer, whose ids
+    would decode to garbage. The ValueError names both sizes."""
+    padded = -(-ids // VOCAB_PADDING) * VOCAB_PADDING
+    if ids > model_vocab:
+        raise ValueError(
+            f"{source} has {ids:,} ids (vocab_size) but the model embeds only {model_vocab:,}: "
+            f"ids {model_vocab:,} and up have no embedding; not this model's tokenizer"
+        )
+    if model_vocab > padded:
+        raise ValueError(
+            f"{source} has {ids:,} ids (vocab_size) but the model embeds {model_vocab:,}: not this "
+            f"model's tokenizer (a model may pad its vocabulary only up to the next multiple of "
+            f"{VOCAB_PADDING}, here {padded:,})"
+        )
