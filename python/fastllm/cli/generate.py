@@ -84,7 +84,7 @@ def generate_command(
         raise ValueError(f"the prompt is {len(ids)} tokens; the model's context is {model.config.context}")
     if max_new_tokens > room:
         click.echo(
-            f"note: max_new_tokens cut from {max_new_tokens} to {room} by the model's context", err=True
+            f"note: --max-new-tokens cut from {max_new_tokens} to {room} by the model's context", err=True
         )
         max_new_tokens = room
     decoder = tok.stream_decoder()
