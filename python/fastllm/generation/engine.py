@@ -215,9 +215,10 @@ class Engine:
         """One scheduling step: admit, prefill within the token budget, decode. Returns the
         `add_request` requests that finished (now, or during an earlier `generate`/`stream` call);
         each output is returned once and not kept."""
+        new = self._run_step()
         out = list(self.done.values())
         self.done.clear()
-        return out + self._run_step()
+        return out + new
 
     def _run_step(self) -> list[RequestOutput]:
         """One step; the outputs of requests a `generate`/`stream` call waits for go to it, the
@@ -415,7 +416,11 @@ class Engine:
                 while seq is not None and seq.events:
                     yield seq.events.popleft()
                 if self._claimed.get(rid, 0) is not None:  # finished, or aborted (gone)
-                    if self._claimed.pop(rid, None) is not None and seq is not None and seq.decoder:
+                    if (
+                        self._claimed.pop(rid, None) is not None
+                        and seq is not None
+                        and seq.decoder is not None
+                    ):
                         tail = seq.decoder.flush()
                         if tail:
                             yield TokenEvent(-1, tail, None)
