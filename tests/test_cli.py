@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from tqdm import tqdm
 
 from fastllm import BPETokenizer
 from strategies import source_corpus
@@ -121,11 +122,53 @@ def test_encode_specials_need_the_flag(corpus, tok_path):
     tok = BPETokenizer.from_file(tok_path)
     out = fastllm("tokenizer", "encode", "--tokenizer", tok_path, corpus[1])
     assert out.returncode != 0 and "<|endoftext|>" in out.stderr and "Traceback" not in out.stderr
+    # the error speaks the command's language: its flag and the input, not the Python argument
+    (error,) = out.stderr.splitlines()
+    text = corpus[1].read_text(encoding="utf-8")
+    at = len(text[: text.index("<|endoftext|>")].encode("utf-8"))
+    assert error.startswith(f"Error: {corpus[1]}: ") and f"byte offset {at};" in error
+    assert "--allow-special" in error and "allowed_special" not in error
     out = fastllm(
         "tokenizer", "encode", "--tokenizer", tok_path, "--allow-special", "--format", "json", corpus[1]
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == tok.encode(corpus[1].read_text(encoding="utf-8"), allowed_special="all")
+
+
+def _final_states(stderr: str) -> dict[str, str]:
+    """The last state each progress bar drew (tqdm redraws a line in place with \r)."""
+    last: dict[str, str] = {}
+    for piece in stderr.replace("\n", "\r").split("\r"):
+        name, _, rest = piece.strip().partition(":")
+        if rest:
+            last[name] = rest
+    return last
+
+
+def test_train_progress_bars_end_in_their_true_state(corpus, tmp_path):
+    """The bars used to end at their first frame ("counting: 0.00/303k", "merging: 0/743"): the
+    last frame drawn is the work done (the bytes counted; the merges made, with the reason when
+    training stopped short of the vocabulary size)."""
+    out_path = tmp_path / "tok.json"
+    out = fastllm("tokenizer", "train", *corpus, "--vocab-size", 5000, "-o", out_path)
+    assert out.returncode == 0, out.stderr
+    last = _final_states(out.stderr)
+    size = sum(p.stat().st_size for p in corpus)
+    merges = len(BPETokenizer.from_file(out_path).merges)
+    assert merges < 5000 - 256 - 1  # stopped short: the corpus ran out of pairs
+    shown = tqdm.format_sizeof(size)  # the byte count as tqdm prints it
+    assert last["counting"].lstrip().startswith("100%") and f" {shown}/{shown} " in last["counting"]
+    assert last["merging"].lstrip().startswith("100%") and f" {merges}/{merges} " in last["merging"]
+    assert "no pair left to merge" in last["merging"]
+
+
+def test_train_on_texts_counts_every_text(capsys):
+    texts = [f"text number {i} " * 3 for i in range(5000)]
+    tok = BPETokenizer.train(texts, 300)
+    last = _final_states(capsys.readouterr().err)
+    assert last["counting"].lstrip().startswith("5000 texts")
+    n = len(tok.merges)
+    assert f" {n}/{n} " in last["merging"] and last["merging"].lstrip().startswith("100%")
 
 
 def test_encode_reads_stdin(tok_path):

@@ -125,9 +125,9 @@ def test_parquet_round_trip(tmp_path):
     "args,needle",
     [
         (["missing.txt", "-o", "o.txt"], "missing.txt"),
-        (["in.txt", "-o", "o.txt", "--threshold", "1.5"], "threshold=1.5"),
-        (["in.txt", "-o", "o.txt", "--num-perm", "0"], "num_perm=0"),
-        (["in.txt", "-o", "o.txt", "--threads", "0"], "num_threads=0"),
+        (["in.txt", "-o", "o.txt", "--threshold", "1.5"], "'--threshold': 1.5 is not in the range"),
+        (["in.txt", "-o", "o.txt", "--num-perm", "0"], "'--num-perm': 0 is not in the range"),
+        (["in.txt", "-o", "o.txt", "--threads", "0"], "'--threads': 0 is not in the range"),
         (["in.txt", "-o", "o.txt", "--verify", "maybe"], "maybe"),
     ],
 )

@@ -203,8 +203,8 @@ def test_errors_name_the_problem(tmp_path, shards, case):
     elif case == "bad_value":
         out, expect, code = (
             fastllm("train", "--data", shards, "--preset", "tiny", "--batch-size", 0, "--out-dir", tmp_path),
-            "batch_size",
-            1,
+            "'--batch-size': 0 is not in the range",  # a usage error naming the flag
+            2,
         )
     elif case == "corrupt_checkpoint":
         bad = tmp_path / "step_00000001.pt"

@@ -73,13 +73,14 @@ def test_arrival_order_and_joining_between_steps(model):
         rids = {}
         pending = list(order)
         joins = random.Random(order_seed)
+        finished = []
         while pending or engine.has_unfinished():
             for _ in range(joins.randint(0, 2)):  # a few join per step (some steps none)
                 if pending:
                     i = pending.pop()
                     rids[engine.add_request(prompts[i], params[i])] = i
-            engine.step()
-        got = {rids[r]: o.token_ids for r, o in engine.done.items()}
+            finished += engine.step()
+        got = {rids[o.request_id]: o.token_ids for o in finished}
         assert [got[i] for i in range(10)] == want
 
 
@@ -336,3 +337,162 @@ def test_equal_length_prefills_run_batched_and_match_alone(model, monkeypatch):
     outs = small.generate(prompts, params)
     assert [o.token_ids for o in outs] == want
     assert small.stats()["used"] == 0
+
+
+# ------------------------------------------------------------------ zero tokens, abort, handover
+
+
+def _idle(engine: Engine) -> bool:
+    """Nothing queued or running, every block back (free or cached for reuse), nothing kept."""
+    s = engine.stats()
+    return (
+        s["used"] == 0
+        and s["running"] == 0
+        and s["waiting"] == 0
+        and s["free"] + s["cached_evictable"] == s["num_blocks"]
+        and not engine.done
+        and not engine.has_unfinished()
+    )
+
+
+def test_max_new_tokens_zero_makes_no_token_like_generate():
+    """`generate` makes no token for max_new_tokens=0; the Engine's three ways agree: no tokens,
+    finish reason "length", no blocks taken."""
+    model = _model("gpt2")
+    prompt = [3, 1, 4, 1, 5]
+    zero = SamplingParams(max_new_tokens=0, temperature=0)
+    assert generate(model, [prompt], zero)[0].tolist() == prompt  # the oracle
+    engine = Engine(model, num_blocks=16, block_size=4)
+    outs = engine.generate([prompt, [2, 7]], [zero, SamplingParams(max_new_tokens=3, temperature=0)])
+    assert outs[0].token_ids == [] and outs[0].finish_reason == "length"
+    assert outs[1].token_ids == _alone(model, [2, 7], SamplingParams(max_new_tokens=3, temperature=0))
+    assert list(engine.stream(prompt, zero)) == []
+    rid = engine.add_request(prompt, zero)
+    assert engine.has_unfinished()
+    (out,) = engine.step()
+    assert out.request_id == rid and out.token_ids == [] and out.finish_reason == "length"
+    assert _idle(engine)
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_abandoned_streams_abort_and_free_their_blocks(monkeypatch, how):
+    """50 streams each read for a few tokens and then abandoned (closed, or just forgotten), then
+    one stream runs to the end: none of the abandoned requests decodes another token, and every
+    block comes back."""
+    model = _model("gpt2")
+    engine = Engine(model, num_blocks=400, block_size=4)
+    params = SamplingParams(max_new_tokens=40, temperature=0)
+    rng = random.Random(0)
+    for i in range(50):
+        stream = engine.stream(_prompts(1, seed=100 + i)[0], params)
+        for _ in range(rng.randint(1, 4)):
+            next(stream)
+        if how == "close":
+            stream.close()
+        del stream  # "drop": CPython finalizes a forgotten generator at once
+    assert engine.stats()["running"] == 0 and engine.stats()["used"] == 0
+    batch_sizes = []
+    decode = Engine._decode_forward
+    monkeypatch.setattr(
+        Engine, "_decode_forward", lambda self, seqs: batch_sizes.append(len(seqs)) or decode(self, seqs)
+    )
+    survivor = _prompts(1, seed=99)[0]
+    assert [e.token_id for e in engine.stream(survivor, params)] == _alone(model, survivor, params)
+    assert set(batch_sizes) == {1}  # only the survivor decoded
+    assert _idle(engine)
+
+
+def test_a_stream_collected_during_a_step_is_aborted_when_the_step_ends(monkeypatch):
+    """A stream caught in a reference cycle is finalized whenever the cycle collector runs, maybe
+    in the middle of another request's step: its abort waits for the step's end, then applies."""
+    import gc
+
+    model = _model("gpt2")
+    engine = Engine(model, num_blocks=200, block_size=4)
+    params = SamplingParams(max_new_tokens=30, temperature=0)
+    batch_sizes, deferred = [], []
+    decode = Engine._decode_forward
+
+    def spy(self, seqs):
+        if not batch_sizes:
+            gc.collect()  # finalizes the abandoned streams now, inside this step
+            deferred.append(len(self._deferred_aborts))
+        batch_sizes.append(len(seqs))
+        return decode(self, seqs)
+
+    gc.disable()  # the abandoned streams stay alive until the collection inside the step
+    try:
+        for i in range(5):
+            stream = engine.stream(_prompts(1, seed=200 + i)[0], params)
+            next(stream)
+            holder: list = [stream]
+            holder.append(holder)
+            del stream, holder
+        assert engine.stats()["running"] == 5
+        monkeypatch.setattr(Engine, "_decode_forward", spy)
+        survivor = _prompts(1, seed=99)[0]
+        assert [e.token_id for e in engine.stream(survivor, params)] == _alone(model, survivor, params)
+    finally:
+        gc.enable()
+    assert deferred == [5] and batch_sizes[0] == 6 and set(batch_sizes[1:]) == {1}
+    assert _idle(engine)
+
+
+def test_abort_frees_waiting_running_and_unclaimed_requests():
+    model = _model("gpt2")
+    engine = Engine(model, num_blocks=12, block_size=4, max_batch_size=1)
+    params = SamplingParams(max_new_tokens=5, temperature=0)
+    running, waiting, done_early = (engine.add_request(p, params) for p in _prompts(3, seed=4))
+    engine.step()  # admits one (max_batch_size=1)
+    assert engine.stats()["running"] == 1 and engine.stats()["used"] > 0
+    assert engine.abort(waiting) and engine.abort(running)
+    assert not engine.abort(running) and not engine.abort(12345)  # nothing left to abort
+    outs = []
+    while engine.has_unfinished():
+        outs += engine.step()
+    assert [o.request_id for o in outs] == [done_early]
+    # an output not yet handed over (its request finished during another call) is dropped by abort
+    kept = engine.add_request([1, 2, 3], params)
+    engine.generate([[4, 5]], params)
+    assert kept in engine.done and engine.abort(kept) and kept not in engine.done
+    assert engine.step() == [] and _idle(engine)
+
+
+def test_outputs_are_handed_over_once():
+    """step() returns each finished `add_request` output once, including those that finished while a
+    `generate` call was stepping; `generate` keeps its own; nothing stays in `done`."""
+    model = _model("gpt2")
+    engine = Engine(model, num_blocks=100, block_size=4)
+    params = SamplingParams(max_new_tokens=4, temperature=0)
+    mine = [engine.add_request(p, params) for p in _prompts(5, seed=8)]
+    theirs = engine.generate(_prompts(2, seed=9), SamplingParams(max_new_tokens=9, temperature=0))
+    assert {o.request_id for o in theirs}.isdisjoint(mine)
+    assert set(engine.done) == set(mine)  # finished during generate, waiting for the next step()
+    got = []
+    while engine.has_unfinished():
+        got += engine.step()
+    assert sorted(o.request_id for o in got) == sorted(mine)
+    for o, p in zip(sorted(got, key=lambda o: o.request_id), _prompts(5, seed=8)):
+        assert o.token_ids == _alone(model, p, params)
+    assert _idle(engine) and engine.step() == []
+
+
+def test_interrupted_generate_leaves_nothing_running(monkeypatch):
+    model = _model("gpt2")
+    engine = Engine(model, num_blocks=100, block_size=4)
+    calls = []
+    decode = Engine._decode_forward
+
+    def interrupt(self, seqs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return decode(self, seqs)
+
+    monkeypatch.setattr(Engine, "_decode_forward", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        engine.generate(_prompts(4, seed=2), SamplingParams(max_new_tokens=10, temperature=0))
+    assert _idle(engine)
+    with pytest.raises(ValueError, match="token id 999"):  # a bad prompt after good ones: none stay
+        engine.generate([[1, 2], [3], [999]], SamplingParams(max_new_tokens=3))
+    assert _idle(engine)

@@ -1,7 +1,8 @@
 """The shared helpers every module leans on: `fastllm._io` (atomic writes) and `fastllm._checks`.
 
 Oracles: the file system itself (what is on disk after a write that succeeds, raises, or meets a
-symlink) for `atomic_path` / `write_atomic`; for the checks, the contract their module docstring
+symlink; the mode a plain `open(path, "w")` gets under the same umask) for `atomic_path` /
+`write_atomic`; for the checks, the contract their module docstring
 states, written here as plain comparisons (bounds inclusive unless `*_open`; a bool is never a
 number; a wrong type raises TypeError, an out-of-range value ValueError, both naming the argument)
 and checked by hypothesis over arbitrary values, bounds and argument names.
@@ -26,6 +27,7 @@ from fastllm._checks import (
     check_optional_int,
     check_texts,
     check_type,
+    check_vocab_pair,
 )
 from fastllm._io import atomic_path, write_atomic
 
@@ -115,6 +117,62 @@ def test_write_atomic_failing_chunks_leave_the_target(tmp_path):
     with pytest.raises(_Boom):
         write_atomic(target, chunks())
     assert target.read_bytes() == b"old" and os.listdir(tmp_path) == ["out"]
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test (restored after)."""
+    old = os.umask(0o022)
+    yield os.umask
+    os.umask(old)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask", [0o022, 0o002, 0o077, 0o027, 0o000])
+@pytest.mark.parametrize("proc", [True, False], ids=["proc", "fallback"])
+def test_atomic_writes_honour_the_umask_for_new_files(tmp_path, umask, monkeypatch, mask, proc):
+    """A new file gets what `open(path, "w")` would give it (0o666 & ~umask), not mkstemp's 0600;
+    read from /proc, or from the value taken at import where /proc cannot tell."""
+    import fastllm._io as io
+
+    umask(mask)
+    if not proc or io._umask_from_proc() is None:  # (a system without /proc: the fallback only)
+        monkeypatch.setattr(io, "_umask_from_proc", lambda: None)
+        monkeypatch.setattr(io, "_IMPORT_UMASK", mask)
+    assert io.current_umask() == mask
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")  # the oracle: the mode the OS gives a plain new file
+    write_atomic(tmp_path / "new.txt", "x")
+    with atomic_path(tmp_path / "via_path.bin") as tmp:
+        tmp.write_bytes(b"x")
+        assert tmp.stat().st_mode & 0o777 == 0o600  # private while being written
+    for name in ("new.txt", "via_path.bin"):
+        mode = (tmp_path / name).stat().st_mode & 0o777
+        assert mode == 0o666 & ~mask == plain.stat().st_mode & 0o777, (name, oct(mode))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("existing", [0o600, 0o640, 0o644, 0o444, 0o755])
+def test_atomic_writes_keep_the_mode_of_the_file_they_replace(tmp_path, umask, existing):
+    umask(0o022)
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    target.chmod(existing)
+    write_atomic(target, "new")
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == existing
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_atomic_writes_over_a_symlink_take_the_umask_not_the_links_mode(tmp_path, umask):
+    umask(0o027)
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("not yours")
+    elsewhere.chmod(0o600)
+    link = tmp_path / "out.txt"
+    link.symlink_to(elsewhere)
+    write_atomic(link, "mine")
+    assert not link.is_symlink() and link.stat().st_mode & 0o777 == 0o640
+    assert elsewhere.stat().st_mode & 0o777 == 0o600
 
 
 # ------------------------------------------------------------------ argument checks
@@ -285,3 +343,40 @@ def test_check_texts_names_the_first_item_that_is_not_a_str(items):
 def test_check_texts_refuses_a_single_text_or_a_non_iterable(value):
     with pytest.raises(TypeError, match="^texts must be a list of str, not "):
         check_texts(value)
+
+
+@pytest.mark.parametrize(
+    "ids,model,ok",
+    [
+        (50257, 50257, True),
+        (50257, 50304, True),  # GPT-2 padded to a multiple of 64 (and of 128)
+        (50257, 50388, False),  # past the next multiple of 128
+        (1000, 4096, False),  # the issue's case: another model's tokenizer
+        (1000, 1024, True),
+        (1000, 999, False),  # id 999 has no embedding
+        (4096, 4096, True),
+        (4096, 4097, False),  # a multiple of 128 already: no padding allowed
+        (1, 128, True),
+        (1, 129, False),
+    ],
+)
+def test_check_vocab_pair_table(ids, model, ok):
+    if ok:
+        check_vocab_pair(ids, model)
+    else:
+        with pytest.raises(ValueError, match=rf"{ids:,} ids .*{model:,}"):
+            check_vocab_pair(ids, model)
+
+
+@given(ids=st.integers(1, 2**32), extra=st.integers(-300, 300))
+def test_check_vocab_pair_accepts_exactly_every_id_embedded_plus_padding(ids, extra):
+    model = ids + extra
+    if model < 1:
+        return
+    fits = ids <= model and model <= math.ceil(ids / 128) * 128
+    try:
+        check_vocab_pair(ids, model, "the shards")
+    except ValueError as e:
+        assert not fits and str(e).startswith("the shards has")
+    else:
+        assert fits

@@ -183,6 +183,43 @@ def test_choose_each_equals_each_row_alone():
     assert choose_each(plain, logits) == logits.argmax(-1).tolist()
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(top_p=1e-46),  # below float32's smallest value: 0 once compared with float32 sums
+        dict(top_p=1e-300),
+        dict(top_p=5e-324),  # the smallest positive float
+        dict(top_p=1e-9),
+        dict(temperature=1e-30),
+        dict(temperature=1e-46),  # 0 in float32
+        dict(temperature=1e-300),  # logits / temperature overflows even float64 without the shift
+        dict(temperature=5e-324),
+        dict(temperature=1e-300, top_p=1e-300, top_k=3, min_p=1e-300),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_vanishing_top_p_and_temperature_sample_the_most_likely_token(kw, dtype):
+    """top_p -> 0 keeps only the most likely token and temperature -> 0 puts all the mass on it:
+    both are greedy in the limit, and a value that small never makes sampling raise. Oracle: the
+    sampler's own greedy choice (argmax) on the same logits, whose top two are apart."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(64, 50, generator=g) * 4).to(dtype)
+    top2 = logits.float().topk(2, dim=-1).values
+    logits = logits[(top2[:, 0] - top2[:, 1]) > 0.05]  # no near-ties (in the temperature cases)
+    sampler = Sampler(SamplingParams(seed=0, **kw), [[1]] * len(logits), 50)
+    greedy = Sampler(SamplingParams(temperature=0), [[1]] * len(logits), 50)
+    for _ in range(3):
+        assert torch.equal(sampler.choose(logits), greedy.choose(logits))
+
+
+def test_tiny_top_p_keeps_the_first_of_tied_maxima_as_argmax_does():
+    logits = torch.tensor([[0.0, 2.0, 1.0, 2.0], [3.0, 3.0, 3.0, 3.0]])
+    processed = process_logits(logits, SamplingParams(top_p=1e-300))
+    assert torch.isfinite(processed).sum(-1).tolist() == [1, 1]
+    assert processed.argmax(-1).tolist() == argmax(logits).tolist() == [1, 0]
+
+
 def test_sampler_rejects_bad_prompts_and_stop_strings_without_tokenizer():
     p = SamplingParams()
     with pytest.raises(ValueError, match="at least one token"):

@@ -7,6 +7,8 @@ the measured CPU peak, bounds no real machine leaves (above 1 GFLOP/s, below 1 P
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -29,10 +31,40 @@ def test_cuda_is_a_value_error_without_a_gpu(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("name", ["tpu", "cuda:x", ""])
+@pytest.mark.parametrize(
+    "name",
+    # torch refuses the first ones; it accepts meta/mps/xla/cpu:N, which train and generate cannot use
+    ["tpu", "foo", "cuda:x", "cuda:abc", "cuda:-1", "cuda:1.5", "cuda:99999999999999999999", "", " cpu"]
+    + ["meta", "mps", "xla", "cpu:0", "cpu:3", "CUDA", "cuda:", "cuda:0:1", "cuda:\u0661"],
+)
 def test_unknown_device_names_are_value_errors(name):
-    with pytest.raises(ValueError, match=repr(name)):
+    with pytest.raises(ValueError, match=f"^device {re.escape(repr(name))} is not one of 'auto', 'cpu'"):
         resolve_device(name)
+
+
+@pytest.mark.parametrize("value", [None, 0, b"cpu", torch.device("cpu")])
+def test_a_device_name_must_be_a_str(value):
+    with pytest.raises(TypeError, match="device must be str"):
+        resolve_device(value)
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_cuda_index_past_the_gpus_is_a_value_error(monkeypatch, count):
+    """cuda:N with N >= torch.cuda.device_count() is refused naming the GPUs there are (a GPU-less
+    machine plays one with `count` GPUs: torch.device objects need no GPU to exist)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert resolve_device("cuda") == torch.device("cuda")
+    for i in range(count):
+        assert resolve_device(f"cuda:{i}") == torch.device("cuda", i)
+    with pytest.raises(ValueError, match=rf"'cuda:{count}' .* {count} CUDA device\(s\): cuda:0..{count - 1}"):
+        resolve_device(f"cuda:{count}")
+
+
+@pytest.mark.parametrize("name", ["fp16", "float64", "int8", "", None])
+def test_unknown_dtype_names_are_errors_naming_them(name):
+    with pytest.raises((ValueError, TypeError), match="dtype"):
+        resolve_dtype(name, torch.device("cpu"))
 
 
 def test_dtype_names(monkeypatch):

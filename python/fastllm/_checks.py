@@ -26,6 +26,11 @@ ValueError: pattern must be one of 'gpt2', 'gpt4'; got 'gpt5'
 Traceback (most recent call last):
 ...
 ValueError: batch_size=10**9 needs about 1000000000.0 GB of memory, more than the ... GB available
+>>> check_vocab_pair(50257, 50304)  # GPT-2's tokenizer and a model padded to a multiple of 128
+>>> check_vocab_pair(1000, 4096)
+Traceback (most recent call last):
+...
+ValueError: the tokenizer has 1,000 ids (vocab_size) but the model embeds 4,096: not this model's ...
 """
 
 from __future__ import annotations
@@ -45,7 +50,10 @@ __all__ = [
     "check_optional_int",
     "check_texts",
     "check_type",
+    "check_vocab_pair",
 ]
+
+VOCAB_PADDING = 128  # a model may embed more ids than its tokenizer has, up to this multiple
 
 
 def _is_bool(value: Any) -> bool:
@@ -216,3 +224,23 @@ def check_memory(nbytes: int, what: str) -> int:
             f"more than the {avail / 1e9:.1f} GB available"
         )
     return nbytes
+
+
+def check_vocab_pair(ids: int, model_vocab: int, source: str = "the tokenizer") -> None:
+    """Refuse a tokenizer (or token data) of `ids` ids for a model that embeds `model_vocab` ids
+    unless they belong together: every id must have an embedding (`ids <= model_vocab`), and the
+    model may have more rows only as padding, up to `ids` rounded up to a multiple of 128 (GPT-2's
+    50,257 ids in a 50,304-row model). Anything else is another model's tokenizer, whose ids
+    would decode to garbage. The ValueError names both sizes."""
+    padded = -(-ids // VOCAB_PADDING) * VOCAB_PADDING
+    if ids > model_vocab:
+        raise ValueError(
+            f"{source} has {ids:,} ids (vocab_size) but the model embeds only {model_vocab:,}: "
+            f"ids {model_vocab:,} and up have no embedding; not this model's tokenizer"
+        )
+    if model_vocab > padded:
+        raise ValueError(
+            f"{source} has {ids:,} ids (vocab_size) but the model embeds {model_vocab:,}: not this "
+            f"model's tokenizer (a model may pad its vocabulary only up to the next multiple of "
+            f"{VOCAB_PADDING}, here {padded:,})"
+        )

@@ -7,6 +7,11 @@ other process or symlink is written through), lets the caller write it by any me
 `target` and fsyncs the directory, so a crash or Ctrl-C leaves either the old file or the new one,
 never a torn one. On an exception the temporary file is removed and `target` is untouched.
 
+Permissions: the file is private (0600, `mkstemp`'s) while it is written; when it is renamed into
+place it gets the mode a plain `open(target, "w")` would give it: 0o666 minus the process's umask
+(0644 under the usual umask 022) for a new file, and the existing file's permission bits when it
+replaces one (a file the user made private stays private, one they shared stays shared).
+
 >>> import tempfile, pathlib
 >>> d = pathlib.Path(tempfile.mkdtemp())
 >>> with atomic_path(d / "out.txt") as tmp:
@@ -27,12 +32,65 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["MANIFEST", "atomic_folder", "atomic_path", "check_output_folder", "read_manifest", "write_atomic"]
+__all__ = [
+    "MANIFEST",
+    "atomic_folder",
+    "atomic_path",
+    "check_output_folder",
+    "current_umask",
+    "read_manifest",
+    "write_atomic",
+]
+
+
+def _umask_from_proc() -> int | None:
+    """The umask as Linux reports it (/proc/self/status "Umask:", since Linux 4.7): read without
+    changing it, so no other thread ever runs under a changed umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _umask_by_setting() -> int:
+    # The portable way sets the umask to read it back: done once, at import, before the package
+    # starts any thread, and only where /proc cannot tell.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _umask_from_proc()
+if _IMPORT_UMASK is None:
+    _IMPORT_UMASK = _umask_by_setting()
+
+
+def current_umask() -> int:
+    """The process's umask: read from /proc now where Linux offers it (a later `os.umask` call is
+    seen), else the value it had when fastllm was imported."""
+    mask = _umask_from_proc()
+    return _IMPORT_UMASK if mask is None else mask
+
+
+def _final_mode(target: Path) -> int:
+    """The permission bits the file replacing `target` gets (see the module docstring)."""
+    try:
+        st = os.lstat(target)
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):  # not a symlink's 0777: it is replaced, not followed
+        return stat.S_IMODE(st.st_mode) & 0o777  # no set-id bits carried over to new content
+    return 0o666 & ~current_umask()
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -63,6 +121,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, _final_mode(target))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)

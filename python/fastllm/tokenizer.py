@@ -78,7 +78,12 @@ def _check_vocab_size(vocab_size: int, n_special: int) -> int:
 
 
 class _Progress:
-    """A `fastllm._progress.bar` driven by the absolute positions Rust reports."""
+    """A `fastllm._progress.bar` driven by the absolute positions Rust reports.
+
+    Its last drawn state is the true one: tqdm redraws at most every 0.1 s, so `close` draws the
+    last reported position before the bar goes (a log keeps that line, not the first "0 texts" or
+    "0.00/303k"), and `done` (on success) makes a bar that stopped short of its total say so.
+    """
 
     def __init__(self, show: bool, total: int | None, desc: str, unit: str, scale: bool = False):
         self.bar = bar(show, total=total, desc=desc, unit=unit, unit_scale=scale)
@@ -88,7 +93,17 @@ class _Progress:
         self.bar.update(position - self.position)
         self.position = position
 
+    def done(self, position: int | None = None, note: str = "") -> None:
+        """The work finished at `position` (default: the last reported one): that is the total."""
+        if position is not None:
+            self(position)
+        if self.bar.total is not None and self.position != self.bar.total:
+            self.bar.total = self.position
+            if note:
+                self.bar.set_postfix_str(note, refresh=False)
+
     def close(self) -> None:
+        self.bar.refresh()
         self.bar.close()
 
 
@@ -185,7 +200,8 @@ class BPETokenizer:
                     batch, size = [], 0
             if batch:
                 cls._add_batch(counter, batch, seen, num_threads)
-                progress(seen + len(batch))
+                seen += len(batch)
+            progress.done(seen)
         finally:
             progress.close()
         return cls._train_counts(counter, vocab_size, specials, min_frequency, show_progress, num_threads)
@@ -226,6 +242,7 @@ class BPETokenizer:
                 counter.add_file(str(f), num_threads, lambda n, base=done: progress(base + n))
                 done += f.stat().st_size
                 progress(done)
+            progress.done()
         finally:
             progress.close()
         return cls._train_counts(counter, vocab_size, specials, min_frequency, show_progress, num_threads)
@@ -260,6 +277,7 @@ class BPETokenizer:
             core = counter.train(
                 vocab_size=vocab_size, min_frequency=min_frequency, num_threads=num_threads, progress=progress
             )
+            progress.done(core.vocab_size - 256 - len(specials), "no pair left to merge at min_frequency")
         finally:
             progress.close()
         return cls(core)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from fastllm.cli._errors import report_invalid, user_errors
+from fastllm.cli._options import I32, I64, SEED, THREADS, count, finite
 from fastllm.data.documents import FORMATS
 
 
@@ -59,11 +60,16 @@ def _reader_options(command):
     "--threshold",
     default=0.8,
     show_default=True,
+    type=finite(0.0, 1.0, min_open=True, max_open=True),
     help="Jaccard similarity at or above which two documents are duplicates.",
 )
-@click.option("--num-perm", default=128, show_default=True, help="MinHash permutations.")
+@click.option("--num-perm", default=128, show_default=True, type=count(1, 8192), help="MinHash permutations.")
 @click.option(
-    "--ngram", default=5, show_default=True, help="Shingle size (words, or characters with --char-ngrams)."
+    "--ngram",
+    default=5,
+    show_default=True,
+    type=count(1, I32),
+    help="Shingle size (words, or characters with --char-ngrams).",
 )
 @click.option("--char-ngrams", is_flag=True, help="Character n-grams instead of word n-grams.")
 @click.option(
@@ -80,8 +86,8 @@ def _reader_options(command):
     default=None,
     help="Write a JSONL report: one line per cluster with its members and pair Jaccards.",
 )
-@click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the MinHash permutations.")
+@click.option("--threads", type=THREADS, default=None, help="Worker threads (default: all cores).")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the MinHash permutations.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @user_errors
 def dedup_command(
@@ -188,16 +194,18 @@ def dedup_command(
     "--val-fraction",
     default=0.005,
     show_default=True,
+    type=finite(0.0, 1.0, max_open=True),
     help="Fraction of documents sent to the val split (at least one when > 0 and there are 2+ documents).",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of the train/val split.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the train/val split.")
 @click.option(
     "--shard-tokens",
     default=100_000_000,
     show_default=True,
+    type=count(1, I64),
     help="Tokens per shard before starting a new one.",
 )
-@click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
+@click.option("--threads", type=THREADS, default=None, help="Worker threads (default: all cores).")
 @click.option(
     "--eot", default="<|endoftext|>", show_default=True, help="Special token appended after every document."
 )

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from fastllm.cli._errors import user_errors
+from fastllm.cli._options import count
 
 
 @click.command("demo")
@@ -45,12 +46,10 @@ from fastllm.cli._errors import user_errors
     "--steps",
     "max_steps",
     default=None,
-    type=click.IntRange(min=1),
+    type=count(1),
     help="Training steps (default 800; 300 with --quick).",
 )
-@click.option(
-    "--max-docs", default=None, type=click.IntRange(min=2), help="Read at most this many documents."
-)
+@click.option("--max-docs", default=None, type=count(2), help="Read at most this many documents.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet):

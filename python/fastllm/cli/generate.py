@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from fastllm._checks import check_vocab_pair
 from fastllm.cli._errors import user_errors
+from fastllm.cli._options import I32, SEED, count, finite
 
 
 @click.command("generate")
@@ -27,19 +29,17 @@ from fastllm.cli._errors import user_errors
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The tokenizer.json the shards were made with.",
 )
-@click.option("--max-new-tokens", default=200, show_default=True, type=click.IntRange(min=0))
-@click.option(
-    "--temperature", default=0.8, show_default=True, type=click.FloatRange(min=0), help="0 = greedy."
-)
-@click.option("--top-k", default=None, type=click.IntRange(min=1))
-@click.option("--top-p", default=None, type=click.FloatRange(min=0, max=1, min_open=True))
-@click.option("--min-p", default=None, type=click.FloatRange(min=0, max=1, min_open=True))
-@click.option(
-    "--repetition-penalty", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True)
-)
+@click.option("--max-new-tokens", default=200, show_default=True, type=count(0, I32))
+@click.option("--temperature", default=0.8, show_default=True, type=finite(0.0), help="0 = greedy.")
+@click.option("--top-k", default=None, type=count(1, I32))
+@click.option("--top-p", default=None, type=finite(0.0, 1.0, min_open=True))
+@click.option("--min-p", default=None, type=finite(0.0, 1.0, min_open=True))
+@click.option("--repetition-penalty", default=1.0, show_default=True, type=finite(0.0, min_open=True))
 @click.option("--stop", multiple=True, help="Stop string (repeatable). The end-of-text token always stops.")
-@click.option("--seed", default=None, type=click.IntRange(min=0), help="Makes sampling reproducible.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=None, type=SEED, help="Makes sampling reproducible.")
+@click.option(
+    "--device", default="auto", show_default=True, help="auto (cuda when present), cpu, cuda or cuda:N."
+)
 @user_errors
 def generate_command(
     prompt,
@@ -66,14 +66,11 @@ def generate_command(
     from fastllm.train.checkpoint import model_from_checkpoint
     from fastllm.train.device import resolve_device
 
+    dev = resolve_device(device)  # a bad --device fails before anything loads
     tok = BPETokenizer.from_file(tokenizer_path)
     model = model_from_checkpoint(checkpoint)
-    if tok.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"the tokenizer has {tok.vocab_size:,} ids but the model only {model.config.vocab_size:,}: "
-            "not the model's tokenizer"
-        )
-    model = model.to(resolve_device(device)).eval()
+    check_vocab_pair(tok.vocab_size, model.config.vocab_size, f"the tokenizer {str(tokenizer_path)!r}")
+    model = model.to(dev).eval()
     ids = tok.encode(prompt, allowed_special="all") if prompt else []
     if not ids:
         eot = tok.special_tokens.get("<|endoftext|>")
@@ -87,7 +84,7 @@ def generate_command(
         raise ValueError(f"the prompt is {len(ids)} tokens; the model's context is {model.config.context}")
     if max_new_tokens > room:
         click.echo(
-            f"note: max_new_tokens cut from {max_new_tokens} to {room} by the model's context", err=True
+            f"note: --max-new-tokens cut from {max_new_tokens} to {room} by the model's context", err=True
         )
         max_new_tokens = room
     decoder = tok.stream_decoder()

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from fastllm.cli._errors import report_invalid, user_errors
+from fastllm.cli._options import I64, THREADS, U32, count
 from fastllm.data.documents import DocumentReader
 from fastllm.tokenizer import BPETokenizer
 
@@ -32,10 +33,27 @@ def _show_tokens(tok: BPETokenizer, ids: list[int]) -> str:
     return "|".join(p.replace("\n", "\\n") for p in pieces)
 
 
+def _refuse_specials(tok: BPETokenizer, source: str, text: str) -> None:
+    """The error `encode` would raise for a special token in `text`, in the command's words (its
+    flag, not the Python argument), naming the input and where the first one is."""
+    found = [(text.find(name), name) for name in tok.special_tokens]
+    found = [(at, name) for at, name in found if at >= 0]
+    if found:
+        at, name = min(found)
+        raise ValueError(
+            f"{source}: the text contains the special token {name!r} at byte offset "
+            f"{len(text[:at].encode('utf-8'))}; pass --allow-special to encode special tokens as their ids"
+        )
+
+
 @tokenizer_group.command("train")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--vocab-size", default=8192, show_default=True, help="Total ids: 256 bytes + merges + specials."
+    "--vocab-size",
+    default=8192,
+    show_default=True,
+    type=count(256, U32),
+    help="Total ids: 256 bytes + merges + specials.",
 )
 @click.option(
     "-o",
@@ -57,9 +75,13 @@ def _show_tokens(tok: BPETokenizer, ids: list[int]) -> str:
     help="A special token (repeat the option for several).",
 )
 @click.option(
-    "--min-frequency", default=1, show_default=True, help="Stop when the best pair occurs fewer times."
+    "--min-frequency",
+    default=1,
+    show_default=True,
+    type=count(1, I64),
+    help="Stop when the best pair occurs fewer times.",
 )
-@click.option("--threads", type=int, default=None, help="Worker threads (default: all cores).")
+@click.option("--threads", type=THREADS, default=None, help="Worker threads (default: all cores).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def tokenizer_train(files, vocab_size, output, pattern, special_tokens, min_frequency, threads, quiet):
@@ -153,7 +175,9 @@ def tokenizer_encode(files, tokenizer_path, fmt, allow_special):
     sources = [(str(f), Path(f).read_text(encoding="utf-8")) for f in files] or [
         ("<stdin>", sys.stdin.read())
     ]
-    for _, text in sources:
+    for source, text in sources:
+        if not allow_special:
+            _refuse_specials(tok, source, text)
         ids = tok.encode(text, allowed_special=allowed)
         if fmt == "tokens":
             click.echo(_show_tokens(tok, ids))

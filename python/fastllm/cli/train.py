@@ -4,7 +4,9 @@ Every field of `MiniGPTConfig` and `TrainConfig` is a flag (`--n-layer 6`, `--ma
 `--compile/--no-compile`), built from the dataclasses so the two can never drift apart. A TOML
 file (`--config train.toml`) sets the same names, at the top level or under `[model]` and
 `[train]` tables; flags override the file, the file overrides the preset, the preset the defaults.
-Without a `vocab_size` the model takes the shards' vocabulary size.
+Without a `vocab_size` the model takes the shards' vocabulary size; a given one must pair with the
+shards' tokenizer as `fastllm generate` will check (`fastllm._checks.check_vocab_pair`: every id
+embedded, and more rows only as padding up to a multiple of 128).
 
 Under `torchrun --nproc_per_node N -m fastllm train ...` the same command trains with
 DistributedDataParallel; only rank 0 prints.
@@ -22,20 +24,64 @@ from typing import Any
 
 import click
 
+from fastllm._checks import check_vocab_pair
 from fastllm.cli._errors import user_errors
+from fastllm.cli._options import I32, I64, SEED, THREADS, U32, count, finite
 from fastllm.config import PRESETS, MiniGPTConfig, TrainConfig
 
 _CLI_KEYS = ("data", "preset")  # TOML keys that are not dataclass fields
 
+# Every numeric field's range as a flag: the dataclasses' own minimums, and maxima that keep a huge
+# value from reaching torch as an OverflowError (a usage error naming the flag instead).
+# tests/test_cli_options.py checks that every int and float field has an entry here.
+_UNIT = finite(0.0, 1.0, max_open=True)
+RANGES: dict[str, click.ParamType] = {
+    # MiniGPTConfig
+    "vocab_size": count(1, U32),
+    "context": count(1, I32),
+    "n_layer": count(1, I32),
+    "n_head": count(1, I32),
+    "n_kv_head": count(1, I32),
+    "d_model": count(1, I32),
+    "mlp_hidden": count(1, I32),
+    "norm_eps": finite(0.0, min_open=True),
+    "rope_theta": finite(0.0, min_open=True),
+    "dropout": _UNIT,
+    # TrainConfig
+    "max_steps": count(1),
+    "batch_size": count(1, I32),
+    "grad_accum": count(1, I32),
+    "lr": finite(0.0),
+    "min_lr": finite(0.0),
+    "warmup_steps": count(0),
+    "decay_steps": count(1),
+    "weight_decay": finite(0.0),
+    "beta1": _UNIT,
+    "beta2": _UNIT,
+    "grad_clip": finite(0.0),
+    "seed": SEED,
+    "eval_interval": count(0),
+    "eval_batches": count(0),
+    "log_interval": count(1),
+    "checkpoint_interval": count(0),
+    "keep_checkpoints": count(1),
+    "num_threads": THREADS,
+    "peak_flops": finite(0.0, min_open=True),
+}
 
-def _click_type(annotation: Any) -> tuple[Any, bool]:
-    """(click type, is_flag) for a dataclass field annotation like `int | None`."""
+
+def _click_type(name: str, annotation: Any) -> tuple[Any, bool]:
+    """(click type, is_flag) for the dataclass field `name` annotated like `int | None`."""
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         annotation = next(a for a in args if a is not type(None))
     if annotation is bool:
         return None, True
-    return {int: click.INT, float: click.FLOAT, str: click.STRING}[annotation], False
+    if annotation is str:
+        return click.STRING, False
+    # a field added without a RANGES entry still gets bounds (the test asks for its own entry)
+    fallback = count(-I64 - 1, I64) if annotation is int else finite()
+    return RANGES.get(name, fallback), False
 
 
 def field_help(cls: type) -> dict[str, str]:
@@ -55,7 +101,7 @@ def _field_options(cls: type, section: str) -> list[click.Option]:
     helps = field_help(cls)
     options = []
     for f in dataclasses.fields(cls):
-        kind, is_flag = _click_type(hints[f.name])
+        kind, is_flag = _click_type(f.name, hints[f.name])
         flag = f.name.replace("_", "-")
         default = (
             repr(f.default)
@@ -140,7 +186,10 @@ def _train(config_path, data, preset, **flags):
             f"no training shards in {str(data_dir)!r}: run "
             f"`fastllm tokenize INPUT -o {data_dir} --tokenizer tokenizer.json` first"
         )
-    model_cfg, train_cfg = build_configs(settings, read_header(shards[0]).vocab_size)
+    data_vocab = read_header(shards[0]).vocab_size
+    model_cfg, train_cfg = build_configs(settings, data_vocab)
+    # the model must pair with the shards' tokenizer as `fastllm generate` and `eval` will check
+    check_vocab_pair(data_vocab, model_cfg.vocab_size, f"the tokenizer of the shards in {str(data_dir)!r}")
 
     import torch
 
@@ -230,14 +279,10 @@ def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_js
     from fastllm.train.device import resolve_device, resolve_dtype
     from fastllm.train.trainer import evaluate
 
+    dev = resolve_device(device)  # a bad --device fails before anything loads
     model = model_from_checkpoint(checkpoint)
     ds = TokenDataset(data, context=model.config.context, split=split)
-    if ds.vocab_size > model.config.vocab_size:
-        raise ValueError(
-            f"the shards' vocabulary ({ds.vocab_size:,} ids) is larger than "
-            f"the model's ({model.config.vocab_size:,})"
-        )
-    dev = resolve_device(device)
+    check_vocab_pair(ds.vocab_size, model.config.vocab_size, f"the tokenizer of the shards in {str(data)!r}")
     result = evaluate(
         model.to(dev),
         ds,
@@ -268,15 +313,20 @@ def _eval_command() -> click.Command:
                 help="Folder of token shards from `fastllm tokenize`.",
             ),
             click.Option(["--split"], default="val", show_default=True, help="Which shards to read."),
-            click.Option(["--batch-size"], default=8, show_default=True, type=click.IntRange(min=1)),
+            click.Option(["--batch-size"], default=8, show_default=True, type=count(1, I32)),
             click.Option(
                 ["--max-batches"],
                 default=0,
                 show_default=True,
-                type=click.IntRange(min=0),
+                type=count(0, I64),
                 help="0 reads the whole split.",
             ),
-            click.Option(["--device"], default="auto", show_default=True),
+            click.Option(
+                ["--device"],
+                default="auto",
+                show_default=True,
+                help="auto (cuda when present), cpu, cuda or cuda:N.",
+            ),
             click.Option(
                 ["--dtype"],
                 default="auto",

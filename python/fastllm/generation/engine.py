@@ -15,6 +15,12 @@ splits it:
 Requests join and leave between steps. Greedy outputs are the same as `model.generate` on each
 prompt alone, whatever the arrival order.
 
+Outputs are handed over once: `step()` returns the requests that finished (and forgets them),
+`generate` returns its own, `stream` yields its tokens. A stream whose consumer stops early (the
+generator closed or garbage-collected) aborts its request, as `abort(request_id)` does: it leaves
+the batch and its KV blocks are freed at once. `max_new_tokens=0` finishes a request with no
+tokens (finish reason "length"), as `generate` makes none.
+
 >>> import torch
 >>> from fastllm.model.gpt import MiniGPT, MiniGPTConfig
 >>> from fastllm.generation.sampling import SamplingParams
@@ -26,6 +32,9 @@ prompt alone, whatever the arrival order.
 [5, 5]
 >>> outs[1].token_ids == model.generate([[4, 5]], 5, temperature=0)[0][2:].tolist()
 True
+>>> first = next(engine.stream([1, 2, 3], SamplingParams(max_new_tokens=50)))  # then abandoned
+>>> engine.stats()["used"], engine.stats()["running"]
+(0, 0)
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from typing import Any
 
 import torch
 
-from fastllm._checks import check_bool, check_choice, check_int, check_type
+from fastllm._checks import check_bool, check_choice, check_int, check_type, check_vocab_pair
 from fastllm.generation.decode import DecodePlan
 from fastllm.generation.kvcache import BlockManager
 from fastllm.generation.paged import DECODE_ATTENTION, PagedKV
@@ -112,6 +121,8 @@ class Engine:
         prefill_chunk = check_int(prefill_chunk, "prefill_chunk", minimum=1)
         enable_prefix_caching = check_bool(enable_prefix_caching, "enable_prefix_caching")
         check_choice(decode_attention, "decode_attention", DECODE_ATTENTION)
+        if tokenizer is not None and hasattr(tokenizer, "vocab_size"):
+            check_vocab_pair(tokenizer.vocab_size, c.vocab_size)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.block_size = block_size
@@ -128,15 +139,26 @@ class Engine:
             prefill_chunk=prefill_chunk,
             enable_prefix_caching=enable_prefix_caching,
         )
+        # Finished outputs not yet handed over: those of `add_request` requests that finished
+        # during a `generate` or `stream` call (the next `step()` returns them), and those with
+        # max_new_tokens=0 (finished on arrival). Nothing stays here once taken.
         self.done: dict[int, RequestOutput] = {}
         self._ids = itertools.count()
         self._seqs: dict[int, Seq] = {}  # unfinished requests
+        # Requests a `generate` or `stream` call is waiting for: their output (None until done)
+        # goes to that call, never to `step()`'s caller.
+        self._claimed: dict[int, RequestOutput | None] = {}
+        self._stepping = False
+        self._deferred_aborts: list[int] = []  # aborts asked for during a step (by a finalizer)
 
     # -- requests -------------------------------------------------------------------------------
 
     def add_request(self, prompt: Any, params: SamplingParams | None = None) -> int:
         """Queue a request (token ids, or a str with a tokenizer); returns its id. It joins the
-        running batch at the next `step()`."""
+        running batch at the next `step()`, which returns its `RequestOutput` when it finishes."""
+        return self._add(prompt, params, claimed=False)
+
+    def _add(self, prompt: Any, params: SamplingParams | None, *, claimed: bool) -> int:
         params = check_type(params if params is not None else SamplingParams(), "params", SamplingParams)
         if isinstance(prompt, str):
             if self.tokenizer is None:
@@ -155,19 +177,84 @@ class Engine:
             )
         rid = next(self._ids)
         seq = Seq(rid, params, sampler, time.perf_counter())
+        if claimed:
+            self._claimed[rid] = None
+        if params.max_new_tokens == 0:  # done before it starts: no tokens, no blocks
+            seq.finished = "length"
+            self._deliver([self._output(seq)], pending=True)
+            return rid
         self.scheduler.add(seq)
         self._seqs[rid] = seq
         return rid
 
+    def abort(self, request_id: int) -> bool:
+        """Stop request `request_id`: it leaves the queue or the running batch and its KV blocks
+        are freed; no output is made (one finished but not yet handed over is dropped). Returns
+        whether there was such a request. Safe from a finalizer: during a step, the abort is
+        applied as the step ends."""
+        if self._stepping:
+            self._deferred_aborts.append(request_id)
+            return request_id in self._seqs or request_id in self.done or request_id in self._claimed
+        seq = self._seqs.pop(request_id, None)
+        if seq is not None:
+            self.scheduler.abort(seq)
+        found = seq is not None
+        found |= self.done.pop(request_id, None) is not None
+        if request_id in self._claimed:
+            del self._claimed[request_id]
+            found = True
+        return found
+
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        """Whether `step()` has work left or outputs to hand over."""
+        return self.scheduler.has_unfinished() or bool(self.done)
 
     # -- one step -------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def step(self) -> list[RequestOutput]:
         """One scheduling step: admit, prefill within the token budget, decode. Returns the
-        requests that finished."""
+        `add_request` requests that finished (now, or during an earlier `generate`/`stream` call);
+        each output is returned once and not kept."""
+        new = self._run_step()
+        out = list(self.done.values())
+        self.done.clear()
+        return out + new
+
+    def _run_step(self) -> list[RequestOutput]:
+        """One step; the outputs of requests a `generate`/`stream` call waits for go to it, the
+        rest are returned."""
+        self._stepping = True
+        try:
+            finished = self._step()
+        finally:
+            self._stepping = False
+        unclaimed = self._deliver(finished, pending=False)
+        while self._deferred_aborts:
+            rid = self._deferred_aborts.pop()
+            self.abort(rid)
+            unclaimed = [o for o in unclaimed if o.request_id != rid]
+        return unclaimed
+
+    def _deliver(self, outputs: list[RequestOutput], *, pending: bool) -> list[RequestOutput]:
+        """Hand claimed outputs to their `generate`/`stream` call; the others are returned, or kept
+        in `done` for the next `step()` when `pending`."""
+        rest = []
+        for o in outputs:
+            if o.request_id in self._claimed:
+                self._claimed[o.request_id] = o
+            elif pending:
+                self.done[o.request_id] = o
+            else:
+                rest.append(o)
+        return rest
+
+    def _advance(self) -> None:
+        """A step run by `generate` or `stream`: other requests' outputs wait in `done`."""
+        for o in self._run_step():
+            self.done[o.request_id] = o
+
+    @torch.no_grad()
+    def _step(self) -> list[RequestOutput]:
         sched = self.scheduler
         finished: list[RequestOutput] = []
         sched.admit()
@@ -263,11 +350,15 @@ class Engine:
 
     def _finish(self, seq: Seq) -> RequestOutput:
         self.scheduler.finish(seq)
+        del self._seqs[seq.rid]
+        return self._output(seq)
+
+    def _output(self, seq: Seq) -> RequestOutput:
         now = time.perf_counter()
         text = None
         if self.tokenizer is not None:
             text = seq.sampler.cut_stop_string(self.tokenizer.decode(seq.out))
-        out = RequestOutput(
+        return RequestOutput(
             request_id=seq.rid,
             prompt_token_ids=seq.prompt,
             token_ids=list(seq.out),
@@ -279,9 +370,6 @@ class Engine:
             latency_s=now - seq.arrival,
             preemptions=seq.preemptions,
         )
-        self.done[seq.rid] = out
-        del self._seqs[seq.rid]
-        return out
 
     # -- convenience ----------------------------------------------------------------------------
 
@@ -296,29 +384,51 @@ class Engine:
         plist = list(params) if isinstance(params, Sequence) else [params] * len(prompts)
         if len(plist) != len(prompts):
             raise ValueError(f"{len(plist)} SamplingParams for {len(prompts)} prompts")
-        rids = [self.add_request(p, sp) for p, sp in zip(prompts, plist)]
-        while any(r not in self.done for r in rids):
-            self.step()
-        return [self.done.pop(r) for r in rids]
+        rids: list[int] = []
+        try:
+            for p, sp in zip(prompts, plist):
+                rids.append(self._add(p, sp, claimed=True))
+            while any(self._claimed.get(r, 0) is None for r in rids):
+                self._advance()
+            lost = [r for r in rids if r not in self._claimed]
+            if lost:
+                raise RuntimeError(f"request(s) {lost} were aborted before they finished")
+            outs = [self._claimed.pop(r) for r in rids]
+            return [o for o in outs if o is not None]  # all of them: none was lost
+        finally:
+            for r in rids:  # an error or an interrupt: nothing of this call stays queued
+                if r in self._claimed:
+                    self.abort(r)
 
     def stream(self, prompt: Any, params: SamplingParams | None = None) -> Iterator[TokenEvent]:
-        """Yield this request's tokens as they are generated (other queued requests advance too)."""
-        rid = self.add_request(prompt, params)
-        seq = self._seqs[rid]
-        seq.events = deque()
-        if self.tokenizer is not None:
-            seq.decoder = self.tokenizer.stream_decoder()
-        while True:
-            while seq.events:
-                yield seq.events.popleft()
-            if rid in self.done:
-                if seq.decoder is not None:
-                    tail = seq.decoder.flush()
-                    if tail:
-                        yield TokenEvent(-1, tail, None)
-                self.done.pop(rid)
-                return
-            self.step()
+        """Yield this request's tokens as they are generated (other queued requests advance too).
+
+        Closing the generator early (`break` out of the loop, `.close()`, or dropping it) aborts
+        the request: it stops decoding and its KV blocks are freed."""
+        rid = self._add(prompt, params, claimed=True)
+        seq = self._seqs.get(rid)  # None: finished on arrival (max_new_tokens=0)
+        if seq is not None:
+            seq.events = deque()
+            if self.tokenizer is not None:
+                seq.decoder = self.tokenizer.stream_decoder()
+        try:
+            while True:
+                while seq is not None and seq.events:
+                    yield seq.events.popleft()
+                if self._claimed.get(rid, 0) is not None:  # finished, or aborted (gone)
+                    if (
+                        self._claimed.pop(rid, None) is not None
+                        and seq is not None
+                        and seq.decoder is not None
+                    ):
+                        tail = seq.decoder.flush()
+                        if tail:
+                            yield TokenEvent(-1, tail, None)
+                    return
+                self._advance()
+        finally:
+            if rid in self._claimed:  # the consumer stopped early
+                self.abort(rid)
 
     def stats(self) -> dict[str, Any]:
         """The block manager's figures plus the queue lengths."""

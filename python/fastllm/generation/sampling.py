@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fastllm._checks import check_bool, check_float, check_int, check_optional_int
+from fastllm._checks import check_bool, check_float, check_int, check_optional_int, check_vocab_pair
 
 __all__ = ["Sampler", "SamplingParams", "argmax", "choose_each", "process_logits", "stop_sequences"]
 
@@ -53,7 +53,7 @@ class SamplingParams:
     max_new_tokens: int = 64
     temperature: float = 1.0  # 0 = greedy
     top_k: int | None = None  # None = no top-k cut
-    top_p: float | None = None  # in (0, 1]; None = no nucleus cut
+    top_p: float | None = None  # in (0, 1]; None = no nucleus cut; the top token always stays
     min_p: float | None = None  # in (0, 1]; None = no min-p cut
     repetition_penalty: float = 1.0  # 1.0 = none (CTRL's penalty, > 0)
     stop: Any = None  # token ids, id sequences and strings
@@ -123,6 +123,9 @@ def argmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(x.numpy().argmax(-1))
 
 
+_TINY_TEMPERATURE = 1e-4  # below it, logits are shifted before scaling (see process_logits)
+
+
 def process_logits(
     logits: torch.Tensor, params: SamplingParams, seen: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -138,15 +141,26 @@ def process_logits(
         logits = torch.where(seen, penalised, logits)
     if params.greedy:
         return logits
+    if params.temperature < _TINY_TEMPERATURE:
+        # logits / temperature could overflow to +inf (float32 tops out at 3.4e38; softmax of inf
+        # is NaN), and a temperature below 1.4e-45 is 0 in float32: in float64 (which holds any
+        # positive float temperature), with the row's largest logit moved to 0 first, the largest
+        # scaled logit is 0 and no probability changes. Only tiny temperatures pay for this.
+        logits = logits.double()
+        logits = logits - logits.amax(dim=-1, keepdim=True)
     logits = logits / params.temperature
     if params.top_k is not None and params.top_k < logits.shape[-1]:
         kth = torch.topk(logits, params.top_k, dim=-1).values[..., -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if params.top_p is not None and params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        # stable: among equal logits the first id leads, as in argmax
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)  # (B, V)
         probs = sorted_logits.softmax(dim=-1)
         before = probs.cumsum(dim=-1) - probs  # probability mass strictly before each token
         drop_sorted = before >= params.top_p  # keep the smallest prefix that reaches top_p
+        # The most likely token always stays (HF's min_tokens_to_keep=1): a top_p below float32's
+        # smallest value compares as 0 and would drop every token; top_p -> 0 is greedy.
+        drop_sorted[..., 0] = False
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     if params.min_p is not None:
@@ -211,6 +225,8 @@ class Sampler:
         if low < 0 or top >= vocab_size:
             bad = top if top >= vocab_size else low
             raise ValueError(f"token id {bad} is out of range for the model's vocab_size {vocab_size}")
+        if tokenizer is not None and hasattr(tokenizer, "vocab_size"):
+            check_vocab_pair(tokenizer.vocab_size, vocab_size)
         self.stop_ids, self.stop_strings = stop_sequences(params.stop)
         if self.stop_strings and tokenizer is None:
             raise ValueError(f"stop strings {self.stop_strings!r} need a tokenizer to be matched")

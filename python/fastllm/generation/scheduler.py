@@ -64,7 +64,7 @@ class Scheduler:
     `waiting` (a queue) and `running` (in admission order) hold the unfinished requests. The
     caller runs the forwards: for each wave of `prefill_waves` it computes the chunks and calls
     `prefilled`, then `decode_batch`, `decoded`, and `reserve_slot` for each sampled token;
-    `finish` drops a request.
+    `finish` drops a finished request, `abort` an unfinished one.
     """
 
     def __init__(
@@ -176,6 +176,14 @@ class Scheduler:
         """Drop a finished running request and free its blocks."""
         self.running.remove(seq)
         self.blocks.free(seq.rid)
+
+    def abort(self, seq: Seq) -> None:
+        """Drop an unfinished request wherever it is: a waiting one (no blocks: never admitted, or
+        preempted) leaves the queue, a running one also frees its blocks."""
+        if seq in self.running:
+            self.finish(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
 
     def _preempt(self, keep: Seq | None = None) -> Seq | None:
         """Free the most recently admitted running sequence (not `keep`); requeue it first in line."""

@@ -16,9 +16,12 @@ autocast would slow training down.
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import torch
+
+from fastllm._checks import check_choice, check_type
 
 __all__ = ["dist_info", "peak_flops", "resolve_device", "resolve_dtype"]
 
@@ -37,20 +40,36 @@ _GPU_PEAK_FLOPS = {
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device `name` means: "auto" is CUDA when torch sees a GPU, else the CPU.
+    """The torch device `name` means: "auto" (CUDA when torch sees a GPU, else the CPU), "cpu",
+    "cuda" or "cuda:N".
 
-    A CUDA device asked for on a machine without one is a ValueError (rather than torch's error at
-    the first tensor moved there).
+    Any other name, a CUDA device asked for on a machine without one, or a "cuda:N" past the GPUs
+    torch sees is a ValueError naming it (rather than torch's error at the first tensor moved
+    there, or a device the training and generation code cannot run on).
+
+    >>> resolve_device("cuda:abc")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'cuda:abc' is not one of 'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index)
     """
+    check_type(name, "device", str)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device {name!r} is not a torch device: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
+    match = re.fullmatch(r"(cpu|cuda)(?::([0-9]{1,9}))?", name)
+    if match is None or (match[1] == "cpu" and match[2] is not None):
+        raise ValueError(f"device {name!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index)")
+    if match[1] == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device")
-    return dev
+    if match[2] is None:
+        return torch.device("cuda")
+    index, count = int(match[2]), torch.cuda.device_count()
+    if index >= count:
+        raise ValueError(
+            f"device {name!r} asked for, but torch sees {count} CUDA device(s): cuda:0..{count - 1}"
+        )
+    return torch.device("cuda", index)
 
 
 def _cpu_has_amx() -> bool:
@@ -61,7 +80,9 @@ def _cpu_has_amx() -> bool:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype `name` means on `device` (float32 = no autocast)."""
+    """The autocast dtype `name` ("auto", "float32", "bfloat16" or "float16") means on `device`
+    (float32 = no autocast)."""
+    check_choice(name, "dtype", ("auto", "float32", "bfloat16", "float16"))
     if name == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
