@@ -105,8 +105,8 @@ def test_hostile_numbers_are_one_line_errors_naming_the_flag(path, flag, param, 
     result = CliRunner().invoke(main, [*path, flag, value])
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)  # not an exception escaping the command
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1 and f"'{flag}'" in errors[0], result.output
+    lines = result.output.splitlines()  # one line: no usage block above it
+    assert len(lines) == 1 and lines[0].startswith("Error:") and f"'{flag}'" in lines[0], result.output
     assert "Traceback" not in result.output
 
 
@@ -168,6 +168,8 @@ def _one_error_line(files, args, monkeypatch) -> str:
     assert code != 0 and "Traceback" not in text, text
     errors = [line for line in text.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1, text
+    if code == 2:  # a usage error (a bad flag or value): that one line and nothing else
+        assert text.strip() == errors[0], text
     return errors[0]
 
 
@@ -235,3 +237,29 @@ def test_the_python_api_refuses_the_pair_too(files):
         generate(model, [[1, 2]], SamplingParams(max_new_tokens=2, stop=["x"]), tokenizer=tok)
     padded = MiniGPT.from_pretrained(files / "m300")  # 289 ids in 300 rows: padding, accepted
     assert Engine(padded, tokenizer=tok, num_blocks=8).generate("the", SamplingParams(max_new_tokens=2))
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["bogus"], "No such command 'bogus'"),
+        (["generate", "--no-such-flag"], "--no-such-flag"),
+        (["train", "--steps"], "--steps"),
+        (["dedup", "--format", "xml", "in.txt"], "'--format'"),
+    ],
+)
+def test_usage_errors_are_one_line(args, needle):
+    """click prints a usage block, a hint and the message for a usage error; fastllm prints the
+    message alone, in one line that says where the help is, with click's status 2."""
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and needle in lines[0], result.output
+    assert "--help" in lines[0]
+
+
+def test_help_and_bare_groups_still_show_the_help():
+    for args in (["--help"], ["generate", "--help"], ["tokenizer"]):
+        result = CliRunner().invoke(main, args)
+        assert result.output.startswith("Usage:"), (args, result.output)
+        assert "Error" not in result.output
