@@ -87,7 +87,9 @@ def test_fit_logs_the_sampled_evaluation(data, tmp_path):
     result = Trainer(m, dataset(data), val, config=cfg).fit()
     record = [r for r in result.history if "val_loss" in r][-1]
     ref = reference_losses(m.eval(), val, eval_windows(val, 6, seed=5))
-    assert record["val_loss"] == pytest.approx(np.mean(ref), abs=1e-5) and result.val_loss == record["val_loss"]
+    assert (
+        record["val_loss"] == pytest.approx(np.mean(ref), abs=1e-5) and result.val_loss == record["val_loss"]
+    )
     assert record["val_tokens"] == 6 * CONTEXT and record["val_stderr"] > 0
 
 
@@ -176,14 +178,18 @@ def test_cli_eval_says_what_it_evaluated(data, model, tmp_path):
     whole = fastllm("eval", tmp_path / "m", "--data", data, "--dtype", "float32", "--batch-size", 16)
     assert whole.returncode == 0, whole.stderr
     want = evaluate(model, val, batch_size=16)
-    assert f"val loss {want['loss']:.4f}, perplexity {want['perplexity']:.2f} over 3,200 tokens" in whole.stdout
+    assert (
+        f"val loss {want['loss']:.4f}, perplexity {want['perplexity']:.2f} over 3,200 tokens" in whole.stdout
+    )
     assert "all 50 windows of 64 tokens in the split" in whole.stdout
     args = ("--dtype", "float32", "--batch-size", 4, "--max-batches", 5, "--seed", 3)
     sample = fastllm("eval", tmp_path / "m", "--data", data, *args)
     assert sample.returncode == 0, sample.stderr
     want = evaluate(model, val, batch_size=4, max_batches=5, seed=3)
     assert f"val loss {want['loss']:.4f} (standard error {want['stderr']:.4f})" in sample.stdout
-    assert "over 1,280 tokens: 20 of the split's 50 windows of 64 tokens, sampled with seed 3" in sample.stdout
+    assert (
+        "over 1,280 tokens: 20 of the split's 50 windows of 64 tokens, sampled with seed 3" in sample.stdout
+    )
     quiet = fastllm("eval", tmp_path / "m", "--data", data, "--json", "--quiet", *args)
     assert quiet.returncode == 0 and quiet.stderr == ""
     got = json.loads(quiet.stdout)
