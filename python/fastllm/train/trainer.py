@@ -117,8 +117,10 @@ def eval_windows(data: TokenDataset, max_windows: int = 0, seed: int = 0) -> np.
     """The indices of the non-overlapping windows of `data` (`data[i]`) that `evaluate` reads.
 
     All of them, in order, when `max_windows` is 0 or not below the split's window count; else
-    `max_windows` distinct windows drawn at random, a pure function of (`seed`, the split's
-    length), in increasing order.
+    `max_windows` distinct windows drawn at random (a simple random sample), a pure function of
+    (`seed`, the split's length), in the order drawn: consecutive batches of them are random
+    groups, so the spread of batch losses gives the sample's standard error (sorted, each batch
+    would cover one stretch of the split, and the spread would measure the stretches).
 
     >>> import tempfile, numpy as np
     >>> from fastllm.data.shards import ShardWriter
@@ -140,7 +142,7 @@ def eval_windows(data: TokenDataset, max_windows: int = 0, seed: int = 0) -> np.
         return np.arange(n, dtype=np.int64)
     # A stream of its own (seed, tag): evaluation draws nothing from training's RNGs.
     rng = np.random.default_rng([seed, _EVAL_STREAM])
-    return np.sort(rng.choice(n, size=max_windows, replace=False)).astype(np.int64)
+    return rng.choice(n, size=max_windows, replace=False).astype(np.int64)
 
 
 @torch.no_grad()
