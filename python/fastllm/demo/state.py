@@ -96,7 +96,7 @@ class DemoConfig:
     @classmethod
     def full(cls, **overrides: Any) -> DemoConfig:
         """The longer run (`fastllm demo --full`): a 2.6M-parameter model (d_model 192) on windows of
-        256 tokens, 800 steps of 4,096 tokens; about 3x the default's training time."""
+        256 tokens, 800 steps of 4,096 tokens; about 4.5x the default's training time."""
         base = dict(context=256, d_model=192, max_steps=800)
         return cls(**{**base, **overrides})
 
