@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,35 +76,84 @@ def _check_outputs(out, state):
     assert all(r["tokens_per_s"] > 0 for r in state["stages"]["generate"]["throughput"])
 
 
-def test_quick_demo_end_to_end_on_the_standard_library(tmp_path):
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(main, ["demo", "--quick", "--quiet", "--out", str(out)])
+def test_quick_demo_end_to_end_on_the_standard_library(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --out: the printed paths must work from here
+    result = CliRunner().invoke(main, ["demo", "--quick", "--quiet", "--out", "demo"])
     assert result.exit_code == 0, result.output
+    out = tmp_path / "demo"
     for stage in ("dedup:", "tokenizer:", "tokenize:", "train:", "generate:", "report:"):
         assert stage in result.output
     state = json.loads((out / "state.json").read_text())
     _check_outputs(out, state)
     # the quick run's model has learned something: validation loss under the unigram entropy
     assert state["stages"]["train"]["val_loss"] < state["stages"]["tokenize"]["unigram_entropy"]
-    # the checkpoint works with the other commands
-    gen = CliRunner().invoke(
-        main,
-        [
-            "generate",
-            "def ",
-            "--checkpoint",
-            str(out / "train" / "model"),
-            "--tokenizer",
-            str(out / "tokenizer.json"),
-            "--max-new-tokens",
-            "5",
-            "--seed",
-            "0",
-        ],
-    )
-    assert gen.exit_code == 0, gen.output
-    again = CliRunner().invoke(main, ["demo", "--quick", "--out", str(out)])
+    # the printed command works from the folder the demo ran in, the report's from any folder
+    printed = [line for line in result.output.splitlines() if line.startswith("try: fastllm generate ")]
+    assert len(printed) == 1
+    report = (out / "report.md").read_text()
+    in_report = [line for line in report.splitlines() if line.startswith("fastllm generate ")]
+    assert len(in_report) == 1
+    for command, cwd in (
+        (printed[0][len("try: ") :], tmp_path),
+        (in_report[0], tmp_path / "demo" / "shards"),
+    ):
+        monkeypatch.chdir(cwd)
+        args = shlex.split(command)[1:]
+        for flag in ("--checkpoint", "--tokenizer"):
+            assert Path(args[args.index(flag) + 1]).exists(), (command, cwd)
+        gen = CliRunner().invoke(main, [*args, "--max-new-tokens", "5", "--seed", "0"])
+        assert gen.exit_code == 0, gen.output
+    monkeypatch.chdir(tmp_path)
+    again = CliRunner().invoke(main, ["demo", "--quick", "--out", "demo"])
     assert again.exit_code == 1 and "already holds a demo run; pass --resume" in again.output
+    _check_report_says_what_was_done(out, state, result.output)
+
+
+def _check_report_says_what_was_done(out, state, output):
+    """The report's words against the run's figures: what the validation loss is over, how the
+    samples were made, why batch 1 is faster, where the time went; the summary lines say each
+    figure once."""
+    from fastllm.data.dataset import TokenDataset
+    from fastllm.train.trainer import eval_windows
+
+    cfg = DemoConfig.from_dict(state["settings"])
+    report = (out / "report.md").read_text()
+    train, gen = state["stages"]["train"], state["stages"]["generate"]
+    val = TokenDataset(out / "shards", cfg.context, split="val")
+    windows = eval_windows(val, cfg.eval_batches * train["batch_size"], cfg.seed)
+    ev = train["eval"]
+    assert (ev["windows"], ev["of_windows"], ev["sampled"]) == (
+        len(windows),
+        len(val),
+        len(windows) < len(val),
+    )
+    assert ev["sampled"] and ev["tokens"] == len(windows) * cfg.context and ev["split_tokens"] == val.tokens
+    assert (
+        f"over {len(windows):,} windows of {cfg.context} tokens ({len(windows) * cfg.context:,} tokens) "
+        f"drawn at random with seed {cfg.seed} from the {len(val):,} windows ({val.tokens:,} tokens)"
+    ) in report
+    assert f"({len(windows):,} of {len(val):,} validation windows, seed {cfg.seed})" in output
+    # the samples are under a heading that says how they were made, and none says "Greedy" over them
+    heading = [line for line in report.splitlines() if line.startswith("### Samples")]
+    assert heading == [
+        f"### Samples: temperature 0.8, top-k 50 (not greedy), seed {cfg.seed} + the prompt's index "
+        "(`samples.md`)"
+    ]
+    samples_at = report.index(heading[0])
+    assert "reedy" not in report[samples_at:].replace("(not greedy)", "")
+    assert gen["sampling"] == {"temperature": 0.8, "top_k": 50, "seed": cfg.seed}
+    # the batch-1 step is named, and the dip it causes is explained next to the table
+    steps = {r["batch"]: r["step"] for r in gen["throughput"]}
+    assert steps == {1: "rust", 2: "torch", 4: "torch"}
+    assert "| 1 | " in report and "Rust one-sequence step |" in report
+    assert "That dip is the switch between the two steps, not a fault" in report
+    # each stage's wall time, in the state and the report
+    assert list(state["timings"]) == list(STAGES) and all(t > 0 for t in state["timings"].values())
+    assert "## Time" in report and f"| train | {state['timings']['train']:,.1f} |" in report
+    # the generate line names each batch size at most once ("10,053 at batch 1, 10,053 at batch 1")
+    line = next(x for x in output.splitlines() if x.startswith("generate:"))
+    named = re.findall(r"at batch (\d+)", line)
+    assert named and len(named) == len(set(named)), line
 
 
 def test_resume_after_ctrl_c_in_training(tmp_path, monkeypatch):
@@ -208,9 +260,11 @@ def test_user_corpus_folder(tmp_path):
             compression_sizes=(300, 400),
         ),
         out,
+        threads=1,
         progress=False,
         say=lines.append,
     ).state
+    assert state["stages"]["train"]["threads"] == 1 and state["stages"]["train"]["threads_measured"] == {}
     d = state["stages"]["dedup"]
     assert (
         d["docs_in"] == 16
@@ -224,6 +278,8 @@ def test_user_corpus_folder(tmp_path):
         f"{corpus / 'notes.jsonl'}:2",
     ]
     assert "2 invalid records skipped (first: " in lines[0] and "binary.bin" in lines[0]
+    # one batch size timed: the generate line names it once
+    assert [line.count("at batch") for line in lines if line.startswith("generate:")] == [1]
     assert "2 records that are not text were skipped" in (out / "report.md").read_text()
     assert d["cluster_sizes"] == [3]
     assert {m.split("/")[-1] for m in d["largest_clusters"][0]["members"]} == {
@@ -330,4 +386,66 @@ def test_demo_config_normalises_lists_and_paths(tmp_path):
         run_demo(cfg.to_dict(), tmp_path / "o", progress=False, say=lambda s: None)
     with pytest.raises(TypeError, match="device must be str, not int"):
         run_demo(cfg, tmp_path / "o", device=0, progress=False, say=lambda s: None)
+    with pytest.raises(ValueError, match="threads=0 is out of range: it must be >= 1"):
+        run_demo(cfg, tmp_path / "o", threads=0, progress=False, say=lambda s: None)
+    with pytest.raises(TypeError, match="threads must be an int, not str"):
+        run_demo(cfg, tmp_path / "o", threads="2", progress=False, say=lambda s: None)
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_missing_cuda_fails_before_any_stage(tmp_path, monkeypatch, device):
+    import fastllm.demo.stages as demo
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in STAGES:
+        monkeypatch.setattr(demo, f"stage_{name}", lambda *a, **k: pytest.fail("a stage ran"))
+    out = tmp_path / "demo"
+    r = CliRunner().invoke(main, ["demo", "--quick", "--device", device, "--out", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"Error: device {device!r} asked for, but torch sees no CUDA device" in r.output
+    assert not out.exists()  # nothing ran, nothing was written: a rerun needs no --resume
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--quick", "--full"], 2, "--quick and --full are two sizes of the demo: pass one of them"),
+        (["--threads", "0"], 2, "Invalid value for '--threads'"),
+        (["--steps", "0"], 2, "Invalid value for '--steps'"),
+    ],
+)
+def test_bad_demo_flags(tmp_path, args, code, message):
+    r = CliRunner().invoke(main, ["demo", *args, "--out", str(tmp_path / "d")])
+    assert r.exit_code == code and message in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "d").exists()
+
+
+def test_full_is_the_longer_run_and_the_default_is_smaller():
+    full, default, quick = DemoConfig.full(), DemoConfig(), DemoConfig.quick()
+    assert (full.context, full.d_model, full.n_layer, full.max_steps) == (256, 192, 4, 800)
+
+    def tokens_x_width(c):  # training cost grows with tokens seen and with the model's width
+        return c.max_steps * c.batch_size * c.context * c.d_model
+
+    assert tokens_x_width(quick) < tokens_x_width(default) < tokens_x_width(full) / 3
+    assert DemoConfig.full(max_steps=5).max_steps == 5 and DemoConfig.full(max_steps=5).d_model == 192
+
+
+def test_choose_threads_measures_and_leaves_the_model_as_it_was():
+    from fastllm.demo.stages import choose_threads
+    from fastllm.model.gpt import MiniGPT, MiniGPTConfig
+
+    torch.manual_seed(0)
+    model = MiniGPT(MiniGPTConfig(vocab_size=300, context=16, n_layer=1, n_head=2, d_model=32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.get_rng_state()
+    assert choose_threads(model, 4) == (1, {})  # torch already on one thread: nothing to measure
+    torch.set_num_threads(2)
+    threads, seconds = choose_threads(model, 4)
+    assert torch.get_num_threads() == 2 and set(seconds) == {1, 2} and threads in (1, 2)
+    assert all(s > 0 for s in seconds.values())
+    assert threads == (2 if seconds[2] < 0.85 * seconds[1] else 1)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and model.training
+    assert torch.equal(torch.get_rng_state(), rng)

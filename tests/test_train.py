@@ -39,7 +39,7 @@ from fastllm.train.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
 )
-from fastllm.train.trainer import CosineSchedule, TrainConfig, Trainer
+from fastllm.train.trainer import CosineSchedule, TrainConfig, Trainer, eval_windows
 from train_util import (
     CONTEXT,
     dataset,
@@ -484,15 +484,14 @@ def test_metrics_records_and_validation_oracle(full_run, data):
             nanogpt_lr(r["step"] - 1, cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps)
         )
     assert records == result.history
-    # the last validation loss, recomputed with the full-logits loss over the first eval_batches batches
+    # the last validation loss, recomputed with the full-logits loss over the seeded sample of
+    # eval_batches * batch_size windows (tests/test_eval.py checks the sample itself)
     vds = dataset(data, "val")
+    windows = eval_windows(vds, cfg.eval_batches * cfg.batch_size, cfg.seed)
+    assert 0 < len(windows) < len(vds)
     model.eval()
     with torch.no_grad():
-        ref = [
-            model(x, y)[1].item()
-            for _, (x, y) in zip(range(cfg.eval_batches), vds.batches(cfg.batch_size, shuffle=False))
-        ]
-    assert len(ref) == cfg.eval_batches
+        ref = [model(*(t[None] for t in vds[int(w)]))[1].item() for w in windows]
     assert val[-1]["val_loss"] == pytest.approx(sum(ref) / len(ref), abs=1e-5)
     assert result.val_loss == val[-1]["val_loss"]
 

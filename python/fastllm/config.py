@@ -250,7 +250,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda if available) | "cpu" | "cuda" | "cuda:N"
     seed: int = 0  # data order and dropout
     eval_interval: int = 200  # evaluate on val_data every this many steps (0: only at the end)
-    eval_batches: int = 20  # validation batches per evaluation (0 or more than the split holds: all)
+    eval_batches: int = 20  # val batches per evaluation, windows drawn by seed (0 or >= the split: all of it)
     log_interval: int = 10  # a metrics.jsonl record every this many steps
     checkpoint_interval: int = 500  # a checkpoint every this many steps (0: only at the end)
     keep_checkpoints: int = 3  # newest checkpoints kept on disk

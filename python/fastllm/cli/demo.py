@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from fastllm.cli._errors import user_errors
-from fastllm.cli._options import count
+from fastllm.cli._options import THREADS, count
 
 
 @click.command("demo")
@@ -37,22 +37,35 @@ from fastllm.cli._options import count
     "--quick", is_flag=True, help="A small run that finishes in under a minute (what the tests run)."
 )
 @click.option(
+    "--full",
+    is_flag=True,
+    help="The longer run: a 2.6M-parameter model on 256-token windows, 800 steps (several times the "
+    "default's training time; the README has measured times).",
+)
+@click.option(
     "--resume", is_flag=True, help="Carry on an interrupted run in --out (finished stages are skipped)."
 )
 @click.option(
     "--device", default="auto", show_default=True, help="auto (cuda when present), cpu, cuda or cuda:N."
 )
 @click.option(
+    "--threads",
+    default=None,
+    type=THREADS,
+    help="torch CPU threads for training and generation (default: the faster of 1 and all, measured "
+    "when training starts: 1 when another process keeps a core busy).",
+)
+@click.option(
     "--steps",
     "max_steps",
     default=None,
     type=count(1),
-    help="Training steps (default 800; 300 with --quick).",
+    help="Training steps (default 600; 800 with --full, 300 with --quick).",
 )
 @click.option("--max-docs", default=None, type=count(2), help="Read at most this many documents.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
-def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet):
+def demo_command(out, corpus, quick, full, resume, device, threads, max_steps, max_docs, quiet):
     """Dedup, tokenizer, token shards, pretraining and generation on one corpus, with a report.
 
     Ctrl-C stops cleanly after the current training step (or at once in the other stages) and
@@ -60,11 +73,13 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
     """
     from fastllm.demo import DemoConfig, load_state
 
-    if resume and not (quick or corpus or max_steps or max_docs) and out.is_dir():
+    if quick and full:
+        raise click.UsageError("--quick and --full are two sizes of the demo: pass one of them")
+    if resume and not (quick or full or corpus or max_steps or max_docs) and out.is_dir():
         state = load_state(out)  # `fastllm demo --resume` alone: carry on with the run's own settings
         if state is not None:
             cfg = DemoConfig.from_dict(state["settings"])
-            return _run(cfg, out, resume, device, quiet)
+            return _run(cfg, out, resume, device, threads, quiet)
     overrides = {}
     if corpus is not None:
         overrides["corpus"] = str(corpus)
@@ -72,16 +87,16 @@ def demo_command(out, corpus, quick, resume, device, max_steps, max_docs, quiet)
         overrides["max_steps"] = max_steps
     if max_docs is not None:
         overrides["max_docs"] = max_docs
-    cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
-    _run(cfg, out, resume, device, quiet)
+    make = DemoConfig.quick if quick else DemoConfig.full if full else DemoConfig
+    _run(make(**overrides), out, resume, device, threads, quiet)
 
 
-def _run(cfg, out: Path, resume: bool, device: str, quiet: bool) -> None:
+def _run(cfg, out: Path, resume: bool, device: str, threads: int | None, quiet: bool) -> None:
     from fastllm.demo import DemoInterrupted, run_demo
 
     t0 = time.perf_counter()
     try:
-        run_demo(cfg, out, resume=resume, device=device, progress=not quiet, say=click.echo)
+        run_demo(cfg, out, resume=resume, device=device, threads=threads, progress=not quiet, say=click.echo)
     except DemoInterrupted as e:
         click.echo(f"\n{e}", err=True)
         sys.exit(130)

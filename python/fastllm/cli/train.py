@@ -273,7 +273,7 @@ def _train_command() -> click.Command:
     )
 
 
-def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_json):
+def _eval(checkpoint, data, split, batch_size, max_batches, seed, device, dtype, as_json, quiet):
     from fastllm.data.dataset import TokenDataset
     from fastllm.train.checkpoint import model_from_checkpoint
     from fastllm.train.device import resolve_device, resolve_dtype
@@ -288,16 +288,25 @@ def _eval(checkpoint, data, split, batch_size, max_batches, device, dtype, as_js
         ds,
         batch_size=batch_size,
         max_batches=max_batches,
+        seed=seed,
         device=dev,
         dtype=resolve_dtype(dtype, dev),
+        progress=not quiet,
     )
     if as_json:
         click.echo(json.dumps({"checkpoint": str(checkpoint), "split": split, **result}))
-    else:
-        click.echo(
-            f"{split} loss {result['loss']:.4f}, perplexity {result['perplexity']:.2f} "
-            f"over {result['tokens']:,} tokens"
-        )
+        return
+    what = (
+        f"{result['windows']:,} of the split's {result['of_windows']:,} windows of {ds.context} tokens, "
+        f"sampled with seed {seed}"
+        if result["sampled"]
+        else f"all {result['windows']:,} windows of {ds.context} tokens in the split"
+    )
+    err = f" (standard error {result['stderr']:.4f})" if result["stderr"] is not None else ""
+    click.echo(
+        f"{split} loss {result['loss']:.4f}{err}, perplexity {result['perplexity']:.2f} over "
+        f"{result['tokens']:,} tokens: {what}"
+    )
 
 
 def _eval_command() -> click.Command:
@@ -319,7 +328,15 @@ def _eval_command() -> click.Command:
                 default=0,
                 show_default=True,
                 type=count(0, I64),
-                help="0 reads the whole split.",
+                help="Read a random sample of this many batches of windows (what `fastllm train "
+                "--eval-batches` reads); 0, or a split no larger, reads the whole split.",
+            ),
+            click.Option(
+                ["--seed"],
+                default=0,
+                show_default=True,
+                type=SEED,
+                help="Which windows the sample holds (`fastllm train --seed` of the run gives its sample).",
             ),
             click.Option(
                 ["--device"],
@@ -334,10 +351,12 @@ def _eval_command() -> click.Command:
                 type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
             ),
             click.Option(["--json", "as_json"], is_flag=True, help="Print one JSON object."),
+            click.Option(["--quiet"], is_flag=True, help="No progress bar."),
         ],
         help=(
             "Loss and perplexity of a model (a training checkpoint .pt or a save_pretrained folder) "
-            "on a shard folder."
+            "on a shard folder: the whole split, or a seeded sample of its windows with --max-batches. "
+            "The line printed says which."
         ),
     )
 

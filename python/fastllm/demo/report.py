@@ -5,12 +5,18 @@ Plots (matplotlib, Agg backend, each written atomically with `fastllm._io`):
   entropy of the training tokens as a line (a model below it uses context);
 - `dedup_clusters.png`: how many duplicate clusters have each size;
 - `tokenizer_compression.png`: bytes per token against vocabulary size (held-out documents);
-- `generation_throughput.png`: greedy generation tokens/s against batch size (KV cache).
+- `generation_throughput.png`: greedy generation tokens/s against batch size (KV cache), each point
+  marked with the decode step that ran it (batch 1: the Rust one-sequence step; larger: PyTorch).
+
+Paths in the report are absolute, so its commands work from any folder; the demo's last line gives
+the same command with the paths as the user wrote them, for the folder the demo was run from.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +24,29 @@ from typing import Any
 from fastllm._io import atomic_path, write_atomic
 
 PLOTS = ("loss.png", "dedup_clusters.png", "tokenizer_compression.png", "generation_throughput.png")
+STEP_NAMES = {"rust": "Rust one-sequence step", "torch": "PyTorch batched step"}
+# Why batch 2 is slower than batch 1: said next to the table and on the plot, so the dip does not
+# read as a fault.
+CLIFF_NOTE = (
+    "Batch 1 runs the Rust one-sequence decode step (one native call per token); larger batches run "
+    "the PyTorch batched step, which costs more per step at this model size, so tokens/s drops from "
+    "batch 1 to batch 2 and climbs again with the batch. That dip is the switch between the two "
+    "steps, not a fault; a later release gives every batch size the fast step."
+)
+
+
+def generate_command(out: str | os.PathLike[str], prompt: str) -> str:
+    """The `fastllm generate` command for the demo's model in `out`, paths joined onto `out` as
+    given (a relative `out` gives a command for the folder it is relative to), shell-quoted.
+
+    >>> generate_command("my demo", "def ")
+    "fastllm generate 'def ' --checkpoint 'my demo/train/model' --tokenizer 'my demo/tokenizer.json'"
+    """
+    base = Path(out)
+    return (
+        f"fastllm generate {shlex.quote(prompt)} --checkpoint {shlex.quote(str(base / 'train' / 'model'))} "
+        f"--tokenizer {shlex.quote(str(base / 'tokenizer.json'))}"
+    )
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -46,13 +75,15 @@ def _plots(out: Path, stages: dict[str, Any]) -> list[str]:
     made = []
     if "train" in stages:
         hist = stages["train"]["history"]
+        ev = stages["train"].get("eval")
         fig, ax = plt.subplots(figsize=(6, 3.6))
         train = [(r["step"], r["loss"]) for r in hist if "loss" in r]
         val = [(r["step"], r["val_loss"]) for r in hist if "val_loss" in r]
         if train:
-            ax.plot(*zip(*train), label="train loss")
+            ax.plot(*zip(*train), label="train loss (mean of the steps since the last point)")
         if val:
-            ax.plot(*zip(*val), "o-", label="validation loss")
+            what = f"{ev['windows']:,} sampled windows" if ev and ev["sampled"] else "whole split"
+            ax.plot(*zip(*val), "o-", label=f"validation loss ({what})")
         if "tokenize" in stages:
             ax.axhline(stages["tokenize"]["unigram_entropy"], color="gray", ls="--", label="unigram entropy")
         ax.set_xlabel("step")
@@ -90,17 +121,50 @@ def _plots(out: Path, stages: dict[str, Any]) -> list[str]:
         made.append("tokenizer_compression.png")
     if "generate" in stages:
         rows = stages["generate"]["throughput"]
-        _curve(
-            plt,
-            out / "generation_throughput.png",
-            [r["batch"] for r in rows],
-            [r["tokens_per_s"] for r in rows],
-            "batch size",
-            "tokens / s",
-            "Greedy generation with the KV cache",
-        )
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ax.plot([r["batch"] for r in rows], [r["tokens_per_s"] for r in rows], "-", color="gray", lw=1)
+        for step, marker in (("rust", "s"), ("torch", "o")):
+            mine = [r for r in rows if r.get("step", "torch") == step]
+            if mine:
+                xs, ys = [r["batch"] for r in mine], [r["tokens_per_s"] for r in mine]
+                ax.plot(xs, ys, marker, ms=7, label=STEP_NAMES[step])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([r["batch"] for r in rows], [str(r["batch"]) for r in rows])
+        ax.minorticks_off()
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("tokens / s")
+        ax.set_title("Greedy generation with the KV cache")
+        ax.legend(title="decode step", fontsize=8)
+        if len({r.get("step", "torch") for r in rows}) > 1:
+            ax.text(
+                0.0,
+                -0.24,
+                "Batch 1 has the Rust step, larger batches the slower PyTorch one: the dip is that switch.",
+                transform=ax.transAxes,
+                fontsize=7,
+            )
+        _save(fig, out / "generation_throughput.png")
+        plt.close(fig)
         made.append("generation_throughput.png")
     return made
+
+
+def _evaluated(ev: dict[str, Any] | None, perplexity: float, context: int) -> str:
+    """The validation loss's perplexity, standard error and what it is over, as the end of a sentence."""
+    if not ev:  # a run recorded before the figures existed
+        return f"(perplexity {perplexity:.1f})."
+    if not ev["sampled"]:
+        return (
+            f"(perplexity {perplexity:.1f}) over the whole validation split: all {ev['windows']:,} "
+            f"windows of {context} tokens."
+        )
+    err = f"; standard error {ev['stderr']:.3f}" if ev.get("stderr") is not None else ""
+    return (
+        f"(perplexity {perplexity:.1f}{err}) over {ev['windows']:,} windows of {context} tokens "
+        f"({ev['tokens']:,} tokens) drawn at random with seed {ev['seed']} from the "
+        f"{ev['of_windows']:,} windows ({ev['split_tokens']:,} tokens) of the validation split, the "
+        "same windows at every evaluation."
+    )
 
 
 def write_report(out: Path, state: dict[str, Any]) -> Path:
@@ -166,14 +230,16 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
     if "train" in st:
         r = st["train"]
         mfu = f", MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
+        n = r.get("threads")
+        threads = f" ({n} torch thread{'s' if n > 1 else ''})" if n else ""
         md += [
             "## 4. Pretraining",
             "",
-            f"MiniGPT, {r['params'] / 1e6:.2f} M parameters, on {r['device']}: {r['steps']:,} steps, "
-            f"{r['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s{mfu}.",
+            f"MiniGPT, {r['params'] / 1e6:.2f} M parameters, on {r['device']}{threads}: {r['steps']:,} "
+            f"steps, {r['tokens']:,} tokens, {r['tokens_per_s']:,.0f} tokens/s{mfu}.",
             "",
             f"Final training loss {r['loss']:.3f}; **validation loss {r['val_loss']:.3f} nats/token** "
-            f"(perplexity {r['val_perplexity']:.1f}).",
+            f"{_evaluated(r.get('eval'), r['val_perplexity'], s['context'])}",
         ]
         if "tokenize" in st:
             gap = st["tokenize"]["unigram_entropy"] - r["val_loss"]
@@ -184,8 +250,14 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
             ]
         md += [
             "",
-            "Checkpoints in `train/checkpoints/`, the final model in `train/model/` "
-            "(`fastllm generate --checkpoint train/model --tokenizer tokenizer.json`).",
+            "The training loss at each point is the mean over the steps since the previous point (the "
+            "weights changed during them); the validation loss is the model at that step.",
+            "",
+            "Checkpoints in `train/checkpoints/`, the final model in `train/model/`; from any folder:",
+            "",
+            "```bash",
+            generate_command(out.resolve(), s["sample_prompts"][0]),
+            "```",
             "",
             "![loss](loss.png)",
             "",
@@ -195,17 +267,44 @@ def write_report(out: Path, state: dict[str, Any]) -> Path:
         md += [
             "## 5. Generation",
             "",
-            f"Greedy, {g['new_tokens']} new tokens per row, KV cache:",
+            f"### Throughput: greedy decoding, {g['new_tokens']} new tokens per row, KV cache",
             "",
-            "| batch | tokens/s | ms per step |",
-            "|---|---|---|",
+            "| batch | tokens/s | ms per step | decode step |",
+            "|---|---|---|---|",
         ]
         md += [
-            f"| {r['batch']} | {r['tokens_per_s']:,.0f} | {r['ms_per_token']:.2f} |" for r in g["throughput"]
+            f"| {r['batch']} | {r['tokens_per_s']:,.0f} | {r['ms_per_token']:.2f} | "
+            f"{STEP_NAMES[r.get('step', 'torch')]} |"
+            for r in g["throughput"]
         ]
-        md += ["", "![throughput](generation_throughput.png)", "", "Samples (`samples.md`):", ""]
+        if len({r.get("step", "torch") for r in g["throughput"]}) > 1:
+            md += ["", CLIFF_NOTE]
+        smp_cfg = g.get("sampling", {"temperature": 0.8, "top_k": 50, "seed": s["seed"]})
+        md += [
+            "",
+            "![throughput](generation_throughput.png)",
+            "",
+            f"### Samples: temperature {smp_cfg['temperature']}, top-k {smp_cfg['top_k']} (not greedy), "
+            f"seed {smp_cfg['seed']} + the prompt's index (`samples.md`)",
+            "",
+        ]
         for smp in g["samples"]:
             md += [f"Prompt {json.dumps(smp['prompt'])}:", "", "```", smp["text"], "```", ""]
+    timings = state.get("timings", {})
+    if timings:
+        md += ["## Time", "", "| stage | seconds |", "|---|---|"]
+        md += [f"| {name} | {sec:,.1f} |" for name, sec in timings.items()]
+        md += [f"| total | {sum(timings.values()):,.1f} |", ""]
+        measured = st.get("train", {}).get("threads_measured")
+        if measured:
+            each = ", ".join(
+                f"{k}: {1e3 * v:.0f} ms" for k, v in sorted(measured.items(), key=lambda kv: int(kv[0]))
+            )
+            md += [
+                f"Training and generation ran on {st['train']['threads']} torch thread(s), the faster of "
+                f"1 and torch's default for one forward + backward here ({each}).",
+                "",
+            ]
     missing = [p for p in PLOTS if p not in made]
     if missing:
         md += [f"Not run yet: the stages behind {', '.join(missing)}.", ""]

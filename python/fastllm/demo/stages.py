@@ -8,10 +8,12 @@ returning the figures `state.json` keeps for it:
               several vocabulary sizes
 3. tokenize   encode `corpus.jsonl` into train/val token shards (`shards/`)
 4. train      pretrain a MiniGPT with the Trainer (`train/`: checkpoints, metrics, `train/model`)
-5. generate   sample from the trained model (`samples.md`) and time greedy generation at several
-              batch sizes
+5. generate   sample from the trained model (`samples.md`, temperature 0.8, top-k 50) and time
+              greedy generation at several batch sizes
 
-Every stage takes the same arguments, `(cfg, out, *, say, progress, device)`. The demo reads
+Every stage takes the same arguments, `(cfg, out, *, say, progress, device, threads)`: `device` is a
+torch device name the caller has already resolved (`fastllm.train.device.resolve_device`), `threads`
+torch's CPU threads for training and generation (None: `choose_threads` measures). The demo reads
 arbitrary folders, so records that are not text (a binary file, a bad JSONL line) are skipped and
 counted, never fatal: the count is in the dedup stage's first line, its figures and the report.
 """
@@ -31,6 +33,8 @@ from fastllm.data.documents import Document, DocumentReader
 from fastllm.demo.state import DemoConfig, load_state
 
 STAGES = ("dedup", "tokenizer", "tokenize", "train", "generate")
+SAMPLE_TEMPERATURE = 0.8  # samples.md: sampled, not greedy (greedy text from a small model loops)
+SAMPLE_TOP_K = 50
 Say = Callable[[str], None]
 
 
@@ -64,7 +68,9 @@ def corpus_documents(
     return docs, reader
 
 
-def stage_dedup(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str) -> dict[str, Any]:
+def stage_dedup(
+    cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str, threads: int | None
+) -> dict[str, Any]:
     from fastllm.data.dedup import MinHashDeduper
 
     docs, reader = corpus_documents(cfg.corpus, cfg.max_docs, progress)
@@ -118,7 +124,9 @@ def stage_dedup(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device:
     return summary
 
 
-def stage_tokenizer(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str) -> dict[str, Any]:
+def stage_tokenizer(
+    cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str, threads: int | None
+) -> dict[str, Any]:
     from fastllm.tokenizer import BPETokenizer
 
     texts = [doc.text for doc in DocumentReader([out / "corpus.jsonl"], "jsonl")]
@@ -154,7 +162,9 @@ def stage_tokenizer(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, dev
     return summary
 
 
-def stage_tokenize(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str) -> dict[str, Any]:
+def stage_tokenize(
+    cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str, threads: int | None
+) -> dict[str, Any]:
     import numpy as np
 
     from fastllm.data.shards import list_shards, load_shard
@@ -191,7 +201,7 @@ def stage_tokenize(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, devi
     return summary
 
 
-def _train_config(cfg: DemoConfig, out: Path, device: str, resume: bool, progress: bool):
+def _train_config(cfg: DemoConfig, out: Path, device: str, resume: bool, progress: bool, threads: int | None):
     from fastllm.train.trainer import TrainConfig
 
     return TrainConfig(
@@ -208,16 +218,59 @@ def _train_config(cfg: DemoConfig, out: Path, device: str, resume: bool, progres
         device=device,
         resume="latest" if resume else None,
         progress=progress,
+        num_threads=threads,
     )
 
 
-def stage_train(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str) -> dict[str, Any]:
+def choose_threads(model: Any, batch_size: int) -> tuple[int, dict[int, float]]:
+    """torch's CPU thread count for training `model`: 1 or torch's default, whichever runs a
+    forward + backward of one batch faster here, now; and the seconds each took (median of 3).
+
+    Why measure: with one core kept busy by another process, torch's threads wait for the one that
+    shares it at every op, and 2 threads on 2 cores measured 3.5x *slower* per step than 1 (a demo
+    run that way took 38 minutes instead of 7); on an idle machine 2 threads run ~1.8x faster. 1
+    is kept unless the default is clearly (15%) faster: it is the choice that cannot collapse if
+    the machine gets busier later. The model's weights, gradients and RNG are left as they were.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    if n == 1 or next(model.parameters()).device.type != "cpu":
+        return n, {}
+    c = model.config
+    g = torch.Generator().manual_seed(0)  # a private generator: the run's RNG is untouched
+    xy = torch.randint(0, c.vocab_size, (batch_size, c.context + 1), generator=g)
+    was = model.training
+    model.eval()  # no dropout: no draw from torch's RNG
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        _, loss = model(xy[:, :-1], xy[:, 1:], return_logits=False)
+        loss.backward()
+        return time.perf_counter() - t0
+
+    seconds: dict[int, float] = {}
+    try:
+        once()  # warm-up: first-call allocations
+        for k in (n, 1):
+            torch.set_num_threads(k)
+            seconds[k] = sorted(once() for _ in range(3))[1]
+    finally:
+        torch.set_num_threads(n)
+        model.zero_grad(set_to_none=True)
+        model.train(was)
+    return (n if seconds[n] < 0.85 * seconds[1] else 1), seconds
+
+
+def stage_train(
+    cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str, threads: int | None
+) -> dict[str, Any]:
     import torch
 
     from fastllm.data.dataset import TokenDataset
     from fastllm.data.shards import list_shards, load_shard
     from fastllm.model.gpt import MiniGPT, MiniGPTConfig
-    from fastllm.train.trainer import Trainer
+    from fastllm.train.trainer import Trainer, eval_windows
 
     for split in ("train", "val"):
         n = sum(load_shard(h).size for h in list_shards(out / "shards", split))
@@ -245,9 +298,18 @@ def stage_train(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device:
             d_model=cfg.d_model,
             mlp="gelu",
         )
-    )
+    ).to(device)
+    measured: dict[int, float] = {}
+    if threads is None:
+        threads, measured = choose_threads(model, cfg.batch_size)
+        if measured:
+            say(
+                "train: torch threads "
+                + ", ".join(f"{k}: {1e3 * v:.0f} ms" for k, v in sorted(measured.items()))
+                + f" per forward + backward; training with {threads}"
+            )
     resume = any((out / "train" / "checkpoints").glob("step_*.pt"))
-    result = Trainer(model, train, val, _train_config(cfg, out, device, resume, progress)).fit()
+    result = Trainer(model, train, val, _train_config(cfg, out, device, resume, progress, threads)).fit()
     if result.interrupted:
         raise KeyboardInterrupt
     history = [
@@ -255,6 +317,17 @@ def stage_train(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device:
         for line in (out / "train" / "metrics.jsonl").read_text().splitlines()
         if line.strip()
     ]
+    last_eval = [r for r in history if "val_loss" in r][-1]
+    windows = eval_windows(val, cfg.eval_batches * cfg.batch_size, cfg.seed)
+    evaluated = {  # what the validation figures are over (see fastllm.train.trainer.evaluate)
+        "windows": len(windows),
+        "of_windows": len(val),
+        "tokens": len(windows) * cfg.context,
+        "split_tokens": val.tokens,
+        "sampled": len(windows) < len(val),
+        "seed": cfg.seed,
+        "stderr": last_eval.get("val_stderr"),
+    }
     last = [r for r in history if "tokens_per_s" in r][-5:]
     summary = {
         "params": model.num_params(),
@@ -268,38 +341,56 @@ def stage_train(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device:
         "mfu": sum(r["mfu"] for r in last) / len(last) if last else None,
         "device": str(next(model.parameters()).device),
         "batch_size": cfg.batch_size,
+        "threads": threads if device == "cpu" else None,
+        "threads_measured": {str(k): v for k, v in measured.items()},  # JSON keys are strings
+        "eval": evaluated,
         "history": history,
     }
+    what = (
+        f"{evaluated['windows']:,} of {evaluated['of_windows']:,} validation windows, seed {cfg.seed}"
+        if evaluated["sampled"]
+        else f"all {evaluated['windows']:,} validation windows"
+    )
     say(
         f"train: {summary['params'] / 1e6:.2f} M params, {result.step} steps, loss {result.loss:.3f}, "
-        f"val loss {result.val_loss:.3f}, {summary['tokens_per_s']:,.0f} tokens/s"
+        f"val loss {result.val_loss:.3f} ({what}), {summary['tokens_per_s']:,.0f} tokens/s"
         + (f", MFU {100 * summary['mfu']:.1f}%" if summary["mfu"] is not None else "")
     )
     return summary
 
 
-def stage_generate(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str) -> dict[str, Any]:
+def stage_generate(
+    cfg: DemoConfig, out: Path, *, say: Say, progress: bool, device: str, threads: int | None
+) -> dict[str, Any]:
     import torch
 
+    from fastllm.generation.decode import DecodePlan
     from fastllm.model.gpt import MiniGPT
     from fastllm.tokenizer import BPETokenizer
 
     tok = BPETokenizer.from_file(out / "tokenizer.json")
-    dev = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
+    dev = torch.device(device)
+    if threads is not None and dev.type == "cpu":
+        torch.set_num_threads(threads)
     model = MiniGPT.from_pretrained(out / "train" / "model").to(dev).eval()
     samples = []
     for i, prompt in enumerate(cfg.sample_prompts):
         ids = tok.encode(prompt)
-        row = model.generate([ids], cfg.sample_tokens, temperature=0.8, top_k=50, seed=cfg.seed + i)[0]
+        row = model.generate(
+            [ids], cfg.sample_tokens, temperature=SAMPLE_TEMPERATURE, top_k=SAMPLE_TOP_K, seed=cfg.seed + i
+        )[0]
         samples.append({"prompt": prompt, "text": tok.decode(row.tolist())})
-    md = "# Samples\n\nTemperature 0.8, top-k 50, seed per prompt; the prompt is included.\n\n"
+    md = (
+        f"# Samples\n\nSampled at temperature {SAMPLE_TEMPERATURE}, top-k {SAMPLE_TOP_K}, seed "
+        f"{cfg.seed} + the prompt's index; the prompt is included.\n\n"
+    )
     md += "".join(f"## {json.dumps(s['prompt'])}\n\n```\n{s['text']}\n```\n\n" for s in samples)
     write_atomic(out / "samples.md", md)
     g = torch.Generator().manual_seed(cfg.seed)
     throughput = []
     with torch.inference_mode():
+        plan = DecodePlan.for_model(model)
+        rust_at_1 = plan is not None and plan.native is not None  # what generate() does at batch 1
         for batch in bar(progress, iterable=cfg.gen_batches, desc="generate", unit="batch size"):
             prompts = torch.randint(0, tok.vocab_size - 1, (batch, 16), generator=g).to(dev)
             model.generate(prompts, 2, temperature=0)  # warm-up
@@ -311,13 +402,20 @@ def stage_generate(cfg: DemoConfig, out: Path, *, say: Say, progress: bool, devi
                     "batch": batch,
                     "tokens_per_s": batch * cfg.gen_tokens / seconds,
                     "ms_per_token": seconds / cfg.gen_tokens * 1e3,
+                    "step": "rust" if batch == 1 and rust_at_1 else "torch",
                 }
             )
-    summary = {"samples": samples, "throughput": throughput, "new_tokens": cfg.gen_tokens}
+    summary = {
+        "samples": samples,
+        "sampling": {"temperature": SAMPLE_TEMPERATURE, "top_k": SAMPLE_TOP_K, "seed": cfg.seed},
+        "throughput": throughput,
+        "new_tokens": cfg.gen_tokens,
+    }
+    first = throughput[0]
     best = max(throughput, key=lambda r: r["tokens_per_s"])
+    also = f", {best['tokens_per_s']:,.0f} at batch {best['batch']}" if best is not first else ""
     say(
-        f"generate: {throughput[0]['tokens_per_s']:,.0f} tokens/s at batch 1 "
-        f"({throughput[0]['ms_per_token']:.2f} ms/token), {best['tokens_per_s']:,.0f} at batch "
-        f"{best['batch']}; samples in {out / 'samples.md'}"
+        f"generate: {first['tokens_per_s']:,.0f} tokens/s at batch {first['batch']} "
+        f"({first['ms_per_token']:.2f} ms/step){also}; samples in {out / 'samples.md'}"
     )
     return summary

@@ -23,6 +23,11 @@ such weights, so every checkpoint on disk holds finite weights (the exception na
 Device, autocast dtype ("auto": bf16 where the hardware multiplies it faster) and the peak FLOP/s
 for MFU come from `fastllm.train.device`.
 
+Evaluation (`evaluate`) reads the whole validation split when it holds at most `eval_batches *
+batch_size` windows, else that many windows drawn at random with `config.seed`: the same sample at
+every evaluation of a run, spread over the whole split (not its first batches), so the curve's
+points compare and the figure stands for the split.
+
 >>> import tempfile, numpy as np, torch
 >>> from fastllm.data.shards import ShardWriter
 >>> from fastllm.data.dataset import TokenDataset
@@ -51,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -69,6 +75,7 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "TrainingDiverged",
+    "eval_windows",
     "evaluate",
     "plot_losses",
 ]
@@ -127,6 +134,40 @@ class CosineSchedule:
 # Evaluation
 # --------------------------------------------------------------------------------------------
 
+_EVAL_STREAM = 0x65766131  # the evaluation sample's own RNG stream, next to the run's seed ("eva1")
+
+
+def eval_windows(data: TokenDataset, max_windows: int = 0, seed: int = 0) -> np.ndarray:
+    """The indices of the non-overlapping windows of `data` (`data[i]`) that `evaluate` reads.
+
+    All of them, in order, when `max_windows` is 0 or not below the split's window count; else
+    `max_windows` distinct windows drawn at random (a simple random sample), a pure function of
+    (`seed`, the split's length), in the order drawn: consecutive batches of them are random
+    groups, so the spread of batch losses gives the sample's standard error (sorted, each batch
+    would cover one stretch of the split, and the spread would measure the stretches).
+
+    >>> import tempfile, numpy as np
+    >>> from fastllm.data.shards import ShardWriter
+    >>> d = tempfile.mkdtemp()
+    >>> with ShardWriter(d, split="val", vocab_size=100, eot_id=0, tokenizer_sha256="") as w:
+    ...     w.write(np.arange(101) % 100)
+    >>> ds = TokenDataset(d, context=10, split="val")
+    >>> eval_windows(ds).tolist()
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    >>> pick = eval_windows(ds, 4, seed=1)
+    >>> len(pick), pick.tolist() == eval_windows(ds, 4, seed=1).tolist()
+    (4, True)
+    """
+    check_type(data, "data", TokenDataset)
+    max_windows = check_int(max_windows, "max_windows", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
+    n = len(data)
+    if max_windows == 0 or max_windows >= n:
+        return np.arange(n, dtype=np.int64)
+    # A stream of its own (seed, tag): evaluation draws nothing from training's RNGs.
+    rng = np.random.default_rng([seed, _EVAL_STREAM])
+    return rng.choice(n, size=max_windows, replace=False).astype(np.int64)
+
 
 @torch.no_grad()
 def evaluate(
@@ -135,42 +176,65 @@ def evaluate(
     *,
     batch_size: int = 8,
     max_batches: int = 0,
+    seed: int = 0,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     rank: int = 0,
     world_size: int = 1,
-) -> dict[str, float]:
-    """Mean next-token loss and perplexity over the non-overlapping windows of `data`, in order.
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Mean next-token loss and perplexity of `model` over windows of `data` (`eval_windows`).
 
-    max_batches=0 reads the whole split (cut to whole batches). Under torchrun each rank reads its
-    share and the results are averaged over ranks.
+    max_batches=0, or a split of at most `max_batches * batch_size` windows: every window of the
+    split (the last batch may be short). Otherwise `max_batches * batch_size` windows sampled at
+    random with `seed`, the same ones on every call, so successive evaluations in a run compare.
+    The loss is the mean over every target token read. Under torchrun each rank reads every
+    world_size-th batch and the sums are added over ranks.
+
+    Returns loss, perplexity, tokens and windows read, the split's window count (`of_windows`),
+    `sampled` (False: the whole split) with its `seed`, and for a sample `stderr`, the standard
+    error of the loss from the spread of its batches (None with fewer than 2 batches).
     """
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     max_batches = check_int(max_batches, "max_batches", minimum=0)
     device = torch.device(device)
+    windows = eval_windows(data, max_batches * batch_size, seed)
+    sampled = len(windows) < len(data)
     was_training = model.training
     model.eval()
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, batches)
-    for i, (x, y) in enumerate(data.batches(batch_size, shuffle=False, rank=rank, world_size=world_size)):
-        if max_batches and i * world_size >= max_batches:
-            break
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            _, loss = model(x.to(device), y.to(device), return_logits=False)
-        total[0] += loss.double()
-        total[1] += 1
+    T = data.context
+    # (sum of token losses, tokens, sum of batch losses, sum of squared batch losses, batches)
+    total = torch.zeros(5, dtype=torch.float64, device=device)
+    chunks = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+    mine = chunks[rank::world_size]
+    with bar(progress and rank == 0, total=len(mine), desc="eval", unit="batch") as shown:
+        for chunk in mine:
+            rows = np.stack([data.tokens_at(int(w) * T, (int(w) + 1) * T + 1) for w in chunk])  # (b, T + 1)
+            xy = torch.from_numpy(rows).to(device)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                _, loss = model(xy[:, :-1], xy[:, 1:], return_logits=False)
+            loss = loss.double()
+            n = float(xy[:, 1:].numel())
+            total += torch.stack([loss * n, loss.new_tensor(n), loss, loss * loss, loss.new_tensor(1.0)])
+            shown.update(1)
     if world_size > 1:
         torch.distributed.all_reduce(total)
     model.train(was_training)
-    if total[1] == 0:
-        raise ValueError(
-            f"{data!r} holds fewer than one batch of {batch_size} windows to evaluate on; "
-            "lower the batch size"
-        )
-    loss = float(total[0] / total[1])
+    token_sum, tokens, batch_sum, batch_sq, batches = total.tolist()
+    loss = token_sum / tokens
+    stderr = None
+    if sampled and batches >= 2:
+        var = max(0.0, (batch_sq - batch_sum**2 / batches) / (batches - 1))  # of the batch losses
+        stderr = math.sqrt(var / batches)
     return {
         "loss": loss,
         "perplexity": math.exp(min(loss, 700.0)),
-        "tokens": int(total[1]) * batch_size * data.context,
+        "tokens": int(tokens),
+        "windows": len(windows),
+        "of_windows": len(data),
+        "sampled": sampled,
+        "seed": seed,
+        "stderr": stderr,
     }
 
 
@@ -339,8 +403,10 @@ class Trainer:
         self.step_count += 1
         return float(total)
 
-    def evaluate(self, data: TokenDataset | None = None, max_batches: int | None = None) -> dict[str, float]:
-        """Validation loss and perplexity (of `val_data` unless `data` is given)."""
+    def evaluate(self, data: TokenDataset | None = None, max_batches: int | None = None) -> dict[str, Any]:
+        """Validation loss and perplexity (of `val_data` unless `data` is given) over the sample of
+        `eval_batches * batch_size` windows that `config.seed` picks, or the whole split when it is
+        no larger (`evaluate`)."""
         data = data if data is not None else self.val_data
         if data is None:
             raise ValueError("no validation data: pass val_data to Trainer or data to evaluate()")
@@ -349,6 +415,7 @@ class Trainer:
             data,
             batch_size=self.config.batch_size,
             max_batches=self.config.eval_batches if max_batches is None else max_batches,
+            seed=self.config.seed,
             device=self.device,
             dtype=self.dtype,
             rank=self.rank,
@@ -553,6 +620,8 @@ class Trainer:
                             "step": step,
                             "val_loss": val_loss,
                             "val_perplexity": ev["perplexity"],
+                            "val_tokens": ev["tokens"],  # what was read: see evaluate()
+                            "val_stderr": ev["stderr"],
                             "time": time.time(),
                         }
                     )
