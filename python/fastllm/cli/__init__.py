@@ -16,7 +16,6 @@ from fastllm.cli.generate import generate_command
 from fastllm.cli.tokenizer import tokenizer_group
 from fastllm.cli.train import eval_command, train_command
 
-
 # click >= 8.2 raises this UsageError to print a bare group's help (older ones print it themselves).
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
