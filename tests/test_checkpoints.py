@@ -552,7 +552,7 @@ def test_cli_commands_refuse_hostile_checkpoints_in_one_line(data, tmp_path, ckp
 
 def test_cli_eval_of_a_checkpoint_without_checksum_warns_in_one_line(data, tmp_path, run):
     shutil.copy(run / "checkpoints" / "step_00000001.pt", tmp_path / "old.pt")
-    out = _fastllm("eval", tmp_path / "old.pt", "--data", data, "--split", "train", "--max-batches", 1)
+    out = _fastllm("eval", tmp_path / "old.pt", "--data", data, "--split", "train", "--max-batches", 1, "--quiet")
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines() == [
         f"Warning: checkpoint {str(tmp_path / 'old.pt')!r} has no checksum file 'old.pt.sha256' "

@@ -235,4 +235,4 @@ def test_cli_eval_shows_a_progress_bar_over_its_batches(data, model, tmp_path, m
     assert CliRunner().invoke(main, [*args, "--quiet"]).exit_code == 0
     assert bars == [(True, 3, "eval"), (False, 3, "eval")]
     bad = CliRunner().invoke(main, [*args, "--seed", "-1"])
-    assert bad.exit_code == 2 and "-1 is not in the range x>=0" in bad.output
+    assert bad.exit_code == 2 and "-1 is not in the range 0<=x" in bad.output
