@@ -6,8 +6,8 @@ happens in Rust with the GIL released. Encoding follows tiktoken's conventions (
 list of ids; `allowed_special` / `disallowed_special` behave as in tiktoken), and `save` writes a
 Hugging Face `tokenizer.json`.
 
-Limits (each a ValueError naming the value and the limit when passed, so no input can make a call
-run or allocate without bound):
+Limits, so that no input can make a call run or allocate without bound (past the last three is a
+ValueError naming the value and the limit):
 
 * `MAX_PIECE_BYTES` (4096): a pre-token longer than this (a run of a megabyte of one letter, say)
   is cut into parts of this size before BPE; a custom `pattern` sees at most this much text on
