@@ -8,12 +8,20 @@ measured in benches/, not asserted here).
 from __future__ import annotations
 
 import base64
+import json
+import os
 import re
+import time
+from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 import fastllm
 from fastllm import BPETokenizer
+from fastllm.data.dedup import MinHashDeduper
+from fastllm.tokenizer import MAX_PIECE_BYTES, MAX_SPECIAL_BYTES, MAX_THREADS, MAX_VOCAB_FILE_BYTES
 
 SPECIAL = "<|endoftext|>"
 
@@ -294,3 +302,298 @@ def test_special_ids_far_above_the_vocabulary(tmp_path):
     tok = BPETokenizer.from_tiktoken(path, "gpt2", special_tokens={SPECIAL: 2**30})
     ids = tok.encode("hi" + SPECIAL, allowed_special="all")
     assert ids == [104, 105, 2**30] and tok.decode(ids) == "hi" + SPECIAL
+
+
+# ---- hostile input: bounds on threads, special tokens, files, patterns and pieces ------------------
+
+THREAD_CALLS = {
+    "train": lambda tok, n, path: train(["text"], num_threads=n),
+    "train_files": lambda tok, n, path: BPETokenizer.train_files(
+        [path], 300, num_threads=n, show_progress=False
+    ),
+    "encode_batch": lambda tok, n, path: tok.encode_batch(["text"], num_threads=n),
+    "encode_batch_numpy": lambda tok, n, path: tok.encode_batch_numpy(["text"], num_threads=n),
+    "set_num_threads": lambda tok, n, path: fastllm.set_num_threads(n),
+    "MinHashDeduper.signatures": lambda tok, n, path: MinHashDeduper(num_threads=n).signatures(["a b c d e"]),
+    "MinHashDeduper.dedup": lambda tok, n, path: MinHashDeduper(num_threads=n).dedup(["a b c d e"] * 2),
+}
+
+
+@pytest.mark.parametrize("n", [MAX_THREADS + 1, 100_000])
+@pytest.mark.parametrize("call", sorted(THREAD_CALLS))
+def test_thread_counts_above_the_cap(tok, tmp_path, call, n):
+    """100,000 threads used to take minutes to start (the call never returned): now refused."""
+    path = tmp_path / "corpus.txt"
+    path.write_text("some text\n", encoding="utf-8")
+    try:
+        with pytest.raises(ValueError, match=rf"^num_threads={n} is out of range: .*<= {MAX_THREADS}$"):
+            THREAD_CALLS[call](tok, n, path)
+    finally:
+        fastllm.set_num_threads(None)
+
+
+def test_thread_cap_is_inclusive():
+    try:
+        fastllm.set_num_threads(MAX_THREADS)
+        assert fastllm.get_num_threads() == MAX_THREADS
+    finally:
+        fastllm.set_num_threads(None)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to count threads")
+def test_pools_of_many_sizes_do_not_pile_up_threads(tok):
+    """Each pool size used is a pool of threads; only the few most recent are kept."""
+    sizes = range(1, 41)
+    for n in sizes:
+        assert tok.encode_batch(["a b"], num_threads=n) == [tok.encode("a b")]
+
+    def ours():
+        names = (p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm"))
+        return sum(name.startswith("fastllm-") for name in names)
+
+    deadline = time.monotonic() + 10  # threads of an evicted pool exit a moment after it is dropped
+    while ours() > 4 * max(sizes) + os.cpu_count() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ours() <= 4 * max(sizes) + os.cpu_count() < sum(sizes)
+
+
+LONG_SPECIALS = [
+    ("x" * (MAX_SPECIAL_BYTES + 1), MAX_SPECIAL_BYTES + 1),
+    ("é" * (MAX_SPECIAL_BYTES // 2 + 1), MAX_SPECIAL_BYTES + 2),
+    ("<|" + "y\n" * 600 + "|>", 1204),
+    ("z" * 1_000_000, 1_000_000),  # used to take minutes (a quadratic automaton build)
+]
+
+
+@pytest.mark.parametrize(
+    "special,length", LONG_SPECIALS, ids=lambda v: str(v)[:8] if isinstance(v, str) else v
+)
+def test_special_tokens_longer_than_the_cap(tmp_path, special, length):
+    message = rf"{length} bytes long; special tokens are at most {MAX_SPECIAL_BYTES} bytes"
+    with pytest.raises(ValueError, match=message) as info:
+        train(["text"], special_tokens=[special])
+    assert len(str(info.value)) < 1000  # the token is named by its start, not copied whole
+    with pytest.raises(ValueError, match=message):
+        BPETokenizer.from_tiktoken(_byte_ranks(tmp_path), "gpt2", special_tokens={special: 300})
+
+
+def test_special_tokens_at_the_cap_work(tmp_path):
+    specials = ["é" * (MAX_SPECIAL_BYTES // 2), "<|" + "y\n" * (MAX_SPECIAL_BYTES // 2 - 2) + "|>"]
+    assert all(len(s.encode()) == MAX_SPECIAL_BYTES for s in specials)
+    text = f"a{specials[0]}b\n{specials[1]}\nc"
+    tok = train([text * 3, "plain text"], special_tokens=specials)
+    ids = tok.encode(text, allowed_special="all")
+    assert [i for i in ids if i >= 256 + len(tok.merges)] == [tok.special_tokens[s] for s in specials]
+    assert tok.decode(ids) == text
+    tok.save(tmp_path / "t.json")
+    assert BPETokenizer.from_file(tmp_path / "t.json").encode(text, allowed_special="all") == ids
+
+
+def _tokenizer_json(tmp_path, edit):
+    """A valid tokenizer.json, changed by `edit(data)`, written to tmp_path; its path."""
+    base = tmp_path / "base.json"
+    train(["hello world, héllo 123"] * 5, 270, special_tokens=[SPECIAL]).save(base)
+    data = json.loads(base.read_text(encoding="utf-8"))
+    edit(data)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_long_added_token_in_tokenizer_json(tmp_path):
+    """An 80,000-character added token used to take 41 s to load; now refused at once."""
+    token = "q" * 80_000
+
+    def add(data):
+        data["added_tokens"].append({"id": 271, "content": token, "special": True})
+
+    with pytest.raises(
+        ValueError,
+        match=rf"tokenizer.json: added_tokens\[1\] is 80000 bytes long; .* at most {MAX_SPECIAL_BYTES}",
+    ):
+        BPETokenizer.from_file(_tokenizer_json(tmp_path, add))
+
+
+def _sparse(tmp_path, size):
+    path = tmp_path / "huge"
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+LOADERS = {
+    "from_file": lambda p, ok: BPETokenizer.from_file(p),
+    "from_tiktoken": lambda p, ok: BPETokenizer.from_tiktoken(p, "gpt2"),
+    "from_gpt2(encoder)": lambda p, ok: BPETokenizer.from_gpt2(p, ok),
+    "from_gpt2(vocab)": lambda p, ok: BPETokenizer.from_gpt2(ok, p),
+}
+SOURCES = [
+    (lambda tmp: "/dev/zero", r"^/dev/zero: NUL byte at offset 0"),  # used to end in MemoryError
+    (lambda tmp: _sparse(tmp, MAX_VOCAB_FILE_BYTES + 1), r"huge: the file is larger than the 256 MiB limit"),
+    (lambda tmp: tmp, r"is a directory"),
+    (lambda tmp: tmp / "missing", FileNotFoundError),
+]
+
+
+@pytest.mark.parametrize("source,expected", SOURCES, ids=["dev-zero", "over-the-cap", "directory", "missing"])
+@pytest.mark.parametrize("load", sorted(LOADERS))
+def test_loaders_read_bounded_regular_text(tmp_path, load, source, expected):
+    if "/dev/zero" in str(source(tmp_path)) and not Path("/dev/zero").exists():
+        pytest.skip("needs /dev/zero")
+    ok = tmp_path / "ok.txt"
+    ok.write_text("{}", encoding="utf-8")
+    error, match = (expected, None) if isinstance(expected, type) else (ValueError, expected)
+    with pytest.raises(error, match=match):
+        LOADERS[load](source(tmp_path), ok)
+    assert MAX_VOCAB_FILE_BYTES == 256 << 20
+
+
+# Split regexes in a tokenizer.json: (regex, None if it loads, else the error message).
+SPLIT_REGEXES = [
+    ("(?>x})", None),  # used to panic: "slice index starts at 1 but ends at 0"
+    ("(?#(a)é", None),  # used to panic on saving: a byte slice inside "é"
+    ("(?>é{2})é", None),
+    ("(?>[é]{1,3})|.", None),
+    (r"(?#\))é{2}", None),
+    ("(?>x}", "Opening parenthesis without closing parenthesis"),
+    ("é(?>", "Opening parenthesis"),
+    ("(?>(é{2}", "Opening parenthesis"),
+    ("[é-", "invalid pre-tokenizer pattern"),
+    ("(" + "é" * 500, r'"\(é+"\.\.\. \(1001 bytes in all\)'),  # the message quotes the start only
+]
+
+
+@pytest.mark.parametrize("regex,error", SPLIT_REGEXES)
+def test_split_regexes_in_tokenizer_json(tmp_path, regex, error):
+    def set_regex(data):
+        data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = regex
+
+    path = _tokenizer_json(tmp_path, set_regex)
+    if error is not None:
+        with pytest.raises(ValueError, match=error) as info:
+            BPETokenizer.from_file(path)
+        assert len(str(info.value)) < 2000
+        return
+    tok = BPETokenizer.from_file(path)
+    text = "hello wörld (é) x} éé"
+    assert tok.decode(tok.encode(text)) == text
+    tok.save(tmp_path / "again.json")
+    again = BPETokenizer.from_file(tmp_path / "again.json")
+    assert again.pattern == tok.pattern and again.encode(text) == tok.encode(text)
+
+
+@pytest.mark.parametrize(
+    "pattern", ["(?#(a)é", "(?#a)é{1,2}+", "(é{2}+)", "[é)]{2}+", r"(?#\))x|é{2,}+", "é(?=(a+)+b)|."]
+)
+def test_custom_patterns_save_and_reload(tmp_path, pattern):
+    """`fastllm tokenizer train --pattern '(?#(a)é'` used to panic when saving."""
+    text = "hello (a) world éé ééé aab"
+    tok = train([text] * 5, 270, pattern=pattern)
+    tok.save(tmp_path / "t.json")
+    again = BPETokenizer.from_file(tmp_path / "t.json")
+    assert again.pattern == pattern
+    assert again.encode(text) == tok.encode(text) and tok.decode(tok.encode(text)) == text
+
+
+REGEX_PIECES = [
+    *"()[]{}?*+|\\^$.,#:<>=!-0123x",
+    *["(?>", "(?#", "(?=", "(?!", "(?<=", "(?:", "(?i:", "[^", "{2}", "{1,3}", "{,2}", r"\p{L}", r"\x{41}"],
+    *["é", "中", "😀", " "],
+]
+
+
+@pytest.fixture(scope="module")
+def hf_template(tmp_path_factory):
+    path = _tokenizer_json(tmp_path_factory.mktemp("fuzz"), lambda data: None)
+    return json.loads(path.read_text(encoding="utf-8")), path.parent
+
+
+def _load_or_value_error(data, directory):
+    """Loads `data` as a tokenizer.json: a tokenizer that round-trips text, or a ValueError."""
+    path = directory / "fuzzed.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    try:
+        tok = BPETokenizer.from_file(path)
+    except ValueError:
+        return
+    text = "hello wörld 123 (a) {x} " + SPECIAL
+    assert tok.decode(tok.encode(text, disallowed_special=())) == text
+    tok.save(directory / "saved.json")
+    assert BPETokenizer.from_file(directory / "saved.json").encode(text, disallowed_special=()) == tok.encode(
+        text, disallowed_special=()
+    )
+
+
+@settings(max_examples=300)
+@given(regex=st.lists(st.sampled_from(REGEX_PIECES), min_size=1, max_size=10).map("".join))
+@example(regex="(?>x})")
+@example(regex="(?>]{2})}")
+def test_fuzzed_split_regex_loads_or_raises_value_error(hf_template, regex):
+    """Random Split regexes: never a panic (42 of 3,000 used to panic), always a tokenizer or ValueError."""
+    data, directory = hf_template
+    data = json.loads(json.dumps(data))
+    data["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = regex
+    _load_or_value_error(data, directory)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-1, 2**40) | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = [
+    ("model",),
+    ("model", "type"),
+    ("model", "vocab"),
+    ("model", "vocab", "a"),
+    ("model", "vocab", "Ġ"),
+    ("model", "merges"),
+    ("model", "merges", 0),
+    ("model", "merges", 0, 1),
+    ("model", "dropout"),
+    ("added_tokens",),
+    ("added_tokens", 0),
+    ("added_tokens", 0, "id"),
+    ("added_tokens", 0, "content"),
+    ("normalizer",),
+    ("pre_tokenizer",),
+    ("pre_tokenizer", "pretokenizers", 0),
+    ("pre_tokenizer", "pretokenizers", 0, "pattern"),
+    ("pre_tokenizer", "pretokenizers", 1, "use_regex"),
+    ("post_processor",),
+]
+
+
+@settings(max_examples=200)
+@given(edits=st.lists(st.tuples(st.sampled_from(FIELDS), json_values), min_size=1, max_size=3))
+def test_fuzzed_tokenizer_json_loads_or_raises_value_error(hf_template, edits):
+    data, directory = hf_template
+    data = json.loads(json.dumps(data))
+    for path, value in edits:
+        node = data
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            pass
+    _load_or_value_error(data, directory)
+
+
+@pytest.mark.parametrize("pattern", ["gpt4", "gpt2", r"\S+|\s+", r"[a-z]+", r"(?=(a+)+b)a|."])
+@pytest.mark.parametrize("unit", ["a", " ", "é", "ab"])
+def test_long_runs_are_cut_into_capped_pieces(pattern, unit):
+    """No pre-token is longer than MAX_PIECE_BYTES: a run twice as long encodes as its parts do.
+
+    This is what bounds encoding's memory on a 200 MB run with no spaces, and (with the custom
+    pattern's search windows) the quadratic lookahead pattern `(?=(a+)+b)a|.` of the issue.
+    """
+    tok = train([(unit * 50 + " ") * 20, unit * 5000], 256 + 40, pattern=pattern)
+    size = MAX_PIECE_BYTES // len(unit.encode())  # units per full piece
+    whole = tok.encode(unit * size)
+    assert tok.encode(unit * (2 * size + 5)) == whole + whole + tok.encode(unit * 5)
+
+
+def test_training_on_a_long_run_makes_tokens_of_at_most_a_piece():
+    tok = train(["a" * (3 * MAX_PIECE_BYTES + 7)], 256 + 20)
+    assert max(len(tok.token_bytes(i)) for i in range(tok.vocab_size)) == MAX_PIECE_BYTES

@@ -29,8 +29,13 @@ def get_num_threads() -> int: ...
 
 @final
 class Tokenizer:
+    MAX_PIECE_BYTES: ClassVar[int]
+    MAX_SPECIAL_BYTES: ClassVar[int]
+    MAX_VOCAB_FILE_BYTES: ClassVar[int]
     @staticmethod
     def from_hf_json(text: str, path: str) -> Tokenizer: ...
+    @staticmethod
+    def from_hf_file(path: str) -> Tokenizer: ...
     @staticmethod
     def from_tiktoken(path: str, pattern: str, specials: Sequence[tuple[str, int]]) -> Tokenizer: ...
     @staticmethod

@@ -6,6 +6,17 @@ happens in Rust with the GIL released. Encoding follows tiktoken's conventions (
 list of ids; `allowed_special` / `disallowed_special` behave as in tiktoken), and `save` writes a
 Hugging Face `tokenizer.json`.
 
+Limits, so that no input can make a call run or allocate without bound (past the last three is a
+ValueError naming the value and the limit):
+
+* `MAX_PIECE_BYTES` (4096): a pre-token longer than this (a run of a megabyte of one letter, say)
+  is cut into parts of this size before BPE; a custom `pattern` sees at most this much text on
+  either side of where a search starts. Only such long runs encode differently from tiktoken.
+* `MAX_SPECIAL_BYTES` (1024): the longest special token, in bytes of UTF-8.
+* `MAX_VOCAB_FILE_BYTES` (256 MiB): the largest file `from_file`, `from_tiktoken` and `from_gpt2`
+  read; a file with a NUL byte (not text: `/dev/zero`) is refused at once.
+* `MAX_THREADS` (1024): the most `num_threads` any parallel call of the package accepts.
+
 >>> tok = BPETokenizer.train(["low lower lowest"] * 10, 260, show_progress=False)
 >>> tok.decode(tok.encode("lower lows"))
 'lower lows'
@@ -27,7 +38,19 @@ from fastllm._checks import check_bool, check_int, check_optional_int, check_tex
 from fastllm._io import write_atomic
 from fastllm._progress import bar
 
-__all__ = ["BPETokenizer", "StreamDecoder"]
+__all__ = [
+    "MAX_PIECE_BYTES",
+    "MAX_SPECIAL_BYTES",
+    "MAX_THREADS",
+    "MAX_VOCAB_FILE_BYTES",
+    "BPETokenizer",
+    "StreamDecoder",
+]
+
+MAX_PIECE_BYTES: int = _core.Tokenizer.MAX_PIECE_BYTES
+MAX_SPECIAL_BYTES: int = _core.Tokenizer.MAX_SPECIAL_BYTES
+MAX_VOCAB_FILE_BYTES: int = _core.Tokenizer.MAX_VOCAB_FILE_BYTES
+MAX_THREADS = 1024  # enforced for every parallel call in Rust (fastllm-py/src/pool.rs)
 
 PathLike = Union[str, "os.PathLike[str]"]
 SpecialSet = Union[Literal["all"], Collection[str]]
@@ -169,9 +192,10 @@ class BPETokenizer:
         """Trains on any iterable of str (streamed in batches: it need not fit in memory).
 
         `pattern` is "gpt4" (cl100k split, the default), "gpt2", or a regex. `vocab_size` counts the
-        256 byte tokens, the merges and the special tokens; training stops earlier when no pair
-        occurs `min_frequency` times. Ties between equally frequent pairs go to the smallest
-        (left id, right id), so results are identical on any number of threads.
+        256 byte tokens, the merges and the special tokens (each at most `MAX_SPECIAL_BYTES`);
+        training stops earlier when no pair occurs `min_frequency` times. Ties between equally
+        frequent pairs go to the smallest (left id, right id), so results are identical on any
+        number of threads (`num_threads`: None for the default, else 1 to `MAX_THREADS`).
 
         After merging "aa" (id 256), "aa"+"a" and "a"+"b" both occur 4 times; the tie goes to
         the smaller pair, (97, 98):
@@ -286,15 +310,12 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path: PathLike) -> BPETokenizer:
-        """Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face)."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FileNotFoundError(f"tokenizer file not found: {str(p)!r}") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{p}: not a UTF-8 tokenizer.json ({e})") from None
-        return cls(_core.Tokenizer.from_hf_json(text, str(p)))
+        """Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face).
+
+        The file is read in Rust, at most `MAX_VOCAB_FILE_BYTES` of it; anything malformed,
+        unsupported or too large is a ValueError naming the file.
+        """
+        return cls(_core.Tokenizer.from_hf_file(os.fspath(path)))
 
     @classmethod
     def from_tiktoken(
@@ -384,7 +405,10 @@ class BPETokenizer:
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
     ) -> list[list[int]]:
-        """Encodes many texts in parallel (GIL released); same ids as `encode` on each."""
+        """Encodes many texts in parallel (GIL released); same ids as `encode` on each.
+
+        `num_threads`: None for the default (`fastllm.set_num_threads`), else 1 to `MAX_THREADS`.
+        """
         items = check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         threads = check_optional_int(num_threads, "num_threads", minimum=1)

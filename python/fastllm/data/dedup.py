@@ -99,7 +99,8 @@ class MinHashDeduper:
     `threshold`: Jaccard similarity of the shingle sets at or above which two texts are duplicates.
     `verify`: "exact" (Jaccard of the shingle sets, the default), "estimate" (the signatures'
     agreement; faster, looser) or "none" (every LSH candidate). `bands`/`rows` override the LSH
-    banding, which is otherwise chosen from the threshold.
+    banding, which is otherwise chosen from the threshold. `num_threads`: None for the default
+    (`fastllm.set_num_threads`), else 1 to 1024 (more is a ValueError when a method runs).
     """
 
     __slots__ = ("_core", "_threads")

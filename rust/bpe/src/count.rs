@@ -14,12 +14,13 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 use crate::error::{BpeError, Result};
 use crate::pretokenize::PreTokenizer;
-use crate::special::SpecialMatcher;
+use crate::special::{self, SpecialMatcher};
 
 /// Unique pre-tokens (as bytes) with their number of occurrences.
 pub type WordCounts = FxHashMap<Box<[u8]>, u64>;
@@ -37,7 +38,7 @@ const MIN_CHUNK: usize = 64 << 10;
 /// `pool.install`), splitting each text around special tokens first
 /// ([`SpecialMatcher::for_each_ordinary`]) so specials are never counted.
 pub fn count_texts(pretok: &PreTokenizer, specials: &SpecialMatcher, texts: &[&str]) -> Result<WordCounts> {
-    let guards = SpecialGuards::new(specials);
+    let guards = SpecialGuards::new(specials)?;
     let total: usize = texts.iter().map(|t| t.len()).sum();
     let target = chunk_target(total);
     // Long texts are cut at safe points so one huge text still uses every worker.
@@ -93,7 +94,7 @@ pub(crate) fn count_file_blocks(
 ) -> Result<()> {
     let block_size = block_size.max(1);
     let mut file = File::open(path).map_err(|e| BpeError::io(path, e))?;
-    let guards = SpecialGuards::new(specials);
+    let guards = SpecialGuards::new(specials)?;
     let mut buf: Vec<u8> = Vec::with_capacity(block_size + block_size / 4);
     let mut consumed: u64 = 0;
     let mut lines_before: usize = 0;
@@ -260,8 +261,12 @@ fn add_borrowed(dst: &mut WordCounts, src: BorrowedCounts<'_>) {
 //
 // Special tokens: a cut must not fall inside an occurrence of a special token. Only a special
 // that contains "\n" followed by more bytes can contain the cut (the byte before the cut is
-// "\n"); for those, every alignment of the token over the cut is checked. If no occurrence spans
-// the cut, leftmost-longest matching on the two parts finds exactly the matches of the whole.
+// "\n"). The occurrences of those ("guarded" specials), overlapping ones included, and the
+// prefixes of one that run past the end of the buffer (the next block may complete them) are
+// found once per window of candidates by an Aho-Corasick search, so the work stays linear in
+// the text whatever the specials are (checking every alignment of every special at every
+// candidate would be quadratic in their length). If no occurrence spans the cut, leftmost-longest
+// matching on the two parts finds exactly the matches of the whole.
 
 /// Unicode White_Space, as the regex `\s`.
 fn is_ws(c: char) -> bool {
@@ -294,29 +299,45 @@ fn char_before(buf: &[u8], end: usize) -> Option<char> {
     Some(c)
 }
 
-/// Special tokens that could contain a safe cut: (token bytes, offsets of inner "\n" bytes).
+/// The guarded specials (those with a "\n" followed by more bytes), which a cut must not split.
 struct SpecialGuards {
-    tokens: Vec<(Vec<u8>, Vec<usize>)>,
+    /// Standard-semantics automaton over the guarded specials (for overlapping occurrences).
+    ac: Option<AhoCorasick>,
+    /// The guarded specials, sorted (to find a prefix of one at the end of a buffer).
+    sorted: Vec<Vec<u8>>,
     max_len: usize,
 }
 
+/// Candidates examined per search of the guarded specials.
+const GUARD_WINDOW: usize = 64 << 10;
+
 impl SpecialGuards {
     fn none() -> Self {
-        SpecialGuards { tokens: Vec::new(), max_len: 0 }
+        SpecialGuards { ac: None, sorted: Vec::new(), max_len: 0 }
     }
 
-    fn new(specials: &SpecialMatcher) -> Self {
-        let mut tokens = Vec::new();
-        let mut max_len = 0;
-        for t in specials.tokens() {
-            let b = t.as_bytes();
-            let nl: Vec<usize> = (0..b.len().saturating_sub(1)).filter(|&j| b[j] == b'\n').collect();
-            if !nl.is_empty() {
-                max_len = max_len.max(b.len());
-                tokens.push((b.to_vec(), nl));
-            }
+    fn new(specials: &SpecialMatcher) -> Result<Self> {
+        let mut sorted: Vec<Vec<u8>> = specials
+            .tokens()
+            .iter()
+            .map(|t| t.as_bytes())
+            .filter(|b| b.len() > 1 && b[..b.len() - 1].contains(&b'\n'))
+            .map(<[u8]>::to_vec)
+            .collect();
+        if sorted.is_empty() {
+            return Ok(Self::none());
         }
-        SpecialGuards { tokens, max_len }
+        sorted.sort();
+        let max_len = sorted.iter().map(Vec::len).max().unwrap_or(0);
+        let ac = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .kind(special::automaton_kind(&sorted))
+            .build(&sorted)
+            .map_err(|e| BpeError::InvalidSpecial {
+                token: String::from_utf8_lossy(&sorted[0]).into(),
+                reason: e.to_string(),
+            })?;
+        Ok(SpecialGuards { ac: Some(ac), sorted, max_len })
     }
 
     /// How far before an already-scanned end a candidate can still change its verdict.
@@ -324,32 +345,66 @@ impl SpecialGuards {
         8 + self.max_len
     }
 
-    /// Whether an occurrence of a guarded special (possibly running past the end of `buf`, which
-    /// is treated as a possible occurrence) contains bytes `c - 1` and `c`.
-    fn spans(&self, buf: &[u8], c: usize) -> bool {
-        for (tok, nls) in &self.tokens {
-            for &j in nls {
-                // Token byte j is the "\n" at c - 1.
-                let Some(start) = (c - 1).checked_sub(j) else { continue };
-                let avail = &buf[start..buf.len().min(start + tok.len())];
-                if tok.starts_with(avail) {
-                    return true;
-                }
+    /// For each cut `c` in `lo..hi` (`0 < lo <= hi <= buf.len()`): whether an occurrence of a
+    /// guarded special in `buf` contains bytes `c - 1` and `c`, counting a prefix of a special
+    /// that runs to the end of `buf` as an occurrence. `None`: no guarded specials.
+    fn covered(&self, buf: &[u8], lo: usize, hi: usize) -> Option<Vec<bool>> {
+        let ac = self.ac.as_ref()?;
+        // Occurrences covering a cut in lo..hi lie within from..to.
+        let from = lo.saturating_sub(self.max_len);
+        let to = (hi + self.max_len).min(buf.len());
+        let mut depth = vec![0i32; hi - lo + 1];
+        let mut mark = |a: usize, b: usize| {
+            // cuts a..b (clipped to lo..hi)
+            let (a, b) = (a.max(lo), b.min(hi));
+            if a < b {
+                depth[a - lo] += 1;
+                depth[b - lo] -= 1;
+            }
+        };
+        for m in ac.find_overlapping_iter(&buf[from..to]) {
+            mark(from + m.start() + 1, from + m.end());
+        }
+        if to == buf.len() {
+            // The first start from which the rest of `buf` is a proper prefix of a special: every
+            // cut after it may fall inside that special once the text goes on.
+            let first = buf.len().saturating_sub(self.max_len - 1).max(from);
+            let prefix_at = (first..buf.len()).find(|&s| {
+                let rest = &buf[s..];
+                let i = self.sorted.partition_point(|t| t.as_slice() < rest);
+                self.sorted.get(i).is_some_and(|t| t.starts_with(rest))
+            });
+            if let Some(s) = prefix_at {
+                mark(s + 1, buf.len() + 1);
             }
         }
-        false
+        let mut level = 0;
+        Some(
+            depth[..hi - lo]
+                .iter()
+                .map(|d| {
+                    level += d;
+                    level > 0
+                })
+                .collect(),
+        )
     }
 }
 
-/// Whether `c` (with `buf[c - 1] == b'\n'` already checked) is a safe cut.
-fn is_cut(buf: &[u8], c: usize, guards: &SpecialGuards) -> bool {
+/// Whether `c` (with `buf[c - 1] == b'\n'` already checked) is a safe cut, specials aside.
+fn is_plain_cut(buf: &[u8], c: usize) -> bool {
     if c < 2 {
         return false;
     }
     match (char_before(buf, c - 1), char_at(buf, c)) {
-        (Some(before), Some(after)) if !is_ws(before) && !is_ws(after) => !guards.spans(buf, c),
+        (Some(before), Some(after)) => !is_ws(before) && !is_ws(after),
         _ => false,
     }
+}
+
+/// Whether `c` is a candidate (right after a "\n", before the end) and a safe cut, specials aside.
+fn is_candidate(buf: &[u8], c: usize) -> bool {
+    c >= 2 && c < buf.len() && buf[c - 1] == b'\n' && is_plain_cut(buf, c)
 }
 
 /// Largest cut index in buf (exclusive end of the first part) lying just after a b'\n' that is
@@ -362,29 +417,44 @@ pub fn safe_cut(buf: &[u8]) -> Option<usize> {
 
 /// Largest safe cut `c` with `c > from`.
 fn last_cut_from(buf: &[u8], from: usize, guards: &SpecialGuards) -> Option<usize> {
-    let mut i = buf.len();
-    // Candidates are c = i + 1 where buf[i] == b'\n', c < buf.len().
-    while i > from {
-        i -= 1;
-        if buf[i] == b'\n' && i + 1 < buf.len() && i + 1 > from && is_cut(buf, i + 1, guards) {
-            return Some(i + 1);
+    let mut hi = buf.len();
+    while hi > from + 1 {
+        let lo = hi.saturating_sub(GUARD_WINDOW).max(from + 1);
+        let mut candidates = (lo..hi).rev().filter(|&c| is_candidate(buf, c)).peekable();
+        if candidates.peek().is_some() {
+            match guards.covered(buf, lo, hi) {
+                None => return candidates.next(),
+                Some(cov) => {
+                    if let Some(c) = candidates.find(|&c| !cov[c - lo]) {
+                        return Some(c);
+                    }
+                }
+            }
         }
+        hi = lo;
     }
     None
 }
 
 /// Smallest safe cut `c` with `c >= from`.
 fn next_cut_from(buf: &[u8], from: usize, guards: &SpecialGuards) -> Option<usize> {
-    let mut i = from.saturating_sub(1);
-    while i + 1 < buf.len() {
-        match buf[i..].iter().position(|&b| b == b'\n') {
-            Some(p) => i += p,
-            None => return None,
+    let mut lo = from.max(2);
+    while lo < buf.len() {
+        let hi = (lo + GUARD_WINDOW).min(buf.len());
+        // Candidates follow a "\n": find those quickly.
+        let mut candidates =
+            (lo - 1..hi - 1).filter(|&i| buf[i] == b'\n').map(|i| i + 1).filter(|&c| is_candidate(buf, c)).peekable();
+        if candidates.peek().is_some() {
+            match guards.covered(buf, lo, hi) {
+                None => return candidates.next(),
+                Some(cov) => {
+                    if let Some(c) = candidates.find(|&c| !cov[c - lo]) {
+                        return Some(c);
+                    }
+                }
+            }
         }
-        if i + 1 >= from && is_cut(buf, i + 1, guards) {
-            return Some(i + 1);
-        }
-        i += 1;
+        lo = hi;
     }
     None
 }
@@ -501,7 +571,7 @@ mod tests {
                 let whole = pretok.split(&text).unwrap();
                 let bytes = text.as_bytes();
                 for c in 1..bytes.len() {
-                    if bytes[c - 1] != b'\n' || !is_cut(bytes, c, &SpecialGuards::none()) {
+                    if bytes[c - 1] != b'\n' || !is_plain_cut(bytes, c) {
                         continue;
                     }
                     let mut parts = pretok.split(&text[..c]).unwrap();
@@ -532,12 +602,40 @@ mod tests {
     #[test]
     fn cuts_avoid_specials_with_newlines() {
         let m = SpecialMatcher::new(&["<|a\nb|>".to_string(), "x\ny".to_string()]).unwrap();
-        let g = SpecialGuards::new(&m);
+        let g = SpecialGuards::new(&m).unwrap();
         assert_eq!(last_cut_from(b"q<|a\nb|>", 0, &g), None);
         assert_eq!(last_cut_from(b"q<|a\nb", 0, &g), None); // may continue as a special
         assert_eq!(last_cut_from(b"q<|a\nc", 0, &g), Some(5));
         assert_eq!(last_cut_from(b"1x\ny2", 0, &g), None);
         assert_eq!(last_cut_from(b"1x\nz2\nw", 0, &g), Some(6));
+    }
+
+    /// Long specials full of newlines, and a text made of them: every candidate cut lies inside
+    /// an occurrence, at every alignment the special nearly matches. Checking each alignment at
+    /// each candidate took time quadratic in the special's length per candidate (minutes here);
+    /// the windowed Aho-Corasick search is linear. Counts still equal the naive ones.
+    #[test]
+    fn hostile_specials_with_newlines_count_exactly() {
+        let long = format!("{}bb", "a\n".repeat(crate::special::MAX_SPECIAL_BYTES / 2 - 1));
+        let specials = SpecialMatcher::new(&[long.clone(), "a\na\nc".to_string()]).unwrap();
+        let pretok = PreTokenizer::new("gpt4").unwrap();
+        let text = format!("{}x\ny\n{}", long.repeat(150), "a\n".repeat(2000));
+        let want = sorted(&naive(&pretok, &specials, &[&text]));
+        assert_eq!(sorted(&count_texts(&pretok, &specials, &[&text]).unwrap()), want);
+        let path = write_tmp("hostile-specials.txt", text.as_bytes());
+        for block in [4096, 50_000] {
+            assert_eq!(sorted(&file_counts(&pretok, &specials, &path, block)), want, "block {block}");
+        }
+        // Chunks for the threads are cut only outside the specials.
+        let guards = SpecialGuards::new(&specials).unwrap();
+        let mut chunks = Vec::new();
+        split_chunks(&text, 1000, &guards, &mut chunks);
+        assert_eq!(chunks.concat(), text);
+        let mut at = 0;
+        for c in &chunks[..chunks.len() - 1] {
+            at += c.len();
+            assert!(at > 150 * long.len(), "cut at {at}, inside the specials");
+        }
     }
 
     #[test]

@@ -5,14 +5,16 @@
 //! malformed or unsupported is [`BpeError::Format`] naming the path, the 1-based line where it is
 //! known, and the offending field or value.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::io::Read as _;
 use std::path::Path;
 
 use base64::Engine as _;
 use serde_json::Value;
 
 use crate::error::{BpeError, Result};
+use crate::special::MAX_SPECIAL_BYTES;
 
 /// The pre-tokenizer regex of HF's `ByteLevel { use_regex: true }` (GPT-2's original pattern,
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`).
@@ -71,13 +73,73 @@ pub fn bytes_to_unicode_string(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| map[b as usize]).collect()
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    let data = std::fs::read(path).map_err(|e| BpeError::io(path, e))?;
+/// Largest vocabulary file a loader reads (`tokenizer.json`, `.tiktoken`, `encoder.json`,
+/// `vocab.bpe`): 256 MiB, several times the largest published vocabularies (a 256k-token
+/// `tokenizer.json` is ~20 MB). A bigger regular file is refused before reading; anything else
+/// (a pipe, a device) is read up to the limit and refused there, so no loader reads without end.
+pub const MAX_VOCAB_FILE_BYTES: u64 = 256 << 20;
+
+fn too_large(path: &Path, size: Option<u64>) -> BpeError {
+    let size = size.map(|n| format!(" ({n} bytes)")).unwrap_or_default();
+    BpeError::format(
+        path.display().to_string(),
+        None,
+        format!("the file is larger than the {} MiB limit on vocabulary files{size}", MAX_VOCAB_FILE_BYTES >> 20),
+    )
+}
+
+/// The whole file, at most [`MAX_VOCAB_FILE_BYTES`] of it. Vocabulary files are text, so a NUL
+/// byte (`/dev/zero`, a binary file) is refused as soon as it is read.
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| BpeError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| BpeError::io(path, e))?;
+    if meta.is_dir() {
+        return Err(BpeError::format(path.display().to_string(), None, "is a directory, not a vocabulary file"));
+    }
+    if meta.is_file() && meta.len() > MAX_VOCAB_FILE_BYTES {
+        return Err(too_large(path, Some(meta.len())));
+    }
+    // A regular file's size is known (it may still grow: the limit below holds regardless).
+    let expected = if meta.is_file() { meta.len() as usize } else { 0 };
+    let mut data = Vec::with_capacity(expected);
+    let mut reader = file.take(MAX_VOCAB_FILE_BYTES + 1);
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BpeError::io(path, e)),
+        };
+        if let Some(k) = chunk[..n].iter().position(|&b| b == 0) {
+            return Err(BpeError::format(
+                path.display().to_string(),
+                None,
+                format!("NUL byte at offset {}: a vocabulary file is text", data.len() + k),
+            ));
+        }
+        data.extend_from_slice(&chunk[..n]);
+        if data.len() as u64 > MAX_VOCAB_FILE_BYTES {
+            return Err(too_large(path, None));
+        }
+    }
+    Ok(data)
+}
+
+/// A vocabulary file as UTF-8 text (bounded by [`MAX_VOCAB_FILE_BYTES`]).
+pub fn read_text(path: &Path) -> Result<String> {
+    let data = read_bounded(path)?;
     String::from_utf8(data).map_err(|e| {
         let upto = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         let line = upto.iter().filter(|&&b| b == b'\n').count() + 1;
         BpeError::format(path.display().to_string(), Some(line), "the file is not valid UTF-8")
     })
+}
+
+/// Parse a `tokenizer.json` file (see [`read_hf_json`]), read with [`read_text`].
+pub fn load_hf_json(path: &Path) -> Result<HfBpe> {
+    let text = read_text(path)?;
+    read_hf_json(&text, &path.display().to_string())
 }
 
 /// Largest id accepted for a vocabulary of `n` entries (ids index a Vec, so bound the gaps).
@@ -362,6 +424,9 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
 
     // --- added tokens (specials) ---
     let mut specials: Vec<(String, u32)> = Vec::new();
+    // Hash sets, not scans of `specials`: a file may list many added tokens.
+    let mut special_ids: HashMap<u32, usize> = HashMap::new();
+    let mut special_texts: HashSet<&str> = HashSet::new();
     if let Some(added) = get(&root, "added_tokens") {
         let added = added.as_array().ok_or_else(|| err("added_tokens must be a list".into()))?;
         // tokenizers assigns ids to added tokens that are not in the model vocab sequentially
@@ -381,8 +446,14 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
                     )));
                 }
             }
-            if specials.iter().any(|(c, _)| c == content) {
+            if special_texts.contains(content) {
                 continue; // tokenizers ignores repeats
+            }
+            if content.len() > MAX_SPECIAL_BYTES {
+                return Err(err(format!(
+                    "added_tokens[{i}] is {} bytes long; special tokens are at most {MAX_SPECIAL_BYTES} bytes",
+                    content.len()
+                )));
             }
             let expected = match by_key.get(content) {
                 Some(&vid) => vid,
@@ -401,16 +472,19 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
                      id {expected}"
                 )));
             }
-            if let Some((c, _)) = specials.iter().find(|s| s.1 == id) {
+            if let Some(&k) = special_ids.get(&id) {
+                let c = &specials[k].0;
                 return Err(err(format!("added_tokens[{i}] ({content:?}) has the id {id} of {c:?}")));
             }
+            special_ids.insert(id, specials.len());
+            special_texts.insert(content);
             specials.push((content.to_string(), id));
         }
     }
 
     let mut vocab: Vec<Option<Vec<u8>>> = vec![None; max_id as usize + 1];
     for (&k, &id) in &by_key {
-        if specials.iter().any(|s| s.1 == id) {
+        if special_ids.contains_key(&id) {
             continue;
         }
         let bytes = unicode_to_bytes(k)
@@ -529,6 +603,12 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
 // syntax, `(X{1,3})+` (any number of repetitions), so cl100k's `\p{N}{1,3}+` would split "1977"
 // as one piece. We write such intervals as atomic groups `(?>X{1,3})` (same meaning in both) and
 // turn them back on reading. `++`, `*+`, `?+` are possessive in both.
+//
+// Both rewrites work on the pattern as a slice of `char`s and never slice a `str` by byte
+// offsets, so any input (unbalanced, cut inside an escape, multi-byte characters anywhere) gives
+// some output instead of a panic; the fuzz tests below hold them to that. A pattern that is not
+// a valid regex comes out as some other invalid regex, which the regex compiler then rejects
+// with an error naming it.
 
 /// Length in chars of the escape starting at `c[0] == '\\'` (`\p{L}`, `\x{41}`, `\n`, ...).
 fn escape_len(c: &[char]) -> usize {
@@ -573,8 +653,31 @@ fn class_len(c: &[char]) -> usize {
     c.len()
 }
 
-/// Length in chars of an interval quantifier `{n}`, `{n,}`, `{n,m}`, `{,m}` at `c[0] == '{'`.
+/// Whether `c` starts a comment group `(?#...)`.
+fn is_comment(c: &[char]) -> bool {
+    c.starts_with(&['(', '?', '#'])
+}
+
+/// Length in chars of the comment `(?#...)` at the start of `c`: it ends at the first `)` that
+/// is not escaped (as in fancy-regex and Oniguruma; parentheses inside do not nest).
+fn comment_len(c: &[char]) -> usize {
+    let mut i = 3;
+    while i < c.len() {
+        match c[i] {
+            '\\' => i += 2,
+            ')' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    c.len()
+}
+
+/// Length in chars of an interval quantifier `{n}`, `{n,}`, `{n,m}`, `{,m}` at the start of `c`
+/// (`None` if `c` does not start with one).
 fn interval_len(c: &[char]) -> Option<usize> {
+    if c.first() != Some(&'{') {
+        return None;
+    }
     let end = c.iter().position(|&x| x == '}')?;
     let inner = &c[1..end];
     let digits = |s: &[char]| s.iter().all(char::is_ascii_digit);
@@ -585,19 +688,23 @@ fn interval_len(c: &[char]) -> Option<usize> {
     ok.then_some(end + 1)
 }
 
-/// Length in chars of the single atom at the start of `c` (escape, class, group or char).
+/// Length in chars (at least 1 unless `c` is empty, at most `c.len()`) of the single atom at the
+/// start of `c`: an escape, a class, a group (to its matching `)`, or the end of `c` if it has
+/// none), a comment, or one char.
 fn atom_len(c: &[char]) -> usize {
-    match c.first() {
-        None => 0,
-        Some('\\') => escape_len(c),
-        Some('[') => class_len(c),
-        Some('(') => {
+    let Some(&first) = c.first() else { return 0 };
+    let n = match first {
+        '\\' => escape_len(c),
+        '[' => class_len(c),
+        '(' if is_comment(c) => comment_len(c),
+        '(' => {
             let mut depth = 0;
             let mut i = 0;
             while i < c.len() {
                 match c[i] {
                     '\\' => i += escape_len(&c[i..]),
                     '[' => i += class_len(&c[i..]),
+                    '(' if is_comment(&c[i..]) => i += comment_len(&c[i..]),
                     '(' => {
                         depth += 1;
                         i += 1;
@@ -614,8 +721,28 @@ fn atom_len(c: &[char]) -> usize {
             }
             c.len()
         }
-        Some(_) => 1,
+        _ => 1,
+    };
+    n.clamp(1, c.len())
+}
+
+/// The inside of a closed group atom `( ... )` (not a comment), or `None` for any other atom.
+fn group_inner(atom: &[char]) -> Option<&[char]> {
+    match atom {
+        ['(', inner @ .., ')'] if !is_comment(atom) => Some(inner),
+        _ => None,
     }
+}
+
+/// Whether an atom may carry a quantifier (the rewrite leaves `(`, `)`, `|` and comments alone).
+fn quantifiable(atom: &[char]) -> bool {
+    !matches!(atom, ['('] | [')'] | ['|']) && !is_comment(atom)
+}
+
+/// Whether `c` starts with a quantifier. `X{n,m}+` followed by one is left as it is (and so is
+/// `(?>X{n,m})` followed by one): the engines disagree on what a second quantifier means.
+fn starts_quantifier(c: &[char]) -> bool {
+    matches!(c.first(), Some('{' | '*' | '+' | '?'))
 }
 
 /// Our (fancy-regex) pattern -> the form to store in a tokenizer.json for Oniguruma:
@@ -623,34 +750,37 @@ fn atom_len(c: &[char]) -> usize {
 pub fn pattern_to_onig(p: &str) -> String {
     let c: Vec<char> = p.chars().collect();
     let mut out = String::with_capacity(p.len() + 8);
+    to_onig(&c, &mut out);
+    out
+}
+
+fn to_onig(c: &[char], out: &mut String) {
     let mut i = 0;
     while i < c.len() {
         let n = atom_len(&c[i..]);
-        let atom: String = c[i..i + n].iter().collect();
+        let atom = &c[i..i + n];
         i += n;
-        if c.get(i) == Some(&'{') && !(n == 1 && matches!(atom.as_str(), "(" | ")" | "|")) {
+        if quantifiable(atom) {
             if let Some(q) = interval_len(&c[i..]) {
-                if c.get(i + q) == Some(&'+') {
-                    let quant: String = c[i..i + q].iter().collect();
+                if c.get(i + q) == Some(&'+') && !starts_quantifier(&c[i + q + 1..]) {
                     out.push_str("(?>");
-                    out.push_str(&pattern_to_onig(&atom));
-                    out.push_str(&quant);
+                    to_onig(atom, out);
+                    out.extend(&c[i..i + q]);
                     out.push(')');
                     i += q + 1;
                     continue;
                 }
             }
         }
-        if n > 1 && atom.starts_with('(') {
-            // recurse into groups
-            out.push('(');
-            out.push_str(&pattern_to_onig(&atom[1..atom.len() - 1]));
-            out.push(')');
-        } else {
-            out.push_str(&atom);
+        match group_inner(atom) {
+            Some(inner) => {
+                out.push('(');
+                to_onig(inner, out);
+                out.push(')');
+            }
+            None => out.extend(atom),
         }
     }
-    out
 }
 
 /// Inverse of [`pattern_to_onig`]: atomic groups holding exactly one atom and an interval,
@@ -658,34 +788,37 @@ pub fn pattern_to_onig(p: &str) -> String {
 pub fn pattern_from_onig(p: &str) -> String {
     let c: Vec<char> = p.chars().collect();
     let mut out = String::with_capacity(p.len());
+    from_onig(&c, &mut out);
+    out
+}
+
+fn from_onig(c: &[char], out: &mut String) {
     let mut i = 0;
     while i < c.len() {
         let n = atom_len(&c[i..]);
         let atom = &c[i..i + n];
         i += n;
-        if n > 2 && atom[0] == '(' && atom[n - 1] == ')' {
-            let inner = &atom[1..n - 1];
-            if inner.len() > 2 && inner[0] == '?' && inner[1] == '>' {
-                let body = &inner[2..];
-                let a = atom_len(body);
-                if a > 0 && a < body.len() && interval_len(&body[a..]) == Some(body.len() - a) {
-                    let x: String = body[..a].iter().collect();
-                    let quant: String = body[a..].iter().collect();
-                    out.push_str(&pattern_from_onig(&x));
-                    out.push_str(&quant);
-                    out.push('+');
-                    continue;
-                }
+        let Some(inner) = group_inner(atom) else {
+            out.extend(atom);
+            continue;
+        };
+        if let ['?', '>', body @ ..] = inner {
+            let a = atom_len(body);
+            if a < body.len()
+                && quantifiable(&body[..a])
+                && interval_len(&body[a..]) == Some(body.len() - a)
+                && !starts_quantifier(&c[i..])
+            {
+                from_onig(&body[..a], out);
+                out.extend(&body[a..]);
+                out.push('+');
+                continue;
             }
-            let inner: String = inner.iter().collect();
-            out.push('(');
-            out.push_str(&pattern_from_onig(&inner));
-            out.push(')');
-        } else {
-            out.extend(atom.iter());
         }
+        out.push('(');
+        from_onig(inner, out);
+        out.push(')');
     }
-    out
 }
 
 fn json_str(s: &str) -> String {
@@ -837,5 +970,88 @@ mod tests {
             assert_eq!(pattern_to_onig(ours), onig);
             assert_eq!(pattern_from_onig(onig), ours);
         }
+        // Comments are copied as they are (their parentheses do not nest), and multi-byte
+        // characters anywhere are no problem (these used to panic on byte slicing).
+        for (ours, onig) in [
+            ("(?#(a)é", "(?#(a)é"),
+            ("(?#a)é{1,2}+", "(?#a)(?>é{1,2})"),
+            (r"(?#\)(x)é{2}+", r"(?#\)(x)(?>é{2})"),
+            ("(é{2}+)", "((?>é{2}))"),
+        ] {
+            assert_eq!(pattern_to_onig(ours), onig);
+            assert_eq!(pattern_from_onig(onig), ours);
+        }
+        // Malformed input gives malformed output, not a panic.
+        for p in ["(?>x})", "(?>x}", "(?>", "(", ")", "(?>)", "((", "[", r"\", r"\p{", "{", "é(", "(é", "(?#"] {
+            pattern_to_onig(p);
+            pattern_from_onig(p);
+        }
+    }
+
+    /// Sample texts the fuzz below splits with each pattern.
+    const FUZZ_TEXTS: &[&str] =
+        &["", "hello world 1234567 é中文 (a) {x}", "aaab  \n\n x1x22x333 ééé ((x)) }{", "x{2}+ ?# é) #"];
+
+    /// Random patterns from regex-heavy pieces: the rewrites never panic, and for every pattern
+    /// fancy-regex accepts, the Oniguruma form and its inverse split text exactly as it does.
+    #[test]
+    fn onig_rewrites_fuzz() {
+        use crate::testutil::XorShift;
+        const PIECES: &[&str] = &[
+            "(", ")", "(?>", "(?:", "(?#", "(?=", "(?!", "(?<=", "(?i:", "[", "]", "[^", "{", "}", "{2}", "{1,3}",
+            "{,2}", "{2,}", "+", "*", "?", "|", "\\", "\\p{L}", "\\x{41}", "\\d", "\\s", "\\{", "\\)", ".", "^", "$",
+            "#", ",", "1", "x", "a", "é", "中", "😀", " ",
+        ];
+        let mut rng = XorShift::star(0xC0FFEE);
+        let mut valid = 0;
+        for _ in 0..6_000 {
+            let n = 1 + rng.below_high(10);
+            let p: String = (0..n).map(|_| PIECES[rng.below_high(PIECES.len())]).collect();
+            let onig = pattern_to_onig(&p);
+            let back = pattern_from_onig(&onig);
+            pattern_from_onig(&p);
+            let Ok(re) = fancy_regex::Regex::new(&p) else { continue };
+            valid += 1;
+            for form in [&onig, &back] {
+                let other = fancy_regex::Regex::new(form).unwrap_or_else(|e| panic!("{p:?} -> {form:?}: {e}"));
+                for text in FUZZ_TEXTS {
+                    let pieces = |re: &fancy_regex::Regex| -> Vec<(usize, usize)> {
+                        re.find_iter(text).filter_map(|m| m.ok()).map(|m| (m.start(), m.end())).collect()
+                    };
+                    assert_eq!(pieces(&re), pieces(&other), "{p:?} vs {form:?} on {text:?}");
+                }
+            }
+        }
+        assert!(valid > 600, "only {valid} valid patterns: the fuzz is too weak");
+    }
+
+    fn tmp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fastllm-formats-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn loaders_read_bounded_text() {
+        // A sparse file one byte over the limit: refused from its size, without reading it.
+        let path = tmp_file("huge.json", b"");
+        std::fs::File::options().write(true).open(&path).unwrap().set_len(MAX_VOCAB_FILE_BYTES + 1).unwrap();
+        let err = load_hf_json(&path).unwrap_err().to_string();
+        assert!(err.contains("huge.json") && err.contains("256 MiB"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+        // An endless device: refused at its first NUL byte.
+        if Path::new("/dev/zero").exists() {
+            let err = load_tiktoken(Path::new("/dev/zero")).unwrap_err().to_string();
+            assert!(err.contains("/dev/zero") && err.contains("NUL byte at offset 0"), "{err}");
+        }
+        let err = read_text(&std::env::temp_dir()).unwrap_err().to_string();
+        assert!(err.contains("directory"), "{err}");
+        let path = tmp_file("nul.tiktoken", b"YQ== 0\n\0");
+        let err = load_tiktoken(&path).unwrap_err().to_string();
+        assert!(err.contains("NUL byte at offset 7"), "{err}");
+        let path = tmp_file("bad-utf8.json", b"{\n\xff}");
+        assert!(load_hf_json(&path).unwrap_err().to_string().contains("bad-utf8.json:2"));
     }
 }

@@ -53,6 +53,13 @@ pub const GPT4_LEGACY_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}
 /// The older r50k form (also Hugging Face's GPT-2 pattern). Equivalent to [`GPT2_PATTERN`].
 pub const GPT2_LEGACY_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
+/// Longest pre-token piece, in bytes: a longer run (a megabyte of one letter, say) is cut into
+/// parts of this size at char boundaries before BPE sees it, and a custom pattern is matched
+/// within windows of this size (see [`PreTokenizer::for_each_piece`]). It bounds the memory
+/// and time of encoding and training on any input; only runs of more than 4 KiB encode
+/// differently from tiktoken / Hugging Face tokenizers (which have no such cap).
+pub const MAX_PIECE_BYTES: usize = 4096;
+
 #[derive(Clone, Debug)]
 enum Matcher {
     /// Hand-written cl100k; `legacy_tail` selects the old form's trailing-white-space rule.
@@ -137,6 +144,12 @@ impl PreTokenizer {
 
     /// Call `f` on every piece of `text`, in order (dyn version of
     /// [`for_each_piece_fast`](Self::for_each_piece_fast)).
+    ///
+    /// Pieces are at most [`MAX_PIECE_BYTES`] long: a longer match is cut into parts of that size.
+    /// A custom pattern's searches see that many bytes on either side of where they start, so
+    /// a match or lookaround that would need to see further behaves as if the text ended there;
+    /// this keeps the work linear in the text for any pattern (the built-in patterns need no
+    /// window).
     pub fn for_each_piece<'a>(&self, text: &'a str, f: &mut dyn FnMut(&'a str)) -> Result<()> {
         self.for_each_piece_fast(text, f)
     }
@@ -158,26 +171,7 @@ impl PreTokenizer {
                 scan(text, |b, i| gpt2_piece_end(classes, b, i), f);
                 Ok(())
             }
-            Matcher::Regex(re) => {
-                // Text the pattern does not match becomes a piece of its own, as in Hugging Face's
-                // Split(behavior="isolated"): nothing is dropped, so decode(encode(s)) == s for
-                // any pattern, and a saved tokenizer.json encodes the same in `tokenizers`.
-                let mut last = 0;
-                for m in re.find_iter(text) {
-                    let m = m.map_err(|e| BpeError::RegexRuntime(e.to_string()))?;
-                    if m.start() > last {
-                        f(&text[last..m.start()]);
-                    }
-                    if !m.as_str().is_empty() {
-                        f(m.as_str());
-                    }
-                    last = m.end();
-                }
-                if last < text.len() {
-                    f(&text[last..]);
-                }
-                Ok(())
-            }
+            Matcher::Regex(re) => regex_pieces(re, text, &mut f),
         }
     }
 
@@ -187,6 +181,101 @@ impl PreTokenizer {
         self.for_each_piece_fast(text, |p| out.push(p))?;
         Ok(out)
     }
+}
+
+/// Calls `f` on `piece`, cut into parts of at most [`MAX_PIECE_BYTES`] (at char boundaries).
+#[inline(always)]
+fn emit<'a, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
+    if piece.len() <= MAX_PIECE_BYTES {
+        f(piece)
+    } else {
+        emit_long(piece, f)
+    }
+}
+
+#[cold]
+fn emit_long<'a, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
+    let mut rest = piece;
+    while rest.len() > MAX_PIECE_BYTES {
+        let end = floor_char_boundary(rest, MAX_PIECE_BYTES);
+        let (head, tail) = rest.split_at(end);
+        f(head);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        f(rest);
+    }
+}
+
+/// The largest char boundary of `s` at or below `i` (`i` clamped to `s.len()`): at most 3 below
+/// `i`, so cutting at `floor_char_boundary(s, MAX_PIECE_BYTES)` always makes progress.
+fn floor_char_boundary(s: &str, i: usize) -> usize {
+    if i >= s.len() {
+        return s.len();
+    }
+    let mut k = i;
+    while k > 0 && !s.is_char_boundary(k) {
+        k -= 1;
+    }
+    k
+}
+
+/// The pieces of `text` under a custom regex, in order, each given to `f` through [`emit`].
+///
+/// Text the pattern does not match becomes a piece of its own, as in Hugging Face's
+/// Split(behavior="isolated"): nothing is dropped, so decode(encode(s)) == s for any pattern, and
+/// a saved tokenizer.json encodes the same in `tokenizers`. Empty matches are no pieces, but
+/// they do end an unmatched stretch.
+///
+/// Each search sees only [`MAX_PIECE_BYTES`] of text on either side of where it starts: a match
+/// running to the end of that window is cut there (it would be cut at that length anyway), and
+/// a pattern behaves at the window's end as at the end of the text. That bounds the work of one
+/// search, and so of the whole split, to linear in the text: without it a pattern like `a*b|.`
+/// or `(?=(a+)+b)a|.` rescans the rest of a long run of `a` at every position, quadratic in the
+/// run (the regex engines bound the steps of one search, not of all of them). A result can only
+/// differ from an unbounded search's where a match or its lookaround needs to see more than
+/// MAX_PIECE_BYTES ahead; the worst case, a pattern that does so at every position, costs a
+/// window's worth of matching per byte of text.
+fn regex_pieces<'a, F: FnMut(&'a str)>(re: &fancy_regex::Regex, text: &'a str, f: &mut F) -> Result<()> {
+    let n = text.len();
+    let mut last = 0; // end of the text given to `f` so far
+    let mut at = 0; // where the next search starts
+    while at < n {
+        let lo = floor_char_boundary(text, at.saturating_sub(MAX_PIECE_BYTES));
+        let hi = floor_char_boundary(text, at.saturating_add(MAX_PIECE_BYTES));
+        let input = fancy_regex::RegexInput::new(&text[lo..hi]).from_pos(at - lo);
+        let found = re
+            .find_input(input)
+            .map_err(|e| BpeError::RegexRuntime(e.to_string()))?
+            .map(|m| (lo + m.start(), lo + m.end()));
+        match found {
+            // No match starts in this window: none that fits it, at least. Move on by half a
+            // window, so that a match starting late in this one is looked for again with room.
+            None if hi == n => break,
+            None => at = floor_char_boundary(text, at + MAX_PIECE_BYTES / 2),
+            Some((start, end)) if start == end => {
+                // An empty match ends the unmatched stretch before it (as fancy-regex's
+                // `find_iter` reports it); search again one char further on.
+                if end > last {
+                    emit(&text[last..end], f);
+                    last = end;
+                }
+                at = end + text[end..].chars().next().map_or(1, char::len_utf8);
+            }
+            Some((start, end)) => {
+                if start > last {
+                    emit(&text[last..start], f);
+                }
+                emit(&text[start..end], f);
+                last = end;
+                at = end;
+            }
+        }
+    }
+    if last < n {
+        emit(&text[last..], f);
+    }
+    Ok(())
 }
 
 /// Drive a piece-end function over `text`: pieces tile the text.
@@ -202,7 +291,7 @@ where
         let e = piece_end(b, i);
         debug_assert!(e > i && e <= b.len() && text.is_char_boundary(e));
         if let Some(piece) = text.get(i..e) {
-            f(piece);
+            emit(piece, &mut f);
         }
         i = e;
     }
@@ -627,6 +716,128 @@ mod tests {
     fn pretok_custom_regex_skips_empty_matches() {
         let p = PreTokenizer::new(r"a*").expect("valid");
         assert_eq!(p.split("baab").expect("ok"), ["b", "aa", "b"]);
+    }
+
+    /// The old, unwindowed split (fancy-regex's own iterator), for texts the windows cover.
+    fn unbounded_pieces<'a>(re: &fancy_regex::Regex, text: &'a str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let mut last = 0;
+        for m in re.find_iter(text) {
+            let m = m.expect("no runtime error");
+            if m.start() > last {
+                out.push(&text[last..m.start()]);
+            }
+            if !m.as_str().is_empty() {
+                out.push(m.as_str());
+            }
+            last = m.end();
+        }
+        if last < text.len() {
+            out.push(&text[last..]);
+        }
+        out
+    }
+
+    /// On texts shorter than a window, the windowed split is the plain one, for patterns with
+    /// lookarounds, empty matches, anchors and unmatched stretches.
+    #[test]
+    fn pretok_custom_regex_same_as_unbounded_on_short_texts() {
+        let patterns = [
+            r"[a-z]+",
+            r"a*",
+            r"\s+(?!\S)|\s+|\S+",
+            r"(?=(a+)+b)a|.",
+            r"a+(?=b)|.",
+            r"(?<=a)b+|x",
+            r"^a|b$|\bc",
+            // Llama 3's split (cl100k's old form plus `(?:)`, so that it runs on the regex engine)
+            r"(?:)(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+            r"",
+            r"x?",
+        ];
+        let mut rng = XorShift::star(99);
+        // Texts with runs longer than the first windows (up to 3 KiB, within the last one).
+        let runs = [" ", "a", "b", "\n", " \n", "1", "é", "!", "ab", "x y"];
+        let long_texts: Vec<String> = (0..60)
+            .map(|_| {
+                (0..1 + rng.below_high(4))
+                    .map(|_| runs[rng.below_high(runs.len())].repeat(1 + rng.below_high(1000)))
+                    .collect()
+            })
+            .filter(|t: &String| t.len() <= 3000)
+            .collect();
+        for src in patterns {
+            let p = PreTokenizer::new(src).expect("valid");
+            assert!(!p.is_hand_written(), "{src}");
+            let re = fancy_regex::Regex::new(src).expect("valid");
+            let short = EDGE_CASES.iter().map(|t| t.to_string()).chain((0..2000).map(|_| random_text(&mut rng)));
+            // `a+(?=b)|.` takes "." for an "a" whose "b" lies beyond the first window (see below).
+            let long = long_texts.iter().filter(|_| src != r"a+(?=b)|.").cloned();
+            for text in short.chain(long) {
+                assert_eq!(p.split(&text).expect("ok"), unbounded_pieces(&re, &text), "{src} on {text:?}");
+            }
+        }
+    }
+
+    /// No piece is longer than MAX_PIECE_BYTES, whatever the pattern: long runs are cut at char
+    /// boundaries, and the pieces still tile the text.
+    #[test]
+    fn pretok_pieces_are_capped() {
+        let m = MAX_PIECE_BYTES;
+        let texts = [
+            "a".repeat(3 * m + 5),
+            " ".repeat(2 * m + 1),
+            "é".repeat(m + 1),
+            format!("x{}", "😀".repeat(m / 2)),
+            format!("{}!{}", "1".repeat(3 * m), "-".repeat(m + 7)),
+        ];
+        for src in ["gpt4", "gpt2", GPT4_LEGACY_PATTERN, r"\S+|\s+", r"(?=(a+)+b)a|[^b]+", r"b+"] {
+            let p = PreTokenizer::new(src).expect("valid");
+            for text in &texts {
+                let pieces = p.split(text).expect("ok");
+                assert_eq!(pieces.concat(), *text, "{src}");
+                assert!(pieces.iter().all(|s| !s.is_empty() && s.len() <= m), "{src}: a piece over the cap");
+            }
+        }
+        // A run is cut into whole parts of the cap (less up to 3 bytes for a char boundary).
+        let gpt4 = PreTokenizer::new("gpt4").expect("builtin");
+        let run = "a".repeat(2 * m + 5);
+        assert_eq!(gpt4.split(&run).expect("ok"), [&run[..m], &run[m..2 * m], &run[2 * m..]]);
+        let wide = "é".repeat(m); // 2 * m bytes, cut between characters
+        assert_eq!(gpt4.split(&wide).expect("ok").iter().map(|s| s.len()).collect::<Vec<_>>(), [m, m]);
+        let four = format!(" {}", "😀".repeat(m / 4)); // one piece; the cut falls back 3 bytes
+        let lens: Vec<usize> = gpt4.split(&four).expect("ok").iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [m - 3, 4]);
+    }
+
+    /// A custom pattern's search sees MAX_PIECE_BYTES ahead: `a+(?=b)|.` on a run of `a` that
+    /// ends in `b` takes the "." alternative until the `b` is within reach. So the work of each
+    /// search is bounded (without windows, each search rescans the rest of the run).
+    #[test]
+    fn pretok_custom_regex_searches_are_windowed() {
+        let m = MAX_PIECE_BYTES;
+        let p = PreTokenizer::new(r"a+(?=b)|.").expect("valid");
+        let b = m + 10; // where the "b" is
+        let text = format!("{}b", "a".repeat(b));
+        let reach = b - (m - 1); // the first position whose window holds the "b"
+        let mut want: Vec<&str> = vec!["a"; reach];
+        want.push(&text[reach..b]);
+        want.push("b");
+        assert_eq!(p.split(&text).expect("ok"), want);
+        // A match running to the end of the window is cut there.
+        let greedy = PreTokenizer::new(r"a+|.").expect("valid");
+        assert_eq!(greedy.split(&text).expect("ok"), [&text[..m], &text[m..b], "b"]);
+        // No match within a window: the search moves on by half a window; unmatched text
+        // becomes capped pieces; a match starting late in one window is found from the next.
+        let late = format!("{}abc{}", " ".repeat(m - 2), " ".repeat(m));
+        let abc = PreTokenizer::new(r"abc").expect("valid");
+        let lens: Vec<usize> = abc.split(&late).expect("ok").iter().map(|s| s.len()).collect();
+        assert_eq!(lens, [m - 2, 3, m]);
+        // The quadratic case of the issue finishes; the pieces tile the text.
+        let q = PreTokenizer::new(r"(?=(a+)+b)a|.").expect("valid");
+        let long = "a".repeat(3 * m);
+        let pieces = q.split(&long).expect("ok");
+        assert_eq!((pieces.len(), pieces.concat()), (long.len(), long.clone()));
     }
 
     fn read_corpus(path: &str) -> Option<String> {

@@ -14,7 +14,7 @@ use crate::encode::{Bpe, PieceCache};
 use crate::error::{BpeError, Result};
 use crate::formats::HfBpe;
 use crate::pretokenize::PreTokenizer;
-use crate::special::SpecialMatcher;
+use crate::special::{check_specials, SpecialMatcher};
 use crate::train::train_merges;
 
 /// Which specials an `encode` call treats as special (`allowed`) or rejects (`disallowed`); both
@@ -83,7 +83,7 @@ impl Tokenizer {
         if counts.is_empty() {
             return Err(BpeError::EmptyCorpus);
         }
-        SpecialMatcher::new(specials)?; // reject empty/duplicate specials before the long part
+        check_specials(specials)?; // reject bad specials before the long part
         let merges = train_merges(counts, vocab_size - minimum, min_frequency, progress);
         let mut vocab: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
         for &(l, r) in &merges {

@@ -2,12 +2,28 @@
 //! message: a missing file is `FileNotFoundError`, other I/O is `OSError`, everything a caller
 //! passed wrong (or a malformed file) is `ValueError`; an unknown KV-cache sequence id is `KeyError`;
 //! a buffer the allocator refused is `MemoryError` (instead of Rust's abort).
+//!
+//! The crates report bad input as errors and never panic on it (their tests fuzz for that);
+//! [`no_panic`] is the last resort for calls that parse untrusted input, should a root cause
+//! have been missed: a panic there becomes a `ValueError`, not a `PanicException`.
 
 use bpe::BpeError;
 use kvcache::KvError;
 use minhash::MinHashError;
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyMemoryError, PyOSError, PyPermissionError, PyValueError};
-use pyo3::PyErr;
+use pyo3::{PyErr, PyResult};
+
+/// Runs `f`; a panic inside (a bug) becomes a `ValueError` naming `what` and the panic message.
+pub fn no_panic<T>(what: &str, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        Err(PyValueError::new_err(format!("{what}: internal error ({msg}); please report this input")))
+    })
+}
 
 fn io_to_py(source: &std::io::Error, message: String) -> PyErr {
     match source.kind() {

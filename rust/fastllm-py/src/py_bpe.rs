@@ -20,7 +20,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyInt, PyList};
 
-use crate::errors::IntoPy;
+use crate::errors::{no_panic, IntoPy};
 use crate::pool;
 
 /// Slots of the piece cache that single-text calls share (a direct-mapped table: a colliding piece
@@ -110,36 +110,54 @@ impl CoreTokenizer {
 
 #[pymethods]
 impl CoreTokenizer {
+    /// Longest pre-token piece, in bytes (`bpe::pretokenize::MAX_PIECE_BYTES`).
+    #[classattr]
+    const MAX_PIECE_BYTES: usize = bpe::pretokenize::MAX_PIECE_BYTES;
+    /// Longest special token, in bytes of UTF-8 (`bpe::special::MAX_SPECIAL_BYTES`).
+    #[classattr]
+    const MAX_SPECIAL_BYTES: usize = bpe::special::MAX_SPECIAL_BYTES;
+    /// Largest vocabulary file the loaders read (`bpe::formats::MAX_VOCAB_FILE_BYTES`).
+    #[classattr]
+    const MAX_VOCAB_FILE_BYTES: u64 = formats::MAX_VOCAB_FILE_BYTES;
+
     #[staticmethod]
     fn from_hf_json(py: Python<'_>, text: &str, path: &str) -> PyResult<Self> {
-        let tok = py.detach(|| formats::read_hf_json(text, path).and_then(Tokenizer::from_hf)).py_err()?;
+        let tok =
+            py.detach(|| no_panic(path, || formats::read_hf_json(text, path).and_then(Tokenizer::from_hf).py_err()))?;
+        Ok(Self::wrap(tok))
+    }
+
+    /// A `tokenizer.json` read from `path` (bounded: see `formats::MAX_VOCAB_FILE_BYTES`).
+    #[staticmethod]
+    fn from_hf_file(py: Python<'_>, path: &str) -> PyResult<Self> {
+        let tok = py.detach(|| {
+            no_panic(path, || formats::load_hf_json(Path::new(path)).and_then(Tokenizer::from_hf).py_err())
+        })?;
         Ok(Self::wrap(tok))
     }
 
     #[staticmethod]
     fn from_tiktoken(py: Python<'_>, path: &str, pattern: &str, specials: Vec<(String, u32)>) -> PyResult<Self> {
-        let tok = py
-            .detach(|| {
-                let vocab = formats::load_tiktoken(Path::new(path))?;
-                Tokenizer::new(PreTokenizer::new(pattern)?, Bpe::from_ranks(vocab)?, specials)
-            })
-            .py_err()?;
+        let load = || -> bpe::Result<Tokenizer> {
+            let vocab = formats::load_tiktoken(Path::new(path))?;
+            Tokenizer::new(PreTokenizer::new(pattern)?, Bpe::from_ranks(vocab)?, specials)
+        };
+        let tok = py.detach(|| no_panic(path, || load().py_err()))?;
         Ok(Self::wrap(tok))
     }
 
     #[staticmethod]
     fn from_gpt2(py: Python<'_>, encoder_json: &str, vocab_bpe: &str) -> PyResult<Self> {
-        let tok = py
-            .detach(|| {
-                let (vocab, specials) = formats::load_gpt2(Path::new(encoder_json), Path::new(vocab_bpe))?;
-                Tokenizer::new(PreTokenizer::new("gpt2")?, Bpe::from_ranks(vocab)?, specials)
-            })
-            .py_err()?;
+        let load = || -> bpe::Result<Tokenizer> {
+            let (vocab, specials) = formats::load_gpt2(Path::new(encoder_json), Path::new(vocab_bpe))?;
+            Tokenizer::new(PreTokenizer::new("gpt2")?, Bpe::from_ranks(vocab)?, specials)
+        };
+        let tok = py.detach(|| no_panic(encoder_json, || load().py_err()))?;
         Ok(Self::wrap(tok))
     }
 
     fn to_hf_json(&self, py: Python<'_>) -> PyResult<String> {
-        py.detach(|| formats::write_hf_json(&self.inner.to_hf())).py_err()
+        py.detach(|| no_panic("tokenizer.json", || formats::write_hf_json(&self.inner.to_hf()).py_err()))
     }
 
     fn encode<'py>(
@@ -278,7 +296,7 @@ fn report(progress: &Option<Py<PyAny>>, value: u64) {
 impl WordCounter {
     #[new]
     fn new(pattern: &str, specials: Vec<String>) -> PyResult<Self> {
-        let pretok = PreTokenizer::new(pattern).py_err()?;
+        let pretok = no_panic("pattern", || PreTokenizer::new(pattern).py_err())?;
         let matcher = SpecialMatcher::new(&specials).py_err()?;
         Ok(WordCounter { pretok, specials, matcher, counts: Mutex::new(WordCounts::default()) })
     }
