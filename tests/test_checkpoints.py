@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import fastllm.train.checkpoint as checkpoint
+from cli_util import fastllm
 from fastllm.model.gpt import MiniGPT
 from fastllm.train.checkpoint import (
     UnverifiedCheckpointWarning,
@@ -505,14 +506,7 @@ def test_a_pickle_that_would_run_code_is_refused_everywhere(data, tmp_path, ckpt
 
 
 def _fastllm(*args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fastllm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-        env=_env(),
-    )
+    return fastllm(*args, env=_env())
 
 
 @pytest.mark.parametrize("command", ["train-resume", "eval", "generate", "eval-flipped", "train-diverges"])
@@ -552,7 +546,9 @@ def test_cli_commands_refuse_hostile_checkpoints_in_one_line(data, tmp_path, ckp
 
 def test_cli_eval_of_a_checkpoint_without_checksum_warns_in_one_line(data, tmp_path, run):
     shutil.copy(run / "checkpoints" / "step_00000001.pt", tmp_path / "old.pt")
-    out = _fastllm("eval", tmp_path / "old.pt", "--data", data, "--split", "train", "--max-batches", 1, "--quiet")
+    out = _fastllm(
+        "eval", tmp_path / "old.pt", "--data", data, "--split", "train", "--max-batches", 1, "--quiet"
+    )
     assert out.returncode == 0, out.stderr
     assert out.stderr.splitlines() == [
         f"Warning: checkpoint {str(tmp_path / 'old.pt')!r} has no checksum file 'old.pt.sha256' "

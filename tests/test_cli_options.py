@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import subprocess
-import sys
 
 import click
 import numpy as np
@@ -22,6 +20,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from cli_util import fastllm
 from fastllm import BPETokenizer
 from fastllm.cli import main
 from fastllm.cli._options import FiniteFloatRange
@@ -111,17 +110,6 @@ def test_hostile_numbers_are_one_line_errors_naming_the_flag(path, flag, param, 
 
 
 # ------------------------------------------------------------------ the real command, as the issue ran it
-
-
-def fastllm(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fastllm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-        cwd=cwd,
-    )
 
 
 @pytest.fixture(scope="module")

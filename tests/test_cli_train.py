@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_util import fastllm
 from fastllm.cli.train import field_help
 from fastllm.config import MiniGPTConfig, TrainConfig
 from fastllm.data.shards import ShardWriter
 
 VOCAB = 300
-
-
-def fastllm(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "fastllm", *map(str, args)],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=300,
-        cwd=cwd,
-    )
 
 
 @pytest.fixture(scope="module")
