@@ -21,7 +21,13 @@ from hypothesis import strategies as st
 import fastllm
 from fastllm import BPETokenizer
 from fastllm.data.dedup import MinHashDeduper
-from fastllm.tokenizer import MAX_PIECE_BYTES, MAX_SPECIAL_BYTES, MAX_THREADS, MAX_VOCAB_FILE_BYTES
+from fastllm.tokenizer import (
+    MAX_PIECE_BYTES,
+    MAX_SPECIAL_BYTES,
+    MAX_THREADS,
+    MAX_VOCAB_FILE_BYTES,
+    REGEX_WINDOW_BYTES,
+)
 
 SPECIAL = "<|endoftext|>"
 
@@ -583,13 +589,15 @@ def test_fuzzed_tokenizer_json_loads_or_raises_value_error(hf_template, edits):
 @pytest.mark.parametrize("pattern", ["gpt4", "gpt2", r"\S+|\s+", r"[a-z]+", r"(?=(a+)+b)a|."])
 @pytest.mark.parametrize("unit", ["a", " ", "é", "ab"])
 def test_long_runs_are_cut_into_capped_pieces(pattern, unit):
-    """No pre-token is longer than MAX_PIECE_BYTES: a run twice as long encodes as its parts do.
+    """No pre-token is longer than MAX_PIECE_BYTES (REGEX_WINDOW_BYTES for a custom pattern): a
+    run twice as long encodes as its parts do.
 
     This is what bounds encoding's memory on a 200 MB run with no spaces, and (with the custom
     pattern's search windows) the quadratic lookahead pattern `(?=(a+)+b)a|.` of the issue.
     """
     tok = train([(unit * 50 + " ") * 20, unit * 5000], 256 + 40, pattern=pattern)
-    size = MAX_PIECE_BYTES // len(unit.encode())  # units per full piece
+    cap = MAX_PIECE_BYTES if pattern in ("gpt4", "gpt2") else REGEX_WINDOW_BYTES
+    size = cap // len(unit.encode())  # units per full piece
     whole = tok.encode(unit * size)
     assert tok.encode(unit * (2 * size + 5)) == whole + whole + tok.encode(unit * 5)
 
@@ -597,3 +605,25 @@ def test_long_runs_are_cut_into_capped_pieces(pattern, unit):
 def test_training_on_a_long_run_makes_tokens_of_at_most_a_piece():
     tok = train(["a" * (3 * MAX_PIECE_BYTES + 7)], 256 + 20)
     assert max(len(tok.token_bytes(i)) for i in range(tok.vocab_size)) == MAX_PIECE_BYTES
+
+
+def test_runs_below_the_piece_cap_encode_as_tiktoken_does():
+    """The cap is far above real text: a 200 KB run of letters without a space (a base64 blob, a
+    minified line) is one piece and gets tiktoken's ids; only past MAX_PIECE_BYTES does it differ."""
+    import random
+
+    import tiktoken
+    import tiktoken.load
+
+    from reference_bpe import GPT4_PATTERN
+    from shared_data import vocab_file
+
+    path = vocab_file("cl100k_base.tiktoken")
+    ranks = tiktoken.load.load_tiktoken_bpe(str(path))
+    enc = tiktoken.Encoding("cl100k_test", pat_str=GPT4_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    tok = BPETokenizer.from_tiktoken(path, "gpt4")
+    rnd = random.Random(0)
+    run = "".join(rnd.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(200_000))
+    assert len(run) < MAX_PIECE_BYTES
+    assert tok.encode(run) == enc.encode_ordinary(run)
+    assert tok.encode(" " + run + " x") == enc.encode_ordinary(" " + run + " x")

@@ -32,6 +32,7 @@ class Tokenizer:
     MAX_PIECE_BYTES: ClassVar[int]
     MAX_SPECIAL_BYTES: ClassVar[int]
     MAX_VOCAB_FILE_BYTES: ClassVar[int]
+    REGEX_WINDOW_BYTES: ClassVar[int]
     @staticmethod
     def from_hf_json(text: str, path: str) -> Tokenizer: ...
     @staticmethod

@@ -9,9 +9,12 @@ Hugging Face `tokenizer.json`.
 Limits, so that no input can make a call run or allocate without bound (past the last three is a
 ValueError naming the value and the limit):
 
-* `MAX_PIECE_BYTES` (4096): a pre-token longer than this (a run of a megabyte of one letter, say)
-  is cut into parts of this size before BPE; a custom `pattern` sees at most this much text on
-  either side of where a search starts. Only such long runs encode differently from tiktoken.
+* `MAX_PIECE_BYTES` (1 MiB): a pre-token longer than this (200 MB of letters without a space,
+  say) is cut into parts of this size before BPE. Only such runs encode differently from
+  tiktoken and Hugging Face (ids equal theirs on any real text).
+* `REGEX_WINDOW_BYTES` (4096): a custom `pattern` sees at most this much text on either side of
+  where a search starts, and its pieces are at most this long; that keeps splitting linear in the
+  text for any pattern (a lookahead like `(?=(a+)+b)a|.` is otherwise quadratic).
 * `MAX_SPECIAL_BYTES` (1024): the longest special token, in bytes of UTF-8.
 * `MAX_VOCAB_FILE_BYTES` (256 MiB): the largest file `from_file`, `from_tiktoken` and `from_gpt2`
   read; a file with a NUL byte (not text: `/dev/zero`) is refused at once.
@@ -43,6 +46,7 @@ __all__ = [
     "MAX_SPECIAL_BYTES",
     "MAX_THREADS",
     "MAX_VOCAB_FILE_BYTES",
+    "REGEX_WINDOW_BYTES",
     "BPETokenizer",
     "StreamDecoder",
 ]
@@ -50,6 +54,7 @@ __all__ = [
 MAX_PIECE_BYTES: int = _core.Tokenizer.MAX_PIECE_BYTES
 MAX_SPECIAL_BYTES: int = _core.Tokenizer.MAX_SPECIAL_BYTES
 MAX_VOCAB_FILE_BYTES: int = _core.Tokenizer.MAX_VOCAB_FILE_BYTES
+REGEX_WINDOW_BYTES: int = _core.Tokenizer.REGEX_WINDOW_BYTES
 MAX_THREADS = 1024  # enforced for every parallel call in Rust (fastllm-py/src/pool.rs)
 
 PathLike = Union[str, "os.PathLike[str]"]

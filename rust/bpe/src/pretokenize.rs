@@ -53,12 +53,18 @@ pub const GPT4_LEGACY_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}
 /// The older r50k form (also Hugging Face's GPT-2 pattern). Equivalent to [`GPT2_PATTERN`].
 pub const GPT2_LEGACY_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
-/// Longest pre-token piece, in bytes: a longer run (a megabyte of one letter, say) is cut into
-/// parts of this size at char boundaries before BPE sees it, and a custom pattern is matched
-/// within windows of this size (see [`PreTokenizer::for_each_piece`]). It bounds the memory
-/// and time of encoding and training on any input; only runs of more than 4 KiB encode
-/// differently from tiktoken / Hugging Face tokenizers (which have no such cap).
-pub const MAX_PIECE_BYTES: usize = 4096;
+/// Longest pre-token piece, in bytes: a longer run (200 MB of letters without a space, say) is
+/// cut into parts of this size at char boundaries before BPE sees it. It bounds the memory of
+/// encoding and training on any input (BPE's working set is a few dozen bytes per byte of a
+/// piece); only runs of more than 1 MiB encode differently from tiktoken / Hugging Face
+/// tokenizers (which have no such cap), so ids equal theirs on any real text.
+pub const MAX_PIECE_BYTES: usize = 1 << 20;
+
+/// How far a custom pattern's search sees, in bytes, on either side of where it starts (see
+/// [`PreTokenizer::for_each_piece`]): it keeps splitting linear in the text for any pattern, so
+/// no custom pattern's match is longer than this. The built-in patterns run on hand-written
+/// matchers that need no window.
+pub const REGEX_WINDOW_BYTES: usize = 4096;
 
 #[derive(Clone, Debug)]
 enum Matcher {
@@ -146,7 +152,7 @@ impl PreTokenizer {
     /// [`for_each_piece_fast`](Self::for_each_piece_fast)).
     ///
     /// Pieces are at most [`MAX_PIECE_BYTES`] long: a longer match is cut into parts of that size.
-    /// A custom pattern's searches see that many bytes on either side of where they start, so
+    /// A custom pattern's searches see [`REGEX_WINDOW_BYTES`] on either side of where they start, so
     /// a match or lookaround that would need to see further behaves as if the text ended there;
     /// this keeps the work linear in the text for any pattern (the built-in patterns need no
     /// window).
@@ -183,21 +189,22 @@ impl PreTokenizer {
     }
 }
 
-/// Calls `f` on `piece`, cut into parts of at most [`MAX_PIECE_BYTES`] (at char boundaries).
+/// Calls `f` on `piece`, cut into parts of at most `CAP` bytes (at char boundaries):
+/// [`MAX_PIECE_BYTES`] for the built-in patterns, [`REGEX_WINDOW_BYTES`] for a custom one.
 #[inline(always)]
-fn emit<'a, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
-    if piece.len() <= MAX_PIECE_BYTES {
+fn emit<'a, const CAP: usize, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
+    if piece.len() <= CAP {
         f(piece)
     } else {
-        emit_long(piece, f)
+        emit_long::<CAP, F>(piece, f)
     }
 }
 
 #[cold]
-fn emit_long<'a, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
+fn emit_long<'a, const CAP: usize, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
     let mut rest = piece;
-    while rest.len() > MAX_PIECE_BYTES {
-        let end = floor_char_boundary(rest, MAX_PIECE_BYTES);
+    while rest.len() > CAP {
+        let end = floor_char_boundary(rest, CAP);
         let (head, tail) = rest.split_at(end);
         f(head);
         rest = tail;
@@ -208,7 +215,7 @@ fn emit_long<'a, F: FnMut(&'a str)>(piece: &'a str, f: &mut F) {
 }
 
 /// The largest char boundary of `s` at or below `i` (`i` clamped to `s.len()`): at most 3 below
-/// `i`, so cutting at `floor_char_boundary(s, MAX_PIECE_BYTES)` always makes progress.
+/// `i`, so cutting at `floor_char_boundary(s, CAP)` (CAP >= 4) always makes progress.
 fn floor_char_boundary(s: &str, i: usize) -> usize {
     if i >= s.len() {
         return s.len();
@@ -220,29 +227,30 @@ fn floor_char_boundary(s: &str, i: usize) -> usize {
     k
 }
 
-/// The pieces of `text` under a custom regex, in order, each given to `f` through [`emit`].
+/// The pieces of `text` under a custom regex, in order, each given to `f` through [`emit`] with
+/// the window's size as the cap (so no piece of a custom pattern is longer than a window).
 ///
 /// Text the pattern does not match becomes a piece of its own, as in Hugging Face's
 /// Split(behavior="isolated"): nothing is dropped, so decode(encode(s)) == s for any pattern, and
 /// a saved tokenizer.json encodes the same in `tokenizers`. Empty matches are no pieces, but
 /// they do end an unmatched stretch.
 ///
-/// Each search sees only [`MAX_PIECE_BYTES`] of text on either side of where it starts: a match
-/// running to the end of that window is cut there (it would be cut at that length anyway), and
+/// Each search sees only [`REGEX_WINDOW_BYTES`] of text on either side of where it starts: a match
+/// running to the end of that window is cut there, and
 /// a pattern behaves at the window's end as at the end of the text. That bounds the work of one
 /// search, and so of the whole split, to linear in the text: without it a pattern like `a*b|.`
 /// or `(?=(a+)+b)a|.` rescans the rest of a long run of `a` at every position, quadratic in the
 /// run (the regex engines bound the steps of one search, not of all of them). A result can only
 /// differ from an unbounded search's where a match or its lookaround needs to see more than
-/// MAX_PIECE_BYTES ahead; the worst case, a pattern that does so at every position, costs a
+/// REGEX_WINDOW_BYTES ahead; the worst case, a pattern that does so at every position, costs a
 /// window's worth of matching per byte of text.
 fn regex_pieces<'a, F: FnMut(&'a str)>(re: &fancy_regex::Regex, text: &'a str, f: &mut F) -> Result<()> {
     let n = text.len();
     let mut last = 0; // end of the text given to `f` so far
     let mut at = 0; // where the next search starts
     while at < n {
-        let lo = floor_char_boundary(text, at.saturating_sub(MAX_PIECE_BYTES));
-        let hi = floor_char_boundary(text, at.saturating_add(MAX_PIECE_BYTES));
+        let lo = floor_char_boundary(text, at.saturating_sub(REGEX_WINDOW_BYTES));
+        let hi = floor_char_boundary(text, at.saturating_add(REGEX_WINDOW_BYTES));
         let input = fancy_regex::RegexInput::new(&text[lo..hi]).from_pos(at - lo);
         let found = re
             .find_input(input)
@@ -252,28 +260,28 @@ fn regex_pieces<'a, F: FnMut(&'a str)>(re: &fancy_regex::Regex, text: &'a str, f
             // No match starts in this window: none that fits it, at least. Move on by half a
             // window, so that a match starting late in this one is looked for again with room.
             None if hi == n => break,
-            None => at = floor_char_boundary(text, at + MAX_PIECE_BYTES / 2),
+            None => at = floor_char_boundary(text, at + REGEX_WINDOW_BYTES / 2),
             Some((start, end)) if start == end => {
                 // An empty match ends the unmatched stretch before it (as fancy-regex's
                 // `find_iter` reports it); search again one char further on.
                 if end > last {
-                    emit(&text[last..end], f);
+                    emit::<REGEX_WINDOW_BYTES, F>(&text[last..end], f);
                     last = end;
                 }
                 at = end + text[end..].chars().next().map_or(1, char::len_utf8);
             }
             Some((start, end)) => {
                 if start > last {
-                    emit(&text[last..start], f);
+                    emit::<REGEX_WINDOW_BYTES, F>(&text[last..start], f);
                 }
-                emit(&text[start..end], f);
+                emit::<REGEX_WINDOW_BYTES, F>(&text[start..end], f);
                 last = end;
                 at = end;
             }
         }
     }
     if last < n {
-        emit(&text[last..], f);
+        emit::<REGEX_WINDOW_BYTES, F>(&text[last..], f);
     }
     Ok(())
 }
@@ -291,7 +299,7 @@ where
         let e = piece_end(b, i);
         debug_assert!(e > i && e <= b.len() && text.is_char_boundary(e));
         if let Some(piece) = text.get(i..e) {
-            emit(piece, &mut f);
+            emit::<MAX_PIECE_BYTES, F>(piece, &mut f);
         }
         i = e;
     }
@@ -779,24 +787,29 @@ mod tests {
         }
     }
 
-    /// No piece is longer than MAX_PIECE_BYTES, whatever the pattern: long runs are cut at char
-    /// boundaries, and the pieces still tile the text.
+    /// No piece is longer than MAX_PIECE_BYTES, whatever the pattern (no custom pattern's piece
+    /// longer than its window): long runs are cut at char boundaries, and the pieces tile the text.
     #[test]
     fn pretok_pieces_are_capped() {
-        let m = MAX_PIECE_BYTES;
-        let texts = [
-            "a".repeat(3 * m + 5),
-            " ".repeat(2 * m + 1),
-            "é".repeat(m + 1),
-            format!("x{}", "😀".repeat(m / 2)),
-            format!("{}!{}", "1".repeat(3 * m), "-".repeat(m + 7)),
-        ];
-        for src in ["gpt4", "gpt2", GPT4_LEGACY_PATTERN, r"\S+|\s+", r"(?=(a+)+b)a|[^b]+", r"b+"] {
+        let runs = |m: usize| {
+            [
+                "a".repeat(3 * m + 5),
+                " ".repeat(2 * m + 1),
+                "é".repeat(m + 1),
+                format!("x{}", "😀".repeat(m / 2)),
+                format!("{}!{}", "1".repeat(3 * m), "-".repeat(m + 7)),
+            ]
+        };
+        let (m, w) = (MAX_PIECE_BYTES, REGEX_WINDOW_BYTES);
+        // The legacy cl100k form runs on the hand-written matcher too.
+        let builtin = ["gpt4", "gpt2", GPT4_LEGACY_PATTERN].map(|s| (s, m));
+        let custom = [r"\S+|\s+", r"(?=(a+)+b)a|[^b]+", r"b+"].map(|s| (s, w));
+        for (src, cap) in builtin.into_iter().chain(custom) {
             let p = PreTokenizer::new(src).expect("valid");
-            for text in &texts {
+            for text in &runs(cap) {
                 let pieces = p.split(text).expect("ok");
                 assert_eq!(pieces.concat(), *text, "{src}");
-                assert!(pieces.iter().all(|s| !s.is_empty() && s.len() <= m), "{src}: a piece over the cap");
+                assert!(pieces.iter().all(|s| !s.is_empty() && s.len() <= cap), "{src}: a piece over the cap");
             }
         }
         // A run is cut into whole parts of the cap (less up to 3 bytes for a char boundary).
@@ -810,12 +823,12 @@ mod tests {
         assert_eq!(lens, [m - 3, 4]);
     }
 
-    /// A custom pattern's search sees MAX_PIECE_BYTES ahead: `a+(?=b)|.` on a run of `a` that
+    /// A custom pattern's search sees REGEX_WINDOW_BYTES ahead: `a+(?=b)|.` on a run of `a` that
     /// ends in `b` takes the "." alternative until the `b` is within reach. So the work of each
     /// search is bounded (without windows, each search rescans the rest of the run).
     #[test]
     fn pretok_custom_regex_searches_are_windowed() {
-        let m = MAX_PIECE_BYTES;
+        let m = REGEX_WINDOW_BYTES;
         let p = PreTokenizer::new(r"a+(?=b)|.").expect("valid");
         let b = m + 10; // where the "b" is
         let text = format!("{}b", "a".repeat(b));

@@ -113,6 +113,9 @@ impl CoreTokenizer {
     /// Longest pre-token piece, in bytes (`bpe::pretokenize::MAX_PIECE_BYTES`).
     #[classattr]
     const MAX_PIECE_BYTES: usize = bpe::pretokenize::MAX_PIECE_BYTES;
+    /// How far a custom pattern's search sees, in bytes (`bpe::pretokenize::REGEX_WINDOW_BYTES`).
+    #[classattr]
+    const REGEX_WINDOW_BYTES: usize = bpe::pretokenize::REGEX_WINDOW_BYTES;
     /// Longest special token, in bytes of UTF-8 (`bpe::special::MAX_SPECIAL_BYTES`).
     #[classattr]
     const MAX_SPECIAL_BYTES: usize = bpe::special::MAX_SPECIAL_BYTES;
