@@ -94,6 +94,7 @@ def make_train_sentencepiece(path: str, vocab_size: int):
             num_threads=2,
             input_sentence_size=0,
             max_sentence_length=1 << 20,  # every line, any length
+            hard_vocab_limit=False,  # a small slice (FASTLLM_BENCH_BYTES) may not reach vocab_size
             minloglevel=2,
         )
         return model.getvalue()
