@@ -6,8 +6,17 @@
 //! Every parallel call of the package (tokenizer training and batch encoding, MinHash
 //! deduplication, native decoding) gets its pool here, so the cap on thread counts,
 //! [`MAX_THREADS`], holds for all of them.
+//!
+//! Fork safety: a child made by `fork()` (multiprocessing's default start method on Linux, and
+//! PyTorch DataLoader workers) inherits the parent's pools but none of their threads, so a job
+//! sent to one would wait forever. The pools therefore belong to the process that built them:
+//! the first call in a child sees another process id and starts from a fresh, empty set (the
+//! parent's pools are leaked, never dropped: their locks and condition variables may have been
+//! held by a parent thread at the moment of the fork). HF tokenizers instead turns parallelism off
+//! in the child; here the child gets working pools of its own.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -22,11 +31,21 @@ pub const MAX_THREADS: usize = 1024;
 /// threads.
 const MAX_POOLS: usize = 4;
 
-static DEFAULT_THREADS: Mutex<usize> = Mutex::new(0); // 0 = all available cores
+static DEFAULT_THREADS: AtomicUsize = AtomicUsize::new(0); // 0 = all available cores
 
 /// Pools by size, most recently used last.
 type Pools = Vec<(usize, Arc<ThreadPool>)>;
-static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+
+/// The pools of the process that built them (see the module docs on fork).
+struct ProcessPools {
+    pid: u32,
+    pools: Pools,
+}
+
+/// Locked only while the GIL is held (every `pool` call happens before the GIL is released), so
+/// no thread holds it when Python forks (`os.fork` holds the GIL too): a child never finds it
+/// locked by a thread that the fork left behind.
+static POOLS: Mutex<ProcessPools> = Mutex::new(ProcessPools { pid: 0, pools: Vec::new() });
 
 fn available() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(MAX_THREADS)
@@ -43,7 +62,7 @@ pub fn resolve(num_threads: Option<usize>) -> PyResult<usize> {
         Some(n) if n > MAX_THREADS => Err(out_of_range(n, "a positive count")),
         Some(n) => Ok(n),
         None => {
-            let d = *DEFAULT_THREADS.lock().map_err(|_| PyRuntimeError::new_err("thread setting poisoned"))?;
+            let d = DEFAULT_THREADS.load(Ordering::Relaxed);
             Ok(if d == 0 { available() } else { d })
         }
     }
@@ -51,8 +70,15 @@ pub fn resolve(num_threads: Option<usize>) -> PyResult<usize> {
 
 pub fn pool(num_threads: Option<usize>) -> PyResult<Arc<ThreadPool>> {
     let n = resolve(num_threads)?;
-    let pools = POOLS.get_or_init(|| Mutex::new(Vec::new()));
-    let mut pools = pools.lock().map_err(|_| PyRuntimeError::new_err("thread pools poisoned"))?;
+    let mut state = POOLS.lock().map_err(|_| PyRuntimeError::new_err("thread pools poisoned"))?;
+    let pid = std::process::id();
+    if state.pid != pid {
+        // A forked child (or the first call): the inherited pools have no threads here. Leak
+        // them: dropping one would signal, through its locks, threads that do not exist.
+        std::mem::forget(std::mem::take(&mut state.pools));
+        state.pid = pid;
+    }
+    let pools = &mut state.pools;
     if let Some(k) = pools.iter().position(|(size, _)| *size == n) {
         let entry = pools.remove(k);
         let p = entry.1.clone();
@@ -87,7 +113,7 @@ pub fn set_num_threads(num_threads: Option<i64>) -> PyResult<()> {
             )))
         }
     };
-    *DEFAULT_THREADS.lock().map_err(|_| PyRuntimeError::new_err("thread setting poisoned"))? = n;
+    DEFAULT_THREADS.store(n, Ordering::Relaxed);
     Ok(())
 }
 
