@@ -39,6 +39,22 @@ def _child(tok, dedup, queue) -> None:
     queue.put(_work(tok, dedup))
 
 
+def _in_forked_child(target, tok, dedup):
+    """(what `target(tok, dedup, queue)` put on the queue, the child's exit code), from a child
+    started by fork; a child that hangs fails the test at TIMEOUT instead of hanging the suite."""
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=target, args=(tok, dedup, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=TIMEOUT)
+    finally:
+        child.join(TIMEOUT)
+        if child.is_alive():
+            child.kill()
+    return got, child.exitcode
+
+
 @pytest.fixture(scope="module")
 def used_in_parent():
     """A tokenizer and a deduper whose pools the parent has already started (the bug's setup)."""
@@ -49,45 +65,22 @@ def used_in_parent():
 
 def test_a_forked_child_runs_every_parallel_call(used_in_parent):
     tok, dedup, expected = used_in_parent
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    child = ctx.Process(target=_child, args=(tok, dedup, queue))
-    child.start()
-    try:
-        got = queue.get(timeout=TIMEOUT)
-    finally:
-        child.join(TIMEOUT)
-        if child.is_alive():
-            child.kill()
-    assert child.exitcode == 0
+    got, exitcode = _in_forked_child(_child, tok, dedup)
+    assert exitcode == 0
     assert got == expected
 
 
 def test_a_grandchild_too(used_in_parent):
     """A fork of a fork: the child's own pools are again not the grandchild's."""
     tok, dedup, expected = used_in_parent
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-
-    child = ctx.Process(target=_fork_again, args=(tok, dedup, queue))
-    child.start()
-    try:
-        got = queue.get(timeout=TIMEOUT)
-    finally:
-        child.join(TIMEOUT)
-        if child.is_alive():
-            child.kill()
+    got, exitcode = _in_forked_child(_fork_again, tok, dedup)
+    assert exitcode == 0
     assert got == [expected, expected]
 
 
 def _fork_again(tok, dedup, queue) -> None:
     mine = _work(tok, dedup)  # the child builds pools of its own, then forks
-    ctx = mp.get_context("fork")
-    inner = ctx.Queue()
-    grandchild = ctx.Process(target=_child, args=(tok, dedup, inner))
-    grandchild.start()
-    theirs = inner.get(timeout=TIMEOUT)
-    grandchild.join(TIMEOUT)
+    theirs, _ = _in_forked_child(_child, tok, dedup)
     queue.put([mine, theirs])
 
 
