@@ -307,7 +307,7 @@ pub type Vocab = Vec<Option<Vec<u8>>>;
 pub type Specials = Vec<(String, u32)>;
 
 /// A byte-level BPE tokenizer as stored in a Hugging Face `tokenizer.json`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HfBpe {
     /// The pre-tokenizer regex.
     pub pattern: String,

@@ -13,6 +13,7 @@ pub mod error;
 pub mod formats;
 pub mod pretokenize;
 pub mod special;
+pub mod state;
 #[doc(hidden)]
 pub mod testutil;
 pub mod tokenizer;

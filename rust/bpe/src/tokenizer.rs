@@ -174,8 +174,13 @@ impl Tokenizer {
         self.encode_ordinary(&text[last..], cache, out)
     }
 
-    /// Encodes arbitrary bytes: valid UTF-8 stretches as text (under `policy`); each invalid
-    /// sequence becomes a piece of its own, so `decode_bytes(encode_bytes(b)) == b` for any `b`.
+    /// Encodes arbitrary bytes: valid UTF-8 stretches as text (under `policy`, exactly as
+    /// `encode` of that text); each maximal run of bytes that are not valid UTF-8 (adjacent invalid
+    /// sequences joined) is BPE'd as one piece of its own, cut at `MAX_PIECE_BYTES` like any other
+    /// piece. So `decode_bytes(encode_bytes(b)) == b` for any `b`, and input made only of invalid
+    /// bytes encodes as tiktoken's `_encode_bytes` does. (tiktoken instead BPEs everything from the
+    /// last valid piece on as one piece, without pre-tokenizing: a Latin-1 document would lose its
+    /// pre-tokenization after its first non-ASCII byte.)
     pub fn encode_bytes(
         &self,
         bytes: &[u8],
@@ -183,13 +188,48 @@ impl Tokenizer {
         cache: &mut PieceCache,
         out: &mut Vec<u32>,
     ) -> Result<()> {
+        let mut pos = 0;
+        // Start of the pending run of invalid bytes (it ends at `pos`).
+        let mut run: Option<usize> = None;
         for chunk in bytes.utf8_chunks() {
-            self.encode(chunk.valid(), policy, cache, out)?;
-            if !chunk.invalid().is_empty() {
-                cache.encode(&self.bpe, chunk.invalid(), out);
+            let (valid, invalid) = (chunk.valid(), chunk.invalid());
+            if !valid.is_empty() {
+                if let Some(start) = run.take() {
+                    self.encode_raw_piece(&bytes[start..pos], cache, out);
+                }
+                self.encode(valid, policy, cache, out)?;
+            }
+            pos += valid.len();
+            if !invalid.is_empty() {
+                run.get_or_insert(pos);
+                pos += invalid.len();
             }
         }
+        if let Some(start) = run {
+            self.encode_raw_piece(&bytes[start..pos], cache, out);
+        }
         Ok(())
+    }
+
+    /// BPE of bytes taken as one piece (no pre-tokenization), in parts of at most
+    /// `MAX_PIECE_BYTES` as the pre-tokenizer cuts its pieces.
+    fn encode_raw_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
+        for part in piece.chunks(crate::pretokenize::MAX_PIECE_BYTES) {
+            cache.encode(&self.bpe, part, out);
+        }
+    }
+
+    /// The id of the token whose bytes are exactly `bytes`: a regular token, else a special token
+    /// spelled so (tiktoken's `encode_single_token` order).
+    pub fn token_id(&self, bytes: &[u8]) -> Option<u32> {
+        self.bpe.token_id(bytes).or_else(|| {
+            self.specials.iter().find(|(text, _)| text.as_bytes() == bytes).map(|&(_, id)| id)
+        })
+    }
+
+    /// Whether `id` is the id of a special token.
+    pub fn is_special_id(&self, id: u32) -> bool {
+        self.special_by_id.contains_key(&id)
     }
 
     /// Concatenated bytes of `ids`; an unknown id is an error naming it.
@@ -251,6 +291,40 @@ mod tests {
         let mut ids = Vec::new();
         tok.encode_bytes(raw, &SpecialPolicy::default(), &mut PieceCache::new(8), &mut ids).unwrap();
         assert_eq!(tok.decode_bytes(&ids).unwrap(), raw);
+    }
+
+    #[test]
+    fn a_run_of_invalid_bytes_is_one_piece() {
+        // "¥µ" is c2 a5 c2 b5: the first merge is (0xa5, 0xc2), the smallest of the tied pairs.
+        let tok = trained(&["\u{a5}\u{b5}\u{a5}\u{b5}"], 257, &[]);
+        assert_eq!(tok.merges(), vec![(0xa5, 0xc2)]);
+        let mut cache = PieceCache::new(8);
+        let encode = |b: &[u8], cache: &mut PieceCache| {
+            let mut ids = Vec::new();
+            tok.encode_bytes(b, &SpecialPolicy::default(), cache, &mut ids).unwrap();
+            ids
+        };
+        // a5, c2 and ff are three invalid sequences in a row: one piece, so BPE merges across them.
+        let whole = vec![256, 0xff];
+        assert_eq!(encode(b"\xa5\xc2\xff", &mut cache), whole);
+        // Valid stretches encode as text.
+        let mut text = Vec::new();
+        tok.encode(" abc", &SpecialPolicy::default(), &mut cache, &mut text).unwrap();
+        let mut expect = whole.clone();
+        expect.extend(&text);
+        assert_eq!(encode(b"\xa5\xc2\xff abc", &mut cache), expect);
+        let raw = b"\xff\xfe ab\xa5\xb5c\xe2\x82";
+        assert_eq!(tok.decode_bytes(&encode(raw, &mut cache)).unwrap(), raw);
+    }
+
+    #[test]
+    fn token_id_finds_regular_and_special_tokens() {
+        let tok = trained(&["abab abab"], 260, &["<|eot|>"]);
+        assert_eq!(tok.token_id(b"a"), Some(97));
+        assert_eq!(tok.token_id(b"<|eot|>"), Some(tok.specials()[0].1));
+        assert!(tok.is_special_id(tok.specials()[0].1) && !tok.is_special_id(97));
+        assert_eq!(tok.token_id(b"zzzz"), None);
+        assert_eq!(tok.token_id(b""), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use bpe::special::SpecialMatcher;
 use bpe::tokenizer::SpecialPolicy;
 use bpe::{PreTokenizer, Tokenizer};
 use numpy::{IntoPyArray, PyArray1};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyInt, PyList};
@@ -38,6 +38,15 @@ type IdsAndOffsets<'py> = (Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<i64>>)
 
 fn lock_err<T>(_: T) -> PyErr {
     PyRuntimeError::new_err("internal lock poisoned by an earlier panic")
+}
+
+/// An unknown id is a `KeyError` (as in tiktoken; the facade raises `UnknownTokenError`, a
+/// `KeyError` and a `ValueError`); any other error as usual.
+fn ids_result<T>(result: bpe::Result<T>) -> PyResult<T> {
+    match result {
+        Err(err @ bpe::BpeError::IdOutOfRange { .. }) => Err(PyKeyError::new_err(err.to_string())),
+        other => other.py_err(),
+    }
 }
 
 #[pyclass(module = "fastllm._core", name = "Tokenizer", frozen)]
@@ -89,6 +98,15 @@ impl CoreTokenizer {
         }
         .py_err()?;
         Ok(out)
+    }
+
+    fn unknown(&self, id: i64) -> bpe::BpeError {
+        bpe::BpeError::IdOutOfRange { id, vocab_size: self.inner.vocab_size() }
+    }
+
+    /// `ids` as u32, an id outside 0..2**32 being an unknown id (`KeyError`).
+    fn check_ids(&self, ids: &[i64]) -> PyResult<Vec<u32>> {
+        ids.iter().map(|&id| u32::try_from(id).or_else(|_| ids_result(Err(self.unknown(id))))).collect()
     }
 
     /// Flat ids and offsets of `texts`, encoded on the pool with the GIL released.
@@ -229,16 +247,81 @@ impl CoreTokenizer {
     }
 
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyBytes>> {
-        let vocab_size = self.inner.vocab_size();
-        let mut checked = Vec::with_capacity(ids.len());
-        for &id in &ids {
-            if id < 0 || id > u32::MAX as i64 {
-                return Err(bpe::BpeError::IdOutOfRange { id, vocab_size }).py_err();
-            }
-            checked.push(id as u32);
-        }
-        let bytes = py.detach(|| self.inner.decode_bytes(&checked)).py_err()?;
+        let checked = self.check_ids(&ids)?;
+        let bytes = ids_result(py.detach(|| self.inner.decode_bytes(&checked)))?;
         Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The bytes of each id, as a list (tiktoken's `decode_tokens_bytes`).
+    fn tokens_bytes<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyList>> {
+        let checked = self.check_ids(&ids)?;
+        let mut out = Vec::with_capacity(checked.len());
+        for id in checked {
+            match self.inner.token_bytes(id) {
+                Some(b) => out.push(PyBytes::new(py, b)),
+                None => return ids_result(Err(self.unknown(id as i64))),
+            }
+        }
+        PyList::new(py, out)
+    }
+
+    /// `decode_bytes` of each id list, on the pool with the GIL released.
+    #[pyo3(signature = (batch, num_threads=None))]
+    fn decode_bytes_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: Vec<Vec<i64>>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let checked = batch.iter().map(|ids| self.check_ids(ids)).collect::<PyResult<Vec<_>>>()?;
+        let pool = pool::pool(num_threads)?;
+        let decoded = ids_result(py.detach(|| {
+            use rayon::prelude::*;
+            pool.install(|| checked.par_iter().map(|ids| self.inner.decode_bytes(ids)).collect::<bpe::Result<Vec<_>>>())
+        }))?;
+        PyList::new(py, decoded.iter().map(|b| PyBytes::new(py, b)))
+    }
+
+    /// The id whose bytes are exactly `data` (a regular token, else a special one), or None.
+    fn token_id(&self, data: &[u8]) -> Option<u32> {
+        self.inner.token_id(data)
+    }
+
+    /// The bytes of every regular (non-special) token, sorted (tiktoken's `token_byte_values`).
+    fn token_byte_values<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut values: Vec<&[u8]> = self.inner.bpe().vocab().map(|(_, b)| b).collect();
+        values.sort_unstable();
+        PyList::new(py, values.into_iter().map(|b| PyBytes::new(py, b)))
+    }
+
+    /// The ids of `text` as a uint32 array, with no Python list in between.
+    fn encode_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        allowed: Vec<bool>,
+        disallowed: Vec<bool>,
+    ) -> PyResult<Bound<'py, PyArray1<u32>>> {
+        let policy = self.policy(allowed, disallowed)?;
+        let ids = if text.len() < DETACH_BYTES {
+            self.encode_one(text, &policy)?
+        } else {
+            py.detach(|| self.encode_one(text, &policy))?
+        };
+        Ok(ids.into_pyarray(py))
+    }
+
+    /// A compact, versioned binary snapshot (`bpe::state`), for pickling.
+    fn to_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = py.detach(|| self.inner.to_state_bytes()).py_err()?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// The tokenizer `to_state` described, checked as a loaded file is.
+    #[staticmethod]
+    fn from_state(py: Python<'_>, data: &[u8]) -> PyResult<Self> {
+        let tok = py.detach(|| no_panic("BPETokenizer state", || Tokenizer::from_state_bytes(data).py_err()))?;
+        Ok(Self::wrap(tok))
     }
 
     fn token_bytes<'py>(&self, py: Python<'py>, id: i64) -> Option<Bound<'py, PyBytes>> {
