@@ -249,15 +249,30 @@ def test_decode_out_of_range_id(tok, bad_id):
         tok.stream_decoder().feed(bad_id)
 
 
-def test_lone_surrogate(tok):
-    for call in (
-        tok.encode,
-        tok.encode_ordinary,
-        lambda t: tok.encode_batch(["ok", t]),
-        lambda t: tok.encode_batch_numpy(["ok", t]),
-    ):
-        with pytest.raises(ValueError, match="surrogate"):
-            call("a\ud800b")
+def _second(ids, offsets):
+    return ids[offsets[1] : offsets[2]].tolist()
+
+
+SURROGATE_CALLS = {
+    "encode": lambda tok, t, **kw: tok.encode(t, **kw),
+    "encode_ordinary": lambda tok, t, **kw: tok.encode_ordinary(t, **kw),
+    "encode_to_numpy": lambda tok, t, **kw: tok.encode_to_numpy(t, **kw).tolist(),
+    "encode_batch": lambda tok, t, **kw: tok.encode_batch(["ok", t], **kw)[1],
+    "encode_ordinary_batch": lambda tok, t, **kw: tok.encode_ordinary_batch(["ok", t], **kw)[1],
+    "encode_batch_numpy": lambda tok, t, **kw: _second(*tok.encode_batch_numpy(["ok", t], **kw)),
+}
+
+
+@pytest.mark.parametrize("call", sorted(SURROGATE_CALLS))
+def test_lone_surrogate(tok, call):
+    """tiktoken's rule by default (a lone surrogate becomes U+FFFD); errors="strict" raises."""
+    fn = SURROGATE_CALLS[call]
+    assert fn(tok, "a\ud800b") == tok.encode("a\ufffdb")
+    assert fn(tok, "\ud83d\ude00 x\udfff") == tok.encode("\U0001f600 x\ufffd")  # a pair is its character
+    with pytest.raises(ValueError, match=r"surrogate U\+D800 at index 1"):
+        fn(tok, "a\ud800b", errors="strict")
+    with pytest.raises(ValueError, match="errors must be 'replace' or 'strict', not 'ignore'"):
+        fn(tok, "ab", errors="ignore")
 
 
 def test_disallowed_special(tok):
@@ -269,8 +284,16 @@ def test_disallowed_special(tok):
 
 
 def test_unknown_special_in_policy(tok):
-    with pytest.raises(ValueError, match="<|nope|>"):
-        tok.encode("x", allowed_special={"<|nope|>"})
+    """As tiktoken: an unknown name in allowed_special is ignored; one in disallowed_special
+    raises only when the text spells it."""
+    assert tok.encode("x<|nope|>", allowed_special={"<|nope|>"}) == tok.encode_ordinary("x<|nope|>")
+    assert tok.encode("x", disallowed_special={"<|nope|>"}) == tok.encode_ordinary("x")
+    with pytest.raises(ValueError, match=re.escape("'<|nope|>' at offset 1")):
+        tok.encode("x<|nope|>", disallowed_special={"<|nope|>"})
+    with pytest.raises(ValueError, match=re.escape("'<|nope|>' at offset 1")):
+        tok.encode_batch(["y", "x<|nope|>"], disallowed_special={"<|nope|>"})
+    with pytest.raises(TypeError, match="allowed_special"):
+        tok.encode("x", allowed_special="<|endoftext|>")
 
 
 def test_wrong_types_in_encoding(tok):
