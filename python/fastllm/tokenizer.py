@@ -484,7 +484,9 @@ class BPETokenizer:
 
         allowed = resolve(allowed_special, "allowed_special")
         disallowed = (
-            known - allowed if disallowed_special == "all" else resolve(disallowed_special, "disallowed_special")
+            known - allowed
+            if disallowed_special == "all"
+            else resolve(disallowed_special, "disallowed_special")
         )
         extra = tuple(sorted(n for n in disallowed - known if isinstance(n, str) and n))
         return [n in allowed for n in names], [n in disallowed for n in names], extra
@@ -715,7 +717,9 @@ class BPETokenizer:
         self, batch: Sequence[Ids], *, errors: str = "replace", num_threads: int | None = None
     ) -> list[str]:
         """`decode` of each id sequence, in parallel (GIL released)."""
-        return [b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch, num_threads=num_threads)]
+        return [
+            b.decode("utf-8", errors=errors) for b in self.decode_bytes_batch(batch, num_threads=num_threads)
+        ]
 
     def stream_decoder(self) -> StreamDecoder:
         """A decoder fed one id at a time that never splits a UTF-8 character."""
@@ -726,7 +730,9 @@ class BPETokenizer:
         (a KeyError and a ValueError) for an unknown id."""
         out = self._core.token_bytes(id)
         if out is None:
-            raise UnknownTokenError(f"token id {id} is out of range for a vocabulary of {self.vocab_size} ids")
+            raise UnknownTokenError(
+                f"token id {id} is out of range for a vocabulary of {self.vocab_size} ids"
+            )
         return out
 
     # ---- inspection -----------------------------------------------------------------------------
