@@ -519,7 +519,7 @@ class BPETokenizer:
         each run of invalid UTF-8 is one piece of its own (see the module docstring).
 
         >>> tok = BPETokenizer.train(["ab"] * 3, 256, show_progress=False)
-        >>> tok.encode("a\udc80b") == tok.encode("a\ufffdb")
+        >>> tok.encode("a\\udc80b") == tok.encode("a\\ufffdb")
         True
         """
         if errors not in _ENCODE_ERRORS:

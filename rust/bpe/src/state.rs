@@ -190,7 +190,7 @@ mod tests {
             (huge_len, "malformed"),
         ];
         for (data, needle) in cases {
-            let err = Tokenizer::from_state_bytes(&data).err().expect("must fail");
+            let err = Tokenizer::from_state_bytes(&data).expect_err("must fail");
             assert!(err.to_string().contains(needle), "{needle}: {err}");
         }
     }

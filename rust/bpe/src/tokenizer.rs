@@ -222,9 +222,9 @@ impl Tokenizer {
     /// The id of the token whose bytes are exactly `bytes`: a regular token, else a special token
     /// spelled so (tiktoken's `encode_single_token` order).
     pub fn token_id(&self, bytes: &[u8]) -> Option<u32> {
-        self.bpe.token_id(bytes).or_else(|| {
-            self.specials.iter().find(|(text, _)| text.as_bytes() == bytes).map(|&(_, id)| id)
-        })
+        self.bpe
+            .token_id(bytes)
+            .or_else(|| self.specials.iter().find(|(text, _)| text.as_bytes() == bytes).map(|&(_, id)| id))
     }
 
     /// Whether `id` is the id of a special token.
