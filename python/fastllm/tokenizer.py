@@ -263,7 +263,7 @@ class BPETokenizer:
             raise TypeError("use BPETokenizer.train, train_files, from_file, from_tiktoken or from_gpt2")
         self._core = core
         self._specials: dict[str, int] = dict(core.specials)
-        self._special_names: list[str] = [name for name, _ in core.specials]
+        self._special_names: list[str] = [text for text, _ in core.specials]
         self._special_set = frozenset(self._special_names)
         self._special_ids = frozenset(self._specials.values())
         self.name = name
