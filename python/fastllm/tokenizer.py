@@ -254,6 +254,16 @@ class BPETokenizer:
     >>> ids = tok.encode("the cat<|endoftext|>", allowed_special="all")
     >>> ids[-1] == tok.special_tokens["<|endoftext|>"]
     True
+
+    It is a drop-in for `tiktoken.Encoding` (same methods, arguments and exceptions; how it treats
+    unknown special-token names, lone surrogates and invalid UTF-8 is set out in the module
+    docstring), and it pickles (to be sent to a worker process, say):
+
+    >>> import pickle
+    >>> tok.eot_token, tok.n_vocab, tok.decode_tokens_bytes(tok.encode("the cat"))
+    (268, 269, [b'the', b' cat'])
+    >>> pickle.loads(pickle.dumps(tok)).encode("the cat") == tok.encode("the cat")
+    True
     """
 
     __slots__ = ("_core", "_specials", "_special_names", "_special_set", "_special_ids", "_name")
