@@ -578,6 +578,11 @@ HOSTILE_STATES = [
     (lambda good: b"", ValueError, "wrong magic bytes"),
     (lambda good: b"garbage" * 10, ValueError, "wrong magic bytes"),
     (lambda good: good[:10], ValueError, "truncated header"),
+    (
+        lambda good: good[:12] + bytes(32 << 20),
+        ValueError,
+        "33554444 bytes, more than the 33554432-byte limit",
+    ),
     (lambda good: good[:8] + b"\x07\x00\x00\x00" + good[12:], ValueError, "state version 7"),
     (lambda good: good[:-5], ValueError, "malformed"),
     (lambda good: good + b"\x00", ValueError, "1 unexpected bytes"),

@@ -8,8 +8,8 @@
 //! rest of the snapshot.
 //!
 //! Loading a state goes through the same checks as loading a file: its size is bounded
-//! ([`MAX_STATE_BYTES`]) before anything is decoded, postcard never preallocates more than a
-//! small bound for a declared length (elements are read one by one, so memory follows the bytes
+//! ([`MAX_STATE_BYTES`]) before anything is decoded, serde never preallocates more than a small
+//! bound for a declared length (elements are read one by one, so memory follows the bytes
 //! actually present), id gaps are bounded as in the file loaders, and the vocabulary, merges,
 //! pattern and special tokens are validated by the same constructors. A malformed state is a
 //! `Format` error, never a panic.
@@ -27,8 +27,11 @@ pub const STATE_MAGIC: &[u8; 8] = b"fastbpe\x00";
 /// Bumped whenever [`TokenizerState`] or [`HfBpe`] changes shape (postcard is not
 /// self-describing, so a state is only read by the version that wrote it).
 pub const STATE_VERSION: u32 = 1;
-/// Largest state accepted (the limit on vocabulary files).
-pub const MAX_STATE_BYTES: usize = crate::formats::MAX_VOCAB_FILE_BYTES as usize;
+/// Largest state written or read: cl100k's state is 0.85 MB, a 2M-token vocabulary with its
+/// merges fits. A token costs at least 3 bytes of state and a few tens of bytes of memory once
+/// decoded, so this also bounds what a hostile state can make the loader allocate (well under
+/// what a hostile 256 MiB `tokenizer.json` can).
+pub const MAX_STATE_BYTES: usize = 32 << 20;
 /// Largest id accepted (ids index vectors).
 const MAX_STATE_ID: u64 = i32::MAX as u64;
 
@@ -72,7 +75,11 @@ impl Tokenizer {
         let mut out = Vec::with_capacity(self.bpe().len() * 8 + 64);
         out.extend_from_slice(STATE_MAGIC);
         out.extend_from_slice(&STATE_VERSION.to_le_bytes());
-        postcard::to_extend(&self.to_state(), out).map_err(|e| bad(format!("cannot encode: {e}")))
+        let out = postcard::to_extend(&self.to_state(), out).map_err(|e| bad(format!("cannot encode: {e}")))?;
+        if out.len() > MAX_STATE_BYTES {
+            return Err(bad(format!("{} bytes, more than the {MAX_STATE_BYTES}-byte limit", out.len())));
+        }
+        Ok(out)
     }
 
     /// The tokenizer a state describes, validated as a loaded file is.
@@ -181,6 +188,7 @@ mod tests {
         huge_len.push(1); // rank_based
         huge_len.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]); // a 4 GiB pattern length
         let cases: Vec<(Vec<u8>, &str)> = vec![
+            (vec![0; MAX_STATE_BYTES + 1], "-byte limit"),
             (Vec::new(), "magic"),
             (b"fastbpe".to_vec(), "magic"),
             (good[..10].to_vec(), "truncated"),
@@ -237,4 +245,3 @@ mod tests {
         }
     }
 }
-
