@@ -383,18 +383,26 @@ class BPETokenizer:
         *,
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
+        add_special_tokens: bool = False,
     ) -> list[int]:
         """Encodes text (or bytes: invalid UTF-8 is kept byte for byte) to ids, as tiktoken does.
 
         A special token spelled in the text raises unless it is in `allowed_special` (then it
         becomes its id) or `disallowed_special` leaves it out (then it is encoded as plain text).
+
+        `add_special_tokens=True` puts the special tokens of the loaded `tokenizer.json`'s
+        `TemplateProcessing` post-processor around the ids (Llama-3's `<|begin_of_text|>`), as
+        `tokenizers`' `encode(text, add_special_tokens=True)` does. The default is False, as in
+        tiktoken (and unlike `tokenizers`, whose default is True); without a template it changes
+        nothing.
         """
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
+        add = check_bool(add_special_tokens, "add_special_tokens")
         if isinstance(text, (bytes, bytearray, memoryview)):
-            return self._core.encode_bytes(bytes(text), allowed, disallowed)
+            return self._core.encode_bytes(bytes(text), allowed, disallowed, add)
         check_type(text, "text", str)
         try:
-            return self._core.encode(text, allowed, disallowed)
+            return self._core.encode(text, allowed, disallowed, add)
         except UnicodeEncodeError:
             raise _surrogate_error(text, "text") from None
 
@@ -409,21 +417,24 @@ class BPETokenizer:
         num_threads: int | None = None,
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
+        add_special_tokens: bool = False,
     ) -> list[list[int]]:
-        """Encodes many texts in parallel (GIL released); same ids as `encode` on each.
+        """Encodes many texts in parallel (GIL released); same ids as `encode` on each
+        (`add_special_tokens` included).
 
         `num_threads`: None for the default (`fastllm.set_num_threads`), else 1 to `MAX_THREADS`.
         """
         items = check_texts(texts)
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         threads = check_optional_int(num_threads, "num_threads", minimum=1)
+        add = check_bool(add_special_tokens, "add_special_tokens")
         # The result is one new list per text: with the cyclic GC on, every 700 of them trigger a
         # collection that walks every id of the young lists (a third of the call's time on 4 MB of
         # reviews). None of these lists can be in a cycle, so the GC is paused while they are built.
         was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._core.encode_batch(items, allowed, disallowed, threads)
+            return self._core.encode_batch(items, allowed, disallowed, threads, add)
         except UnicodeEncodeError:
             raise _find_surrogate_error(items, "texts") from None
         finally:
@@ -437,6 +448,7 @@ class BPETokenizer:
         num_threads: int | None = None,
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
+        add_special_tokens: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Encodes many texts into one flat uint32 array plus int64 offsets (len(texts) + 1).
 
@@ -446,7 +458,8 @@ class BPETokenizer:
         allowed, disallowed = self._policy(allowed_special, disallowed_special)
         try:
             threads = check_optional_int(num_threads, "num_threads", minimum=1)
-            return self._core.encode_batch_numpy(items, allowed, disallowed, threads)
+            add = check_bool(add_special_tokens, "add_special_tokens")
+            return self._core.encode_batch_numpy(items, allowed, disallowed, threads, add)
         except UnicodeEncodeError:
             raise _find_surrogate_error(items, "texts") from None
 

@@ -177,6 +177,7 @@ fn small_hf() -> HfBpe {
             ("<|im start|>".to_string(), 262), // a space: not a byte-level string
             ("<|ü|>".to_string(), 258),        // in the gap
         ],
+        ..Default::default()
     }
 }
 
@@ -203,7 +204,7 @@ fn formats_hf_round_trip_gpt2_real() {
     let Some(dir) = vocab_dir() else { return };
     let (vocab, specials) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     let merges = Bpe::from_ranks(vocab.clone()).unwrap().merges();
-    let t = HfBpe { pattern: GPT2_PATTERN.to_string(), vocab, merges, specials };
+    let t = HfBpe { pattern: GPT2_PATTERN.to_string(), vocab, merges, specials, ..Default::default() };
     let json = write_hf_json(&t).unwrap();
     assert_eq!(read_hf_json(&json, "gpt2.json").unwrap(), t);
 }
