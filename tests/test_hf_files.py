@@ -62,9 +62,9 @@ TEXTS = [
     f" {BOS} x",
 ]
 texts = st.one_of(any_text, wordy_text(), st.sampled_from(TEXTS))
-digit_text = st.lists(st.sampled_from(["1", "2", "0", "00", "123", "4567", " ", "a", ",", ".", "\n"]), max_size=30).map(
-    "".join
-)
+digit_text = st.lists(
+    st.sampled_from(["1", "2", "0", "00", "123", "4567", " ", "a", ",", ".", "\n"]), max_size=30
+).map("".join)
 
 
 def _hf_ids(hf: tokenizers.Tokenizer, text: str, add: bool = False) -> list[int]:
@@ -104,7 +104,9 @@ def llama3(tmp_path_factory):
     n = 100256  # cl100k's mergeable ranks; the specials follow
     conv = TikTokenConverter(vocab_file=str(vocab_file("cl100k_base.tiktoken")), pattern=LLAMA3_PATTERN)
     hf = conv.converted()
-    hf.add_special_tokens([AddedToken(BOS, normalized=False, special=True), AddedToken(EOT, normalized=False)])
+    hf.add_special_tokens(
+        [AddedToken(BOS, normalized=False, special=True), AddedToken(EOT, normalized=False)]
+    )
     assert hf.token_to_id(BOS) == n
     hf.post_processor = processors.Sequence(
         [
@@ -179,7 +181,7 @@ def _byte_level_vocab() -> dict[str, int]:
 
 @pytest.mark.parametrize("ignore", [True, False])
 def test_ignore_merges_built_with_the_tokenizers_api(tmp_path, ignore):
-    """"abc" is a token, but the merges make "a" + "bc" of it: ignore_merges decides."""
+    """ "abc" is a token, but the merges make "a" + "bc" of it: ignore_merges decides."""
     vocab = _byte_level_vocab()
     for t in ["bc", "ab", "abc", "Ġabc"]:
         vocab[t] = len(vocab)
@@ -204,10 +206,20 @@ def test_ignore_merges_written_by_hand(tmp_path):
         "version": "1.0",
         "added_tokens": [],
         "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+        "pre_tokenizer": {
+            "type": "ByteLevel",
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "use_regex": True,
+        },
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "ignore_merges": True, "vocab": vocab, "merges": ["l l", "h e", "he ll", "l o"]},
+        "model": {
+            "type": "BPE",
+            "ignore_merges": True,
+            "vocab": vocab,
+            "merges": ["l l", "h e", "he ll", "l o"],
+        },
     }
     path = tmp_path / "hand.json"
     path.write_text(json.dumps(data), encoding="utf-8")
@@ -377,7 +389,12 @@ def test_split_regex_reads_as_oniguruma_does(digit_trained, tmp_path, pattern):
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
         ],
     }
-    data["decoder"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    data["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": False,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
     path = tmp_path / "t.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     ours, hf = _both(path)
@@ -411,7 +428,9 @@ def _template(single, special_tokens=None):
         "type": "TemplateProcessing",
         "single": single,
         "pair": single,
-        "special_tokens": special_tokens if special_tokens is not None else {EOT: {"id": EOT, "ids": [5], "tokens": [EOT]}},
+        "special_tokens": special_tokens
+        if special_tokens is not None
+        else {EOT: {"id": EOT, "ids": [5], "tokens": [EOT]}},
     }
 
 
@@ -427,18 +446,33 @@ S = {"SpecialToken": {"id": EOT, "type_id": 0}}
         (lambda d: d["model"].update(unk_token="<nope>"), r"model\.unk_token is \"<nope>\""),
         (lambda d: d["model"].update(ignore_merges="yes"), r"model\.ignore_merges is \"yes\""),
         (lambda d: d.update(post_processor=_template([])), r"post_processor\.single is missing"),
-        (lambda d: d.update(post_processor=_template([S, B])), r"post_processor\.single\[1\] is the sequence \$B"),
+        (
+            lambda d: d.update(post_processor=_template([S, B])),
+            r"post_processor\.single\[1\] is the sequence \$B",
+        ),
         (lambda d: d.update(post_processor=_template([A, A])), r"single\[1\] is the sequence \$A"),
         (lambda d: d.update(post_processor=_template([S])), r"single has no \$A"),
         (lambda d: d.update(post_processor=_template([S, A], {})), r"special_tokens lacks"),
         (
-            lambda d: d.update(post_processor=_template([S, A], {EOT: {"id": EOT, "ids": [5, 6], "tokens": [EOT]}})),
+            lambda d: d.update(
+                post_processor=_template([S, A], {EOT: {"id": EOT, "ids": [5, 6], "tokens": [EOT]}})
+            ),
             r"2 ids and 1 tokens",
         ),
-        (lambda d: d.update(post_processor=_template([S, A], {EOT: {"id": EOT, "ids": [999999], "tokens": [EOT]}})), r"999999"),
-        (lambda d: d.update(post_processor={"type": "RobertaProcessing"}), r"post_processor \"RobertaProcessing\""),
         (
-            lambda d: d.update(post_processor={"type": "Sequence", "processors": [_template([S, A]), _template([A, S])]}),
+            lambda d: d.update(
+                post_processor=_template([S, A], {EOT: {"id": EOT, "ids": [999999], "tokens": [EOT]}})
+            ),
+            r"999999",
+        ),
+        (
+            lambda d: d.update(post_processor={"type": "RobertaProcessing"}),
+            r"post_processor \"RobertaProcessing\"",
+        ),
+        (
+            lambda d: d.update(
+                post_processor={"type": "Sequence", "processors": [_template([S, A]), _template([A, S])]}
+            ),
             r"processors\[1\] is a second TemplateProcessing",
         ),
     ],

@@ -46,7 +46,11 @@ class Tokenizer:
         self, text: str, allowed: Sequence[bool], disallowed: Sequence[bool], add_special_tokens: bool = False
     ) -> list[int]: ...
     def encode_bytes(
-        self, data: bytes, allowed: Sequence[bool], disallowed: Sequence[bool], add_special_tokens: bool = False
+        self,
+        data: bytes,
+        allowed: Sequence[bool],
+        disallowed: Sequence[bool],
+        add_special_tokens: bool = False,
     ) -> list[int]: ...
     def encode_batch(
         self,

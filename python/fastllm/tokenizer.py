@@ -315,10 +315,20 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path: PathLike) -> BPETokenizer:
-        """Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face).
+        r"""Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face).
+
+        Ids equal `tokenizers`' on the same file (`encode(text, add_special_tokens=False)` there),
+        including what real models ship: `model.ignore_merges` (Llama-3), ByteLevel's
+        `add_prefix_space` (the space goes where `tokenizers` puts it: in front of each stretch of
+        text between special tokens, or of each Split piece when ByteLevel follows a Split; `decode`
+        keeps it, as `tokenizers`' ByteLevel decoder does), vocabularies without all 256 single
+        bytes (a byte without a token becomes `model.unk_token`, or is dropped without one), a
+        Split regex copied from tiktoken (read as Oniguruma reads it: cl100k's `\p{N}{1,3}+` keeps
+        "12345" in one piece there), and a `TemplateProcessing` post-processor (applied when
+        `encode` is given `add_special_tokens=True`).
 
         The file is read in Rust, at most `MAX_VOCAB_FILE_BYTES` of it; anything malformed,
-        unsupported or too large is a ValueError naming the file.
+        unsupported or too large is a ValueError naming the file and the field.
         """
         return cls(_core.Tokenizer.from_hf_file(os.fspath(path)))
 

@@ -392,7 +392,10 @@ impl Bpe {
     /// `BPE::merge_word` does on the byte-level string: a byte without a token becomes the
     /// `unk` id (consecutive ones fused into one with `fuse_unk`), or is dropped if there is no
     /// `unk`; then merges apply to the symbols that are left (neighbours of a dropped byte
-    /// included).
+    /// included). Kept out of line (cold) so that it does not weigh on the inlining of
+    /// [`Bpe::encode_piece`], the hot path of every other model.
+    #[cold]
+    #[inline(never)]
     pub fn encode_piece_sparse(&self, piece: &[u8], out: &mut Vec<u32>) {
         if piece.is_empty() {
             return;
@@ -924,8 +927,11 @@ mod tests {
         v.push(Some(b"<unk>".to_vec())); // 257
         let merges = [(97, 98)];
         let piece = "aébé\u{e9}a".as_bytes(); // a C3 A9 b C3 A9 C3 A9 a
-        let cases = [(None, false, vec![256, 97]), (Some(257), false, vec![97, 257, 257, 98, 257, 257, 257, 257, 97]),
-            (Some(257), true, vec![97, 257, 98, 257, 97])];
+        let cases = [
+            (None, false, vec![256, 97]),
+            (Some(257), false, vec![97, 257, 257, 98, 257, 257, 257, 257, 97]),
+            (Some(257), true, vec![97, 257, 98, 257, 97]),
+        ];
         for (unk, fuse_unk, want) in cases {
             let bpe = Bpe::from_merges_with(v.clone(), &merges, &MergeOptions { ignore_merges: false, unk, fuse_unk })
                 .unwrap();

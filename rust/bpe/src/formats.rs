@@ -389,11 +389,15 @@ fn type_of(v: &Value) -> &str {
 }
 
 /// Parse a byte-level BPE `tokenizer.json` (ours or Hugging Face's). Supported: model.type "BPE"
-/// with no dropout / subword prefix / word suffix / ignore_merges; normalizer null; pre_tokenizer
-/// `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`]) or `Sequence [Split { Regex,
-/// behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that regex), without
-/// add_prefix_space; post_processor null or ByteLevel. Merges as "a b" strings or ["a", "b"].
-/// `added_tokens` become the specials. Anything else is a Format error naming the field.
+/// with no dropout / subword prefix / word suffix / byte_fallback, with `ignore_merges`,
+/// `unk_token` and `fuse_unk` (which matter when the vocabulary lacks single bytes);
+/// normalizer null; pre_tokenizer `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`])
+/// or `Sequence [Split { Regex, behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that
+/// regex, read as Oniguruma reads it: see [`pattern_from_onig`]), either with `add_prefix_space`
+/// ([`PrefixSpace`]); post_processor null, ByteLevel, or a `TemplateProcessing` of special tokens
+/// around `$A` ([`HfTemplate`]), alone or in a Sequence with ByteLevel. Merges as "a b" strings
+/// or ["a", "b"]. `added_tokens` become the specials. Anything else is a Format error naming the
+/// field.
 pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let err = |reason: String| BpeError::format(path, None, reason);
     let root: Value =
@@ -629,7 +633,9 @@ fn read_post_processor(pp: Option<&Value>) -> std::result::Result<Option<HfTempl
         match type_of(p) {
             "ByteLevel" => {}
             "TemplateProcessing" if template.is_none() => template = Some(read_template(p, &here)?),
-            "TemplateProcessing" => return Err(format!("{here} is a second TemplateProcessing; only one is supported")),
+            "TemplateProcessing" => {
+                return Err(format!("{here} is a second TemplateProcessing; only one is supported"))
+            }
             other => return Err(unsupported(format!("{other:?} (at {here})"))),
         }
     }
@@ -663,7 +669,9 @@ fn read_template(p: &Value, field: &str) -> std::result::Result<HfTemplate, Stri
             continue;
         }
         let Some(name) = item.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str) else {
-            return Err(format!("{at} is {item}; only {{\"SpecialToken\": ...}} and {{\"Sequence\": ...}} are supported"));
+            return Err(format!(
+                "{at} is {item}; only {{\"SpecialToken\": ...}} and {{\"Sequence\": ...}} are supported"
+            ));
         };
         let Some(entry) = specials.and_then(|m| m.get(name)) else {
             return Err(format!("{at} names the special token {name:?}, which {field}.special_tokens lacks"));
@@ -1079,7 +1087,8 @@ fn write_post_processor(s: &mut String, template: Option<&HfTemplate>) {
         let _ = writeln!(s, "  \"post_processor\": {byte_level},");
         return;
     };
-    let item = |sp: &HfTemplateSpecial| format!("{{\"SpecialToken\": {{\"id\": {}, \"type_id\": 0}}}}", json_str(&sp.name));
+    let item =
+        |sp: &HfTemplateSpecial| format!("{{\"SpecialToken\": {{\"id\": {}, \"type_id\": 0}}}}", json_str(&sp.name));
     let seq = |name: &str, type_id: u32| format!("{{\"Sequence\": {{\"id\": \"{name}\", \"type_id\": {type_id}}}}}");
     let mut single: Vec<String> = t.prefix.iter().map(item).collect();
     single.push(seq("A", 0));

@@ -10,9 +10,9 @@
 use rustc_hash::FxHashMap;
 
 use crate::count::WordCounts;
+use crate::encode::MergeOptions;
 use crate::encode::{Bpe, PieceCache};
 use crate::error::{BpeError, Result};
-use crate::encode::MergeOptions;
 use crate::formats::{unicode_to_bytes, HfBpe, HfTemplate, PrefixSpace};
 use crate::pretokenize::PreTokenizer;
 use crate::special::{check_specials, SpecialMatcher};
@@ -273,7 +273,13 @@ impl Tokenizer {
     }
 
     /// [`Tokenizer::encode`] without the template.
-    fn encode_text(&self, text: &str, policy: &SpecialPolicy, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+    fn encode_text(
+        &self,
+        text: &str,
+        policy: &SpecialPolicy,
+        cache: &mut PieceCache,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         if self.matcher.is_empty() {
             return self.encode_ordinary(text, cache, out);
         }

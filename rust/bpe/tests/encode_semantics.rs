@@ -366,7 +366,7 @@ fn encode_construction_errors() {
     let mut out = Vec::new();
     sparse.encode_piece(&[1, 200, 2], &mut out);
     assert_eq!(out, vec![1, 2]); // the byte without a token is dropped, as in tokenizers
-    // merge result not in vocab
+                                 // merge result not in vocab
     let e = Bpe::from_merges(bytes.clone(), &[(97, 98)]).unwrap_err().to_string();
     assert!(e.contains("merges[0]") && e.contains("\"ab\""), "{e}");
     // merge id out of range
