@@ -570,6 +570,10 @@ FIELDS = [
     ("model", "merges", 0),
     ("model", "merges", 0, 1),
     ("model", "dropout"),
+    ("model", "ignore_merges"),
+    ("model", "unk_token"),
+    ("model", "fuse_unk"),
+    ("model", "byte_fallback"),
     ("added_tokens",),
     ("added_tokens", 0),
     ("added_tokens", 0, "id"),
@@ -579,6 +583,7 @@ FIELDS = [
     ("pre_tokenizer", "pretokenizers", 0),
     ("pre_tokenizer", "pretokenizers", 0, "pattern"),
     ("pre_tokenizer", "pretokenizers", 1, "use_regex"),
+    ("pre_tokenizer", "pretokenizers", 1, "add_prefix_space"),
     ("post_processor",),
 ]
 
