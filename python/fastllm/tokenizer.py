@@ -423,11 +423,21 @@ class BPETokenizer:
 
     @classmethod
     def from_file(cls, path: PathLike, *, name: str | None = None) -> BPETokenizer:
-        """Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face).
+        r"""Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face).
+
+        Ids equal `tokenizers`' on the same file (`encode(text, add_special_tokens=False)` there),
+        including what real models ship: `model.ignore_merges` (Llama-3), ByteLevel's
+        `add_prefix_space` (the space goes where `tokenizers` puts it: in front of each stretch of
+        text between special tokens, or of each Split piece when ByteLevel follows a Split; `decode`
+        keeps it, as `tokenizers`' ByteLevel decoder does), vocabularies without all 256 single
+        bytes (a byte without a token becomes `model.unk_token`, or is dropped without one), a
+        Split regex copied from tiktoken (read as Oniguruma reads it: cl100k's `\p{N}{1,3}+` keeps
+        "12345" in one piece there), and a `TemplateProcessing` post-processor (applied when
+        `encode` is given `add_special_tokens=True`).
 
         The file is read in Rust, at most `MAX_VOCAB_FILE_BYTES` of it; anything malformed,
-        unsupported or too large is a ValueError naming the file. `name` defaults to the file's
-        stem ("tokenizer" for `tokenizer.json`).
+        unsupported or too large is a ValueError naming the file and the field. `name` defaults to
+        the file's stem ("tokenizer" for `tokenizer.json`).
         """
         name = Path(path).stem if name is None else check_type(name, "name", str)
         return cls(_core.Tokenizer.from_hf_file(os.fspath(path)), name=name)
@@ -518,6 +528,7 @@ class BPETokenizer:
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
         errors: EncodeErrors = "replace",
+        add_special_tokens: bool = False,
     ) -> list[int]:
         """Encodes text (or bytes: invalid UTF-8 is kept byte for byte) to ids, as tiktoken does.
 
@@ -528,6 +539,12 @@ class BPETokenizer:
         (`errors="replace"`), or raises a ValueError naming its index (`errors="strict"`). In bytes,
         each run of invalid UTF-8 is one piece of its own (see the module docstring).
 
+        `add_special_tokens=True` puts the special tokens of the loaded `tokenizer.json`'s
+        `TemplateProcessing` post-processor around the ids (Llama-3's `<|begin_of_text|>`), as
+        `tokenizers`' `encode(text, add_special_tokens=True)` does. The default is False, as in
+        tiktoken (and unlike `tokenizers`, whose default is True); without a template it changes
+        nothing.
+
         >>> tok = BPETokenizer.train(["ab"] * 3, 256, show_progress=False)
         >>> tok.encode("a\\udc80b") == tok.encode("a\\ufffdb")
         True
@@ -535,20 +552,21 @@ class BPETokenizer:
         if errors not in _ENCODE_ERRORS:
             _check_errors(errors)
         allowed, disallowed, extra = self._policy(allowed_special, disallowed_special)
+        add = check_bool(add_special_tokens, "add_special_tokens")
         if isinstance(text, (bytes, bytearray, memoryview)):
             data = bytes(text)
             if extra:
                 self._check_extra(data, extra)
-            return self._core.encode_bytes(data, allowed, disallowed)
+            return self._core.encode_bytes(data, allowed, disallowed, add)
         check_type(text, "text", str)
         if extra:
             self._check_extra(text, extra)
         try:
-            return self._core.encode(text, allowed, disallowed)
+            return self._core.encode(text, allowed, disallowed, add)
         except UnicodeEncodeError:
             if errors == "strict":
                 raise _surrogate_error(text, "text") from None
-            return self._core.encode(_replace_surrogates(text), allowed, disallowed)
+            return self._core.encode(_replace_surrogates(text), allowed, disallowed, add)
 
     def encode_ordinary(self, text: str | bytes, *, errors: EncodeErrors = "replace") -> list[int]:
         """Encodes with every special token treated as plain text."""
@@ -561,20 +579,22 @@ class BPETokenizer:
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
         errors: EncodeErrors = "replace",
+        add_special_tokens: bool = False,
     ) -> np.ndarray:
         """`encode` as a uint32 numpy array, made in Rust (no Python list in between)."""
         if errors not in _ENCODE_ERRORS:
             _check_errors(errors)
         allowed, disallowed, extra = self._policy(allowed_special, disallowed_special)
+        add = check_bool(add_special_tokens, "add_special_tokens")
         check_type(text, "text", str)
         if extra:
             self._check_extra(text, extra)
         try:
-            return self._core.encode_numpy(text, allowed, disallowed)
+            return self._core.encode_numpy(text, allowed, disallowed, add)
         except UnicodeEncodeError:
             if errors == "strict":
                 raise _surrogate_error(text, "text") from None
-            return self._core.encode_numpy(_replace_surrogates(text), allowed, disallowed)
+            return self._core.encode_numpy(_replace_surrogates(text), allowed, disallowed, add)
 
     def encode_single_token(self, text_or_bytes: str | bytes) -> int:
         """The id of the one token whose bytes are exactly these (a special token by its text);
@@ -587,16 +607,17 @@ class BPETokenizer:
         return id_
 
     def _prepare_batch(
-        self, texts: Sequence[str], allowed_special, disallowed_special, num_threads, errors
-    ) -> tuple[list[str], list[bool], list[bool], int | None]:
+        self, texts: Sequence[str], allowed_special, disallowed_special, num_threads, errors, add_special_tokens
+    ) -> tuple[list[str], list[bool], list[bool], int | None, bool]:
         items = check_texts(texts)
         _check_errors(errors)
         allowed, disallowed, extra = self._policy(allowed_special, disallowed_special)
         threads = check_optional_int(num_threads, "num_threads", minimum=1)
+        add = check_bool(add_special_tokens, "add_special_tokens")
         if extra:
             for t in items:
                 self._check_extra(t, extra)
-        return items, allowed, disallowed, threads
+        return items, allowed, disallowed, threads, add
 
     @staticmethod
     def _fix_batch(items: list[str], errors: str) -> list[str]:
@@ -613,13 +634,15 @@ class BPETokenizer:
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
         errors: EncodeErrors = "replace",
+        add_special_tokens: bool = False,
     ) -> list[list[int]]:
-        """Encodes many texts in parallel (GIL released); same ids as `encode` on each.
+        """Encodes many texts in parallel (GIL released); same ids as `encode` on each
+        (`errors` and `add_special_tokens` included).
 
         `num_threads`: None for the default (`fastllm.set_num_threads`), else 1 to `MAX_THREADS`.
         """
-        items, allowed, disallowed, threads = self._prepare_batch(
-            texts, allowed_special, disallowed_special, num_threads, errors
+        items, allowed, disallowed, threads, add = self._prepare_batch(
+            texts, allowed_special, disallowed_special, num_threads, errors, add_special_tokens
         )
         # The result is one new list per text: with the cyclic GC on, every 700 of them trigger a
         # collection that walks every id of the young lists (a third of the call's time on 4 MB of
@@ -628,10 +651,12 @@ class BPETokenizer:
         gc.disable()
         try:
             try:
-                return self._core.encode_batch(items, allowed, disallowed, threads)
+                return self._core.encode_batch(items, allowed, disallowed, threads, add)
             except UnicodeEncodeError:
                 pass
-            return self._core.encode_batch(self._fix_batch(items, errors), allowed, disallowed, threads)
+            return self._core.encode_batch(
+            self._fix_batch(items, errors), allowed, disallowed, threads, add
+        )
         finally:
             if was_enabled:
                 gc.enable()
@@ -652,19 +677,22 @@ class BPETokenizer:
         allowed_special: SpecialSet = (),
         disallowed_special: SpecialSet = "all",
         errors: EncodeErrors = "replace",
+        add_special_tokens: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Encodes many texts into one flat uint32 array plus int64 offsets (len(texts) + 1).
 
         `ids[offsets[i]:offsets[i + 1]]` are the ids of `texts[i]`; no Python int per token.
         """
-        items, allowed, disallowed, threads = self._prepare_batch(
-            texts, allowed_special, disallowed_special, num_threads, errors
+        items, allowed, disallowed, threads, add = self._prepare_batch(
+            texts, allowed_special, disallowed_special, num_threads, errors, add_special_tokens
         )
         try:
-            return self._core.encode_batch_numpy(items, allowed, disallowed, threads)
+            return self._core.encode_batch_numpy(items, allowed, disallowed, threads, add)
         except UnicodeEncodeError:
             pass
-        return self._core.encode_batch_numpy(self._fix_batch(items, errors), allowed, disallowed, threads)
+        return self._core.encode_batch_numpy(
+            self._fix_batch(items, errors), allowed, disallowed, threads, add
+        )
 
     # ---- decoding -------------------------------------------------------------------------------
 

@@ -139,6 +139,19 @@ impl<V> BytesMap<V> {
     }
 }
 
+/// Hugging Face BPE model options for [`Bpe::from_merges_with`] (all off by default, which is
+/// [`Bpe::from_merges`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MergeOptions {
+    /// `model.ignore_merges`: a piece whose bytes are a token becomes that token without merging
+    /// (Llama-3 files). Costs nothing: it only lifts the whole-piece shortcut's restriction.
+    pub ignore_merges: bool,
+    /// The id of `model.unk_token`, for bytes that are not tokens (`None`: they are dropped).
+    pub unk: Option<u32>,
+    /// `model.fuse_unk`: consecutive unknown bytes become one `unk`.
+    pub fuse_unk: bool,
+}
+
 /// A byte-level BPE model (immutable after construction; `Send + Sync`).
 #[derive(Clone)]
 pub struct Bpe {
@@ -157,6 +170,14 @@ pub struct Bpe {
     rank_based: bool,
     /// Longest token, in bytes (pieces longer than this skip the whole-piece lookup).
     max_token_len: usize,
+    /// Hugging Face `ignore_merges`: every token is emitted for a piece equal to its bytes.
+    ignore_merges: bool,
+    /// Whether all 256 single bytes are tokens. If not (a Hugging Face vocabulary trained
+    /// without the full alphabet), pieces take [`Bpe::encode_piece_sparse`].
+    all_bytes: bool,
+    /// Hugging Face `unk_token` (its id) and `fuse_unk`, for bytes that have no token.
+    unk: Option<u32>,
+    fuse_unk: bool,
     /// Identifies this model (and its clones) for [`PieceCache`].
     instance: u64,
 }
@@ -181,8 +202,9 @@ fn show_bytes(b: &[u8]) -> String {
 }
 
 impl Bpe {
-    /// Common part: trimmed vocab, bytes -> id map (all direct), byte table.
-    fn base(vocab: Vec<Option<Vec<u8>>>, rank_based: bool) -> Result<Self> {
+    /// Common part: trimmed vocab, bytes -> id map (all direct), byte table. All 256 single
+    /// bytes must be tokens unless `missing_bytes_ok`.
+    fn base(vocab: Vec<Option<Vec<u8>>>, rank_based: bool, missing_bytes_ok: bool) -> Result<Self> {
         let mut vocab: Vec<Option<Box<[u8]>>> = vocab.into_iter().map(|t| t.map(Vec::into_boxed_slice)).collect();
         while matches!(vocab.last(), Some(None)) {
             vocab.pop();
@@ -211,7 +233,8 @@ impl Bpe {
             }
             max_token_len = max_token_len.max(tok.len());
         }
-        if let Some(b) = byte_ids.iter().position(|&id| id == u32::MAX) {
+        let missing = byte_ids.iter().position(|&id| id == u32::MAX);
+        if let (Some(b), false) = (missing, missing_bytes_ok) {
             return Err(bad_vocab(
                 format!("byte 0x{b:02x}"),
                 "all 256 single bytes must be tokens of a byte-level BPE vocabulary",
@@ -230,6 +253,10 @@ impl Bpe {
             merges: Vec::new(),
             rank_based,
             max_token_len,
+            ignore_merges: false,
+            all_bytes: missing.is_none(),
+            unk: None,
+            fuse_unk: false,
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
         })
     }
@@ -239,7 +266,17 @@ impl Bpe {
     /// `bytes(left) + bytes(right)` (it must be in `vocab`). All 256 single bytes must be tokens.
     /// A pair listed twice keeps its last rank (as HF's merge map does).
     pub fn from_merges(vocab: Vec<Option<Vec<u8>>>, merges: &[(u32, u32)]) -> Result<Self> {
-        let mut bpe = Self::base(vocab, false)?;
+        Self::from_merges_with(vocab, merges, &MergeOptions::default())
+    }
+
+    /// [`Bpe::from_merges`] with Hugging Face's BPE model options (see [`MergeOptions`]): with
+    /// `ignore_merges`, a piece that is a token is that token; a vocabulary may lack single
+    /// bytes, which then become `unk` (fused if `fuse_unk`) or are dropped, as in HF.
+    pub fn from_merges_with(vocab: Vec<Option<Vec<u8>>>, merges: &[(u32, u32)], opts: &MergeOptions) -> Result<Self> {
+        let mut bpe = Self::base(vocab, false, true)?;
+        bpe.ignore_merges = opts.ignore_merges;
+        bpe.unk = opts.unk;
+        bpe.fuse_unk = opts.fuse_unk;
         let mut pairs: FxHashMap<u64, u64> = FxHashMap::default();
         pairs.reserve(merges.len());
         let mut buf = Vec::new();
@@ -274,6 +311,9 @@ impl Bpe {
         bpe.merges = merges.to_vec();
         bpe.pairs = pairs;
         bpe.fill_byte_pairs();
+        if bpe.ignore_merges {
+            return Ok(bpe); // every token is emitted for its own bytes: HF's vocabulary lookup
+        }
         // The whole-piece shortcut may only emit tokens that BPE itself produces for their bytes.
         let mut out = Vec::new();
         let mut not_direct = Vec::new();
@@ -283,7 +323,11 @@ impl Bpe {
                 continue;
             }
             out.clear();
-            bpe.merge_piece(tok, &mut out);
+            if bpe.all_bytes {
+                bpe.merge_piece(tok, &mut out);
+            } else {
+                bpe.merge_ids(bpe.initial_ids(tok), &mut out);
+            }
             if out.len() != 1 || out[0] != id as u32 {
                 not_direct.push(id);
             }
@@ -301,7 +345,7 @@ impl Bpe {
     /// tiktoken's: a piece that is a token is emitted directly; otherwise the adjacent pair whose
     /// concatenation has the lowest rank is merged, leftmost on ties, until no pair is a token.
     pub fn from_ranks(vocab: Vec<Option<Vec<u8>>>) -> Result<Self> {
-        let mut bpe = Self::base(vocab, true)?;
+        let mut bpe = Self::base(vocab, true, false)?;
         let mut pairs: FxHashMap<u64, u64> = FxHashMap::default();
         pairs.reserve(bpe.ids.len() * 3);
         for (id, tok) in bpe.vocab.iter().enumerate() {
@@ -335,9 +379,119 @@ impl Bpe {
     /// Appends the ids of one pre-token piece to `out`.
     #[inline]
     pub fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if !self.all_bytes {
+            return self.encode_piece_sparse(piece, out);
+        }
         if !self.encode_direct(piece, out) {
             self.merge_piece(piece, out);
         }
+    }
+
+    /// [`Bpe::encode_piece`] for a vocabulary that lacks some single bytes (slower: the first
+    /// symbols are built one by one and merged with hash lookups). As Hugging Face's
+    /// `BPE::merge_word` does on the byte-level string: a byte without a token becomes the
+    /// `unk` id (consecutive ones fused into one with `fuse_unk`), or is dropped if there is no
+    /// `unk`; then merges apply to the symbols that are left (neighbours of a dropped byte
+    /// included). Kept out of line (cold) so that it does not weigh on the inlining of
+    /// [`Bpe::encode_piece`], the hot path of every other model.
+    #[cold]
+    #[inline(never)]
+    pub fn encode_piece_sparse(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if piece.is_empty() {
+            return;
+        }
+        if piece.len() <= self.max_token_len {
+            if let Some(&v) = self.ids.get(piece) {
+                if v & NOT_DIRECT == 0 {
+                    out.push(v);
+                    return;
+                }
+            }
+        }
+        self.merge_ids(self.initial_ids(piece), out);
+    }
+
+    /// The first symbols of a piece when some bytes have no token (see
+    /// [`Bpe::encode_piece_sparse`]).
+    fn initial_ids(&self, piece: &[u8]) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(piece.len());
+        let mut after_unk = false;
+        for &b in piece {
+            let id = self.byte_ids[b as usize];
+            if id != u32::MAX {
+                ids.push(id);
+                after_unk = false;
+            } else if let Some(unk) = self.unk {
+                if !(self.fuse_unk && after_unk) {
+                    ids.push(unk);
+                }
+                after_unk = true;
+            }
+        }
+        ids
+    }
+
+    /// Merges a symbol sequence (any ids) to the end: the heap of [`Bpe::merge_long`] with every
+    /// pair looked up in the pair table. Used only for vocabularies that lack single bytes.
+    fn merge_ids(&self, mut ids: Vec<u32>, out: &mut Vec<u32>) {
+        let n = ids.len();
+        if n < 2 {
+            out.extend_from_slice(&ids);
+            return;
+        }
+        const NIL: u32 = u32::MAX;
+        let mut next: Vec<u32> = (1..=n as u32).collect();
+        next[n - 1] = NIL;
+        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
+        prev[0] = NIL;
+        let mut cur = vec![NO_PAIR; n];
+        let mut heap = BinaryHeap::with_capacity(n);
+        for i in 0..n - 1 {
+            cur[i] = self.pair(ids[i], ids[i + 1]);
+            if cur[i] != NO_PAIR {
+                heap.push(Reverse((cur[i], i as u32)));
+            }
+        }
+        while let Some(Reverse((p, pos))) = heap.pop() {
+            let i = pos as usize;
+            if cur[i] != p {
+                continue; // stale
+            }
+            let j = next[i] as usize;
+            ids[i] = p as u32;
+            let k = next[j];
+            next[i] = k;
+            if k != NIL {
+                prev[k as usize] = i as u32;
+            }
+            cur[j] = NO_PAIR;
+            cur[i] = if k != NIL { self.pair(ids[i], ids[k as usize]) } else { NO_PAIR };
+            if cur[i] != NO_PAIR {
+                heap.push(Reverse((cur[i], i as u32)));
+            }
+            if prev[i] != NIL {
+                let h = prev[i] as usize;
+                cur[h] = self.pair(ids[h], ids[i]);
+                if cur[h] != NO_PAIR {
+                    heap.push(Reverse((cur[h], h as u32)));
+                }
+            }
+        }
+        let mut i = 0u32;
+        while i != NIL {
+            out.push(ids[i as usize]);
+            i = next[i as usize];
+        }
+    }
+
+    /// Whether all 256 single bytes are tokens (always, except for some Hugging Face files).
+    pub fn has_all_bytes(&self) -> bool {
+        self.all_bytes
+    }
+
+    /// Hugging Face `ignore_merges` (see [`MergeOptions`]).
+    pub fn ignore_merges(&self) -> bool {
+        self.ignore_merges
     }
 
     /// Testing hook: the merge loop only (no whole-piece shortcut), forcing the O(n log n) heap
@@ -497,7 +651,7 @@ impl Bpe {
     /// The reference merge loop that also reports the last merge applied (for `merges()` of rank
     /// BPE); simple O(n^2) vectors, only used at derivation time.
     fn merge_with_last(&self, piece: &[u8]) -> (Vec<u32>, Option<(u32, u32)>) {
-        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut ids: Vec<u32> = self.initial_ids(piece);
         let mut last = None;
         loop {
             let mut best = NO_PAIR;
@@ -643,7 +797,9 @@ impl PieceCache {
         self.filled = 0;
     }
 
-    /// Same result as `bpe.encode_piece(piece, out)`.
+    /// Same result as `bpe.encode_piece(piece, out)` for a model with all 256 single bytes
+    /// ([`Bpe::has_all_bytes`]); pieces for any other model go to [`Bpe::encode_piece`] directly
+    /// (as [`crate::Tokenizer`] does), so this hot path tests no flag.
     #[inline]
     pub fn encode(&mut self, bpe: &Bpe, piece: &[u8], out: &mut Vec<u32>) {
         if bpe.encode_direct(piece, out) {
@@ -741,5 +897,47 @@ mod tests {
         let mut v = bytes_vocab();
         v.push(Some(b"a".to_vec()));
         assert!(Bpe::from_ranks(v).is_err());
+    }
+
+    #[test]
+    fn ignore_merges_emits_whole_tokens() {
+        let mut v = bytes_vocab();
+        v.push(Some(b"ab".to_vec())); // 256
+        v.push(Some(b"bc".to_vec())); // 257
+        v.push(Some(b"abc".to_vec())); // 258: not what the merges make of "abc"
+        let merges = [(98, 99), (97, 98), (256, 99)];
+        let plain = Bpe::from_merges(v.clone(), &merges).unwrap();
+        let opts = MergeOptions { ignore_merges: true, ..Default::default() };
+        let ignoring = Bpe::from_merges_with(v, &merges, &opts).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        plain.encode_piece(b"abc", &mut a);
+        ignoring.encode_piece(b"abc", &mut b);
+        assert_eq!((a, b), (vec![97, 257], vec![258]));
+        let mut c = Vec::new();
+        ignoring.encode_piece(b"abcab", &mut c);
+        assert_eq!(c, vec![97, 257, 256]); // not a token: merged as usual
+    }
+
+    #[test]
+    fn missing_bytes_become_unk_or_vanish() {
+        let mut v = bytes_vocab();
+        v[0xC3] = None;
+        v[0xA9] = None;
+        v.push(Some(b"ab".to_vec())); // 256
+        v.push(Some(b"<unk>".to_vec())); // 257
+        let merges = [(97, 98)];
+        let piece = "aébé\u{e9}a".as_bytes(); // a C3 A9 b C3 A9 C3 A9 a
+        let cases = [
+            (None, false, vec![256, 97]),
+            (Some(257), false, vec![97, 257, 257, 98, 257, 257, 257, 257, 97]),
+            (Some(257), true, vec![97, 257, 98, 257, 97]),
+        ];
+        for (unk, fuse_unk, want) in cases {
+            let bpe = Bpe::from_merges_with(v.clone(), &merges, &MergeOptions { ignore_merges: false, unk, fuse_unk })
+                .unwrap();
+            let mut out = Vec::new();
+            bpe.encode_piece(piece, &mut out);
+            assert_eq!(out, want, "unk {unk:?} fuse {fuse_unk}");
+        }
     }
 }

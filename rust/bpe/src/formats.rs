@@ -307,7 +307,7 @@ pub type Vocab = Vec<Option<Vec<u8>>>;
 pub type Specials = Vec<(String, u32)>;
 
 /// A byte-level BPE tokenizer as stored in a Hugging Face `tokenizer.json`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HfBpe {
     /// The pre-tokenizer regex.
     pub pattern: String,
@@ -317,6 +317,67 @@ pub struct HfBpe {
     pub merges: Vec<(u32, u32)>,
     /// Special (added) tokens as (content, id), in the file's order.
     pub specials: Vec<(String, u32)>,
+    /// `model.ignore_merges`: a pre-token that is a token becomes that token without merging.
+    #[serde(default)]
+    pub ignore_merges: bool,
+    /// The ByteLevel pre-tokenizer's `add_prefix_space`, and where it applies.
+    #[serde(default)]
+    pub prefix_space: PrefixSpace,
+    /// `model.unk_token` (a key of the vocabulary: an added token's content or a byte-level
+    /// string): what a byte that is not a token becomes. `None`: such bytes are dropped.
+    #[serde(default)]
+    pub unk_token: Option<String>,
+    /// `model.fuse_unk`: consecutive unknown bytes become one `unk_token`.
+    #[serde(default)]
+    pub fuse_unk: bool,
+    /// A `TemplateProcessing` post-processor's single-sequence template (the special tokens it
+    /// puts around the text), applied only on request (`add_special_tokens`).
+    #[serde(default)]
+    pub template: Option<HfTemplate>,
+}
+
+/// Where the ByteLevel pre-tokenizer's `add_prefix_space: true` puts a space (Hugging Face puts
+/// it in front of every piece that does not start with one, at the point where ByteLevel runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PrefixSpace {
+    /// `add_prefix_space: false`.
+    #[default]
+    Off,
+    /// `ByteLevel(use_regex=true)` alone: in front of each stretch of text between special
+    /// tokens (then the stretch is split).
+    Segment,
+    /// `Sequence[Split, ByteLevel(use_regex=false)]`: in front of each piece of the split.
+    Piece,
+}
+
+/// One special-token entry of a `TemplateProcessing` template: `special_tokens[name]`, whose
+/// `ids` (with their `tokens`) are inserted in its place.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HfTemplateSpecial {
+    pub name: String,
+    pub ids: Vec<u32>,
+    pub tokens: Vec<String>,
+}
+
+/// A `TemplateProcessing` single template `prefix... $A suffix...` (the common case: special
+/// tokens around the sequence). Its pair template is written as `prefix $A suffix prefix $B
+/// suffix` (Llama-3's) and not otherwise used: pairs are not encoded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HfTemplate {
+    pub prefix: Vec<HfTemplateSpecial>,
+    pub suffix: Vec<HfTemplateSpecial>,
+}
+
+impl HfTemplate {
+    /// Ids before the text.
+    pub fn prefix_ids(&self) -> Vec<u32> {
+        self.prefix.iter().flat_map(|s| s.ids.iter().copied()).collect()
+    }
+
+    /// Ids after the text.
+    pub fn suffix_ids(&self) -> Vec<u32> {
+        self.suffix.iter().flat_map(|s| s.ids.iter().copied()).collect()
+    }
 }
 
 fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
@@ -328,11 +389,15 @@ fn type_of(v: &Value) -> &str {
 }
 
 /// Parse a byte-level BPE `tokenizer.json` (ours or Hugging Face's). Supported: model.type "BPE"
-/// with no dropout / subword prefix / word suffix / ignore_merges; normalizer null; pre_tokenizer
-/// `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`]) or `Sequence [Split { Regex,
-/// behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that regex), without
-/// add_prefix_space; post_processor null or ByteLevel. Merges as "a b" strings or ["a", "b"].
-/// `added_tokens` become the specials. Anything else is a Format error naming the field.
+/// with no dropout / subword prefix / word suffix / byte_fallback, with `ignore_merges`,
+/// `unk_token` and `fuse_unk` (which matter when the vocabulary lacks single bytes);
+/// normalizer null; pre_tokenizer `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`])
+/// or `Sequence [Split { Regex, behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that
+/// regex, read as Oniguruma reads it: see [`pattern_from_onig`]), either with `add_prefix_space`
+/// ([`PrefixSpace`]); post_processor null, ByteLevel, or a `TemplateProcessing` of special tokens
+/// around `$A` ([`HfTemplate`]), alone or in a Sequence with ByteLevel. Merges as "a b" strings
+/// or ["a", "b"]. `added_tokens` become the specials. Anything else is a Format error naming the
+/// field.
 pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let err = |reason: String| BpeError::format(path, None, reason);
     let root: Value =
@@ -365,14 +430,7 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
             }
         }
     }
-    if let Some(v) = get(model, "ignore_merges") {
-        if v.as_bool() != Some(false) {
-            return Err(err(format!(
-                "model.ignore_merges is {v}; only false is supported (whole-word vocabulary lookup \
-                 before merging is not reproduced)"
-            )));
-        }
-    }
+    let (ignore_merges, unk_token, fuse_unk) = read_model_options(model).map_err(err)?;
 
     // --- normalizer ---
     if let Some(n) = get(&root, "normalizer") {
@@ -387,25 +445,10 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     }
 
     // --- pre_tokenizer ---
-    let pattern = read_pre_tokenizer(get(&root, "pre_tokenizer")).map_err(err)?;
+    let (pattern, prefix_space) = read_pre_tokenizer(get(&root, "pre_tokenizer")).map_err(err)?;
 
     // --- post_processor ---
-    if let Some(pp) = get(&root, "post_processor") {
-        let ok = match type_of(pp) {
-            "ByteLevel" => true,
-            "Sequence" => pp
-                .get("processors")
-                .and_then(Value::as_array)
-                .is_some_and(|a| a.iter().all(|p| type_of(p) == "ByteLevel")),
-            _ => false,
-        };
-        if !ok {
-            return Err(err(format!(
-                "post_processor is {:?}; only null or ByteLevel is supported (others add tokens)",
-                type_of(pp)
-            )));
-        }
-    }
+    let template = read_post_processor(get(&root, "post_processor")).map_err(err)?;
 
     // --- vocab ---
     let vmap = get(model, "vocab")
@@ -528,17 +571,146 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
         look(&format!("{a}{b}"))?;
         merges.push((la, lb));
     }
-    Ok(HfBpe { pattern, vocab, merges, specials })
-}
-
-fn read_byte_level(v: &Value, field: &str) -> std::result::Result<bool, String> {
-    if v.get("add_prefix_space").and_then(Value::as_bool) == Some(true) {
-        return Err(format!("{field}.add_prefix_space is true; it is not supported"));
+    if let Some(unk) = &unk_token {
+        let known = by_key.contains_key(unk.as_str()) || special_texts.contains(unk.as_str());
+        let complete = (0..=255u8).all(|b| by_key.contains_key(bytes_to_unicode_string(&[b]).as_str()));
+        if !known && !complete {
+            // tokenizers loads such a file but fails on the first byte that is not a token.
+            return Err(err(format!(
+                "model.unk_token is {unk:?}, which is not in model.vocab (and some single bytes are not \
+                 tokens, so it would be needed)"
+            )));
+        }
     }
-    Ok(v.get("use_regex").and_then(Value::as_bool).unwrap_or(true))
+    Ok(HfBpe { pattern, vocab, merges, specials, ignore_merges, prefix_space, unk_token, fuse_unk, template })
 }
 
-fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String> {
+/// `model.ignore_merges`, `model.unk_token` and `model.fuse_unk`; `byte_fallback` is refused.
+fn read_model_options(model: &Value) -> std::result::Result<(bool, Option<String>, bool), String> {
+    let flag = |key: &str| -> std::result::Result<bool, String> {
+        match get(model, key) {
+            None => Ok(false),
+            Some(v) => v.as_bool().ok_or_else(|| format!("model.{key} is {v}; it must be true or false")),
+        }
+    };
+    if flag("byte_fallback")? {
+        return Err("model.byte_fallback is true; byte fallback (<0xNN> tokens) is a SentencePiece-style \
+                    feature, not part of byte-level BPE, and is not supported"
+            .into());
+    }
+    let unk = match get(model, "unk_token") {
+        None => None,
+        Some(Value::String(u)) if !u.is_empty() => Some(u.clone()),
+        Some(v) => return Err(format!("model.unk_token is {v}; it must be null or a non-empty string")),
+    };
+    Ok((flag("ignore_merges")?, unk, flag("fuse_unk")?))
+}
+
+/// A `TemplateProcessing` post-processor (alone or in a `Sequence` with ByteLevel ones, which
+/// change no ids), or null / ByteLevel (no template). Only a single template of special tokens
+/// around `$A` is accepted.
+fn read_post_processor(pp: Option<&Value>) -> std::result::Result<Option<HfTemplate>, String> {
+    let Some(pp) = pp else { return Ok(None) };
+    let unsupported = |what: String| {
+        format!(
+            "post_processor {what} is not supported; expected null, ByteLevel, TemplateProcessing or a \
+             Sequence of them"
+        )
+    };
+    let (items, field): (Vec<&Value>, &str) = match type_of(pp) {
+        "Sequence" => {
+            let list = pp
+                .get("processors")
+                .and_then(Value::as_array)
+                .ok_or_else(|| "post_processor.processors must be a list".to_string())?;
+            (list.iter().collect(), "post_processor.processors")
+        }
+        _ => (vec![pp], "post_processor"),
+    };
+    let mut template = None;
+    for (i, p) in items.iter().enumerate() {
+        let here = if field == "post_processor" { field.to_string() } else { format!("{field}[{i}]") };
+        match type_of(p) {
+            "ByteLevel" => {}
+            "TemplateProcessing" if template.is_none() => template = Some(read_template(p, &here)?),
+            "TemplateProcessing" => {
+                return Err(format!("{here} is a second TemplateProcessing; only one is supported"))
+            }
+            other => return Err(unsupported(format!("{other:?} (at {here})"))),
+        }
+    }
+    Ok(template)
+}
+
+fn read_template(p: &Value, field: &str) -> std::result::Result<HfTemplate, String> {
+    let single = match get(p, "single").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => a,
+        _ => {
+            return Err(format!(
+                "{field}.single is missing or empty; a template without a single-sequence form (pair-only) \
+                 is not supported"
+            ))
+        }
+    };
+    let specials = p.get("special_tokens").and_then(Value::as_object);
+    let mut tpl = HfTemplate::default();
+    let mut seen_a = false;
+    for (k, item) in single.iter().enumerate() {
+        let at = format!("{field}.single[{k}]");
+        if let Some(seq) = item.get("Sequence") {
+            let id = seq.get("id").and_then(Value::as_str).unwrap_or("?");
+            if id != "A" || seen_a {
+                return Err(format!(
+                    "{at} is the sequence ${id}; a single template must hold $A exactly once (unusual \
+                     templates are not supported)"
+                ));
+            }
+            seen_a = true;
+            continue;
+        }
+        let Some(name) = item.get("SpecialToken").and_then(|t| t.get("id")).and_then(Value::as_str) else {
+            return Err(format!(
+                "{at} is {item}; only {{\"SpecialToken\": ...}} and {{\"Sequence\": ...}} are supported"
+            ));
+        };
+        let Some(entry) = specials.and_then(|m| m.get(name)) else {
+            return Err(format!("{at} names the special token {name:?}, which {field}.special_tokens lacks"));
+        };
+        let ids: Option<Vec<u32>> = entry.get("ids").and_then(Value::as_array).and_then(|a| {
+            a.iter().map(|v| v.as_u64().filter(|&id| id < i32::MAX as u64).map(|id| id as u32)).collect()
+        });
+        let tokens: Option<Vec<String>> = entry
+            .get("tokens")
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_string)).collect());
+        let (Some(ids), Some(tokens)) = (ids, tokens) else {
+            return Err(format!("{field}.special_tokens[{name:?}] needs lists \"ids\" (token ids) and \"tokens\""));
+        };
+        if ids.is_empty() || ids.len() != tokens.len() {
+            return Err(format!(
+                "{field}.special_tokens[{name:?}] has {} ids and {} tokens; it needs as many of each (at least one)",
+                ids.len(),
+                tokens.len()
+            ));
+        }
+        let part = if seen_a { &mut tpl.suffix } else { &mut tpl.prefix };
+        part.push(HfTemplateSpecial { name: name.to_string(), ids, tokens });
+    }
+    if !seen_a {
+        return Err(format!("{field}.single has no $A sequence; such a template is not supported"));
+    }
+    Ok(tpl)
+}
+
+/// (use_regex, add_prefix_space) of a ByteLevel pre-tokenizer.
+fn read_byte_level(v: &Value) -> (bool, bool) {
+    (
+        v.get("use_regex").and_then(Value::as_bool).unwrap_or(true),
+        v.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(false),
+    )
+}
+
+fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<(String, PrefixSpace), String> {
     let unsupported = |what: &str| {
         format!(
             "pre_tokenizer {what} is not supported; expected ByteLevel(use_regex=true) or \
@@ -548,29 +720,28 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
     let Some(pt) = pt else {
         return Err(unsupported("null"));
     };
+    let whole = |add_prefix: bool| {
+        let mode = if add_prefix { PrefixSpace::Segment } else { PrefixSpace::Off };
+        (HF_BYTELEVEL_PATTERN.to_string(), mode)
+    };
     match type_of(pt) {
-        "ByteLevel" => {
-            if read_byte_level(pt, "pre_tokenizer")? {
-                Ok(HF_BYTELEVEL_PATTERN.to_string())
-            } else {
-                Err(unsupported("ByteLevel(use_regex=false) alone"))
-            }
-        }
+        "ByteLevel" => match read_byte_level(pt) {
+            (true, add_prefix) => Ok(whole(add_prefix)),
+            (false, _) => Err(unsupported("ByteLevel(use_regex=false) alone")),
+        },
         "Sequence" => {
             let items = pt
                 .get("pretokenizers")
                 .and_then(Value::as_array)
                 .ok_or_else(|| "pre_tokenizer.pretokenizers must be a list".to_string())?;
             match items.as_slice() {
-                [bl] if type_of(bl) == "ByteLevel" => {
-                    if read_byte_level(bl, "pre_tokenizer.pretokenizers[0]")? {
-                        Ok(HF_BYTELEVEL_PATTERN.to_string())
-                    } else {
-                        Err(unsupported("Sequence[ByteLevel(use_regex=false)]"))
-                    }
-                }
+                [bl] if type_of(bl) == "ByteLevel" => match read_byte_level(bl) {
+                    (true, add_prefix) => Ok(whole(add_prefix)),
+                    (false, _) => Err(unsupported("Sequence[ByteLevel(use_regex=false)]")),
+                },
                 [split, bl] if type_of(split) == "Split" && type_of(bl) == "ByteLevel" => {
-                    if read_byte_level(bl, "pre_tokenizer.pretokenizers[1]")? {
+                    let (use_regex, add_prefix) = read_byte_level(bl);
+                    if use_regex {
                         return Err(unsupported("Sequence[Split, ByteLevel(use_regex=true)]"));
                     }
                     let f = "pre_tokenizer.pretokenizers[0]";
@@ -584,7 +755,8 @@ fn read_pre_tokenizer(pt: Option<&Value>) -> std::result::Result<String, String>
                     if split.get("invert").and_then(Value::as_bool) == Some(true) {
                         return Err(format!("{f}.invert is true; it is not supported"));
                     }
-                    Ok(pattern_from_onig(re))
+                    let mode = if add_prefix { PrefixSpace::Piece } else { PrefixSpace::Off };
+                    Ok((pattern_from_onig(re), mode))
                 }
                 _ => {
                     let types: Vec<&str> = items.iter().map(type_of).collect();
@@ -770,6 +942,13 @@ fn to_onig(c: &[char], out: &mut String) {
                     i += q + 1;
                     continue;
                 }
+                // A lazy exact count `X{n}?` is `X{n}`; Ruby syntax reads it as `(?:X{n})?`.
+                if c.get(i + q) == Some(&'?') && !c[i..i + q].contains(&',') && !starts_quantifier(&c[i + q + 1..]) {
+                    to_onig(atom, out);
+                    out.extend(&c[i..i + q]);
+                    i += q + 1;
+                    continue;
+                }
             }
         }
         match group_inner(atom) {
@@ -783,8 +962,19 @@ fn to_onig(c: &[char], out: &mut String) {
     }
 }
 
-/// Inverse of [`pattern_to_onig`]: atomic groups holding exactly one atom and an interval,
-/// `(?>X{n,m})`, become `X{n,m}+` (the same meaning for fancy-regex).
+/// A `Split` regex of a `tokenizer.json` (Oniguruma, Ruby syntax) -> the fancy-regex pattern
+/// that splits text the same way. Inverse of [`pattern_to_onig`]: atomic groups holding exactly
+/// one atom and an interval, `(?>X{n,m})`, become `X{n,m}+` (the same meaning for fancy-regex).
+/// And an interval followed by a quantifier means what Oniguruma makes of it, a repeat of the
+/// interval, so a pattern copied verbatim from tiktoken splits as in Hugging Face (cl100k's
+/// `\p{N}{1,3}+` is one piece for "12345" there):
+///
+/// | Oniguruma (Ruby syntax)        | fancy-regex              |
+/// |--------------------------------|--------------------------|
+/// | `X{n,m}+` `X{n,}+` `X{n}+`     | `(?:X{n,m})+` ...        |
+/// | `X{n,m}*` ...                  | `(?:X{n,m})*` ...        |
+/// | `X{n}?` (not lazy in Ruby)     | `(?:X{n})?`              |
+/// | `X{n,m}?` `X{n,}?` (lazy)      | the same                 |
 pub fn pattern_from_onig(p: &str) -> String {
     let c: Vec<char> = p.chars().collect();
     let mut out = String::with_capacity(p.len());
@@ -799,7 +989,11 @@ fn from_onig(c: &[char], out: &mut String) {
         let atom = &c[i..i + n];
         i += n;
         let Some(inner) = group_inner(atom) else {
-            out.extend(atom);
+            if quantifiable(atom) {
+                i += onig_repeat(atom, &c[i..], out);
+            } else {
+                out.extend(atom);
+            }
             continue;
         };
         if let ['?', '>', body @ ..] = inner {
@@ -815,15 +1009,116 @@ fn from_onig(c: &[char], out: &mut String) {
                 continue;
             }
         }
-        out.push('(');
-        from_onig(inner, out);
-        out.push(')');
+        i += onig_repeat(atom, &c[i..], out);
     }
+}
+
+/// Writes `atom` (converted) and, when `rest` starts with an interval that Oniguruma repeats
+/// (`{..}+`, `{..}*`, `{n}?`), the interval and its repeat as `(?:X{..})+`; returns how many
+/// chars of `rest` it consumed.
+fn onig_repeat(atom: &[char], rest: &[char], out: &mut String) -> usize {
+    let write_atom = |out: &mut String| match group_inner(atom) {
+        Some(inner) => {
+            out.push('(');
+            from_onig(inner, out);
+            out.push(')');
+        }
+        None => out.extend(atom),
+    };
+    if let Some(q) = interval_len(rest) {
+        let exact = !rest[..q].contains(&',');
+        let repeat = match rest.get(q) {
+            Some('+' | '*') => true,
+            Some('?') => exact,
+            _ => false,
+        };
+        if repeat && !starts_quantifier(&rest[q + 1..]) {
+            out.push_str("(?:");
+            write_atom(out);
+            out.extend(&rest[..q]);
+            out.push(')');
+            out.push(rest[q]);
+            return q + 1;
+        }
+    }
+    write_atom(out);
+    0
 }
 
 fn json_str(s: &str) -> String {
     // Serializing a &str cannot fail; fall back to Debug just in case.
     serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// The `pre_tokenizer` line: `Split(pattern) + ByteLevel(use_regex=false)`, or for a prefix
+/// space per segment `ByteLevel(use_regex=true)` alone (its pattern is then the GPT-2 one).
+fn write_pre_tokenizer(s: &mut String, t: &HfBpe) -> std::result::Result<(), String> {
+    if t.prefix_space == PrefixSpace::Segment {
+        if t.pattern != HF_BYTELEVEL_PATTERN && t.pattern != crate::pretokenize::GPT2_PATTERN {
+            return Err(format!(
+                "a prefix space per segment is ByteLevel(use_regex=true), whose pattern is GPT-2's, not {:?}",
+                t.pattern
+            ));
+        }
+        s.push_str(
+            "  \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": true, \
+             \"trim_offsets\": true, \"use_regex\": true},\n",
+        );
+        return Ok(());
+    }
+    let _ = writeln!(
+        s,
+        "  \"pre_tokenizer\": {{\"type\": \"Sequence\", \"pretokenizers\": [\
+         {{\"type\": \"Split\", \"pattern\": {{\"Regex\": {}}}, \"behavior\": \"Isolated\", \
+         \"invert\": false}}, \
+         {{\"type\": \"ByteLevel\", \"add_prefix_space\": {}, \"trim_offsets\": false, \
+         \"use_regex\": false}}]}},",
+        json_str(&pattern_to_onig(&t.pattern)),
+        t.prefix_space == PrefixSpace::Piece
+    );
+    Ok(())
+}
+
+/// The `post_processor` line: ByteLevel, then the template if there is one.
+fn write_post_processor(s: &mut String, template: Option<&HfTemplate>) {
+    let byte_level = "{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, \
+                      \"use_regex\": false}";
+    let Some(t) = template else {
+        let _ = writeln!(s, "  \"post_processor\": {byte_level},");
+        return;
+    };
+    let item =
+        |sp: &HfTemplateSpecial| format!("{{\"SpecialToken\": {{\"id\": {}, \"type_id\": 0}}}}", json_str(&sp.name));
+    let seq = |name: &str, type_id: u32| format!("{{\"Sequence\": {{\"id\": \"{name}\", \"type_id\": {type_id}}}}}");
+    let mut single: Vec<String> = t.prefix.iter().map(item).collect();
+    single.push(seq("A", 0));
+    single.extend(t.suffix.iter().map(item));
+    let mut pair = single.clone();
+    pair.extend(t.prefix.iter().map(item));
+    pair.push(seq("B", 1));
+    pair.extend(t.suffix.iter().map(item));
+    let mut specials: Vec<String> = Vec::new();
+    let mut seen = HashSet::new();
+    for sp in t.prefix.iter().chain(&t.suffix) {
+        if seen.insert(&sp.name) {
+            let tokens: Vec<String> = sp.tokens.iter().map(|x| json_str(x)).collect();
+            specials.push(format!(
+                "{}: {{\"id\": {}, \"ids\": {:?}, \"tokens\": [{}]}}",
+                json_str(&sp.name),
+                json_str(&sp.name),
+                sp.ids,
+                tokens.join(", ")
+            ));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  \"post_processor\": {{\"type\": \"Sequence\", \"processors\": [{byte_level}, \
+         {{\"type\": \"TemplateProcessing\", \"single\": [{}], \"pair\": [{}], \"special_tokens\": {{{}}}}}]}},",
+        single.join(", "),
+        pair.join(", "),
+        specials.join(", ")
+    );
 }
 
 /// Write a `tokenizer.json` that `tokenizers.Tokenizer.from_file` loads and that encodes exactly as
@@ -886,28 +1181,20 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     }
     s.push_str(if t.specials.is_empty() { "],\n" } else { "\n  ],\n" });
     s.push_str("  \"normalizer\": null,\n");
-    let _ = writeln!(
-        s,
-        "  \"pre_tokenizer\": {{\"type\": \"Sequence\", \"pretokenizers\": [\
-         {{\"type\": \"Split\", \"pattern\": {{\"Regex\": {}}}, \"behavior\": \"Isolated\", \
-         \"invert\": false}}, \
-         {{\"type\": \"ByteLevel\", \"add_prefix_space\": false, \"trim_offsets\": false, \
-         \"use_regex\": false}}]}},",
-        json_str(&pattern_to_onig(&t.pattern))
-    );
-    s.push_str(
-        "  \"post_processor\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \
-         \"trim_offsets\": false, \"use_regex\": false},\n",
-    );
+    write_pre_tokenizer(&mut s, t).map_err(bad)?;
+    write_post_processor(&mut s, t.template.as_ref());
     s.push_str(
         "  \"decoder\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false, \
          \"trim_offsets\": false, \"use_regex\": false},\n",
     );
-    s.push_str(
-        "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": null,\n    \
+    let unk = t.unk_token.as_deref().map_or_else(|| "null".to_string(), json_str);
+    let _ = write!(
+        s,
+        "  \"model\": {{\n    \"type\": \"BPE\",\n    \"dropout\": null,\n    \"unk_token\": {unk},\n    \
          \"continuing_subword_prefix\": null,\n    \"end_of_word_suffix\": null,\n    \
-         \"fuse_unk\": false,\n    \"byte_fallback\": false,\n    \"ignore_merges\": false,\n    \
-         \"vocab\": {",
+         \"fuse_unk\": {},\n    \"byte_fallback\": false,\n    \"ignore_merges\": {},\n    \
+         \"vocab\": {{",
+        t.fuse_unk, t.ignore_merges
     );
     for (i, (id, key)) in entries.iter().enumerate() {
         let _ = write!(s, "{}\n      {}: {id}", if i > 0 { "," } else { "" }, json_str(key));

@@ -26,7 +26,7 @@ use crate::tokenizer::Tokenizer;
 pub const STATE_MAGIC: &[u8; 8] = b"fastbpe\x00";
 /// Bumped whenever [`TokenizerState`] or [`HfBpe`] changes shape (postcard is not
 /// self-describing, so a state is only read by the version that wrote it).
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 /// Largest state written or read: cl100k's state is 0.85 MB, a 2M-token vocabulary with its
 /// merges fits. A token costs at least 3 bytes of state and a few tens of bytes of memory once
 /// decoded, so this also bounds what a hostile state can make the loader allocate (well under
@@ -63,6 +63,9 @@ impl Tokenizer {
                 vocab,
                 merges: Vec::new(),
                 specials: self.specials().to_vec(),
+                // Rank-based BPEs come only from the tiktoken and GPT-2 loaders, which set none
+                // of the tokenizer.json options (`from_state` refuses a rank-based state with any).
+                ..HfBpe::default()
             }
         } else {
             self.to_hf()
@@ -96,10 +99,13 @@ impl Tokenizer {
         if !rank_based {
             return Tokenizer::from_hf(hf);
         }
-        if !hf.merges.is_empty() {
-            return Err(bad("a rank-based state must not carry merges"));
+        let mut hf = hf;
+        let (pattern, vocab, specials) =
+            (std::mem::take(&mut hf.pattern), std::mem::take(&mut hf.vocab), std::mem::take(&mut hf.specials));
+        if hf != HfBpe::default() {
+            return Err(bad("a rank-based state carries only a pattern, a vocabulary and special tokens"));
         }
-        Tokenizer::new(PreTokenizer::new(&hf.pattern)?, Bpe::from_ranks(hf.vocab)?, hf.specials)
+        Tokenizer::new(PreTokenizer::new(&pattern)?, Bpe::from_ranks(vocab)?, specials)
     }
 
     /// Reads [`Tokenizer::to_state_bytes`]'s output; anything else is a `Format` error.
@@ -158,7 +164,7 @@ mod tests {
 
     fn ids(tok: &Tokenizer, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        let all = SpecialPolicy { allowed: vec![true; tok.specials().len()], disallowed: vec![] };
+        let all = SpecialPolicy { allowed: vec![true; tok.specials().len()], disallowed: vec![], ..Default::default() };
         tok.encode(text, &all, &mut PieceCache::new(8), &mut out).unwrap();
         out
     }

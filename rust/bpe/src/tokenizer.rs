@@ -10,9 +10,10 @@
 use rustc_hash::FxHashMap;
 
 use crate::count::WordCounts;
+use crate::encode::MergeOptions;
 use crate::encode::{Bpe, PieceCache};
 use crate::error::{BpeError, Result};
-use crate::formats::HfBpe;
+use crate::formats::{unicode_to_bytes, HfBpe, HfTemplate, PrefixSpace};
 use crate::pretokenize::PreTokenizer;
 use crate::special::{check_specials, SpecialMatcher};
 use crate::train::train_merges;
@@ -23,6 +24,9 @@ use crate::train::train_merges;
 pub struct SpecialPolicy {
     pub allowed: Vec<bool>,
     pub disallowed: Vec<bool>,
+    /// Put the template's special tokens around the text (a `tokenizer.json`'s
+    /// `TemplateProcessing`, as `tokenizers`' `add_special_tokens=True`); no-op without one.
+    pub add_special_tokens: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -32,6 +36,23 @@ pub struct Tokenizer {
     specials: Vec<(String, u32)>,
     matcher: SpecialMatcher,
     special_by_id: FxHashMap<u32, usize>,
+    /// What a `tokenizer.json` says beyond the vocabulary (defaults for other tokenizers).
+    hf: HfExtras,
+    /// No prefix space and all 256 single bytes: `encode_ordinary` takes the plain fast path.
+    plain: bool,
+}
+
+/// The parts of a `tokenizer.json` that [`Tokenizer::to_hf`] writes back and that are not the
+/// pre-tokenizer, the BPE model or the specials.
+#[derive(Clone, Debug, Default)]
+struct HfExtras {
+    prefix_space: PrefixSpace,
+    unk_token: Option<String>,
+    fuse_unk: bool,
+    template: Option<HfTemplate>,
+    /// The template's ids before and after the text.
+    prefix_ids: Vec<u32>,
+    suffix_ids: Vec<u32>,
 }
 
 impl Tokenizer {
@@ -55,7 +76,8 @@ impl Tokenizer {
                 });
             }
         }
-        Ok(Tokenizer { pretok, bpe, specials, matcher, special_by_id })
+        let plain = bpe.has_all_bytes();
+        Ok(Tokenizer { pretok, bpe, specials, matcher, special_by_id, hf: HfExtras::default(), plain })
     }
 
     /// Trains merges on counted pre-tokens; `vocab_size` counts the 256 bytes, the merges and the
@@ -100,8 +122,44 @@ impl Tokenizer {
     /// A tokenizer from a parsed `tokenizer.json`.
     pub fn from_hf(hf: HfBpe) -> Result<Self> {
         let pretok = PreTokenizer::new(&hf.pattern)?;
-        let bpe = Bpe::from_merges(hf.vocab, &hf.merges)?;
-        Tokenizer::new(pretok, bpe, hf.specials)
+        let unk = match &hf.unk_token {
+            None => None,
+            Some(name) => hf.specials.iter().find(|s| s.0 == *name).map(|s| s.1).or_else(|| {
+                let bytes = unicode_to_bytes(name)?;
+                hf.vocab.iter().position(|t| t.as_deref() == Some(&bytes[..])).map(|id| id as u32)
+            }),
+        };
+        let opts = MergeOptions { ignore_merges: hf.ignore_merges, unk, fuse_unk: hf.fuse_unk };
+        let bpe = Bpe::from_merges_with(hf.vocab, &hf.merges, &opts)?;
+        if !bpe.has_all_bytes() && hf.unk_token.is_some() && unk.is_none() {
+            return Err(BpeError::InvalidArgument {
+                name: "unk_token",
+                value: format!("{:?}", hf.unk_token.unwrap_or_default()),
+                reason: "is not a token, and the vocabulary lacks some single bytes".into(),
+            });
+        }
+        let mut tok = Tokenizer::new(pretok, bpe, hf.specials)?;
+        if let Some(t) = &hf.template {
+            for s in t.prefix.iter().chain(&t.suffix) {
+                if let Some(&id) = s.ids.iter().find(|&&id| tok.token_bytes(id).is_none()) {
+                    return Err(BpeError::InvalidArgument {
+                        name: "post_processor",
+                        value: format!("template special token {:?} (id {id})", s.name),
+                        reason: "the id is not a token of the vocabulary".into(),
+                    });
+                }
+            }
+        }
+        tok.hf = HfExtras {
+            prefix_space: hf.prefix_space,
+            unk_token: hf.unk_token,
+            fuse_unk: hf.fuse_unk,
+            prefix_ids: hf.template.as_ref().map(HfTemplate::prefix_ids).unwrap_or_default(),
+            suffix_ids: hf.template.as_ref().map(HfTemplate::suffix_ids).unwrap_or_default(),
+            template: hf.template,
+        };
+        tok.plain = tok.bpe.has_all_bytes() && tok.hf.prefix_space == PrefixSpace::Off;
+        Ok(tok)
     }
 
     /// The parts of a `tokenizer.json`.
@@ -115,6 +173,11 @@ impl Tokenizer {
             vocab,
             merges: self.bpe.merges(),
             specials: self.specials.clone(),
+            ignore_merges: self.bpe.ignore_merges(),
+            prefix_space: self.hf.prefix_space,
+            unk_token: self.hf.unk_token.clone(),
+            fuse_unk: self.hf.fuse_unk,
+            template: self.hf.template.clone(),
         }
     }
 
@@ -150,12 +213,73 @@ impl Tokenizer {
 
     /// Encodes text with every special spelled in it treated as plain text.
     pub fn encode_ordinary(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+        if !self.plain {
+            return self.encode_ordinary_hf(text, cache, out);
+        }
         let bpe = &self.bpe;
         self.pretok.for_each_piece_fast(text, |piece| cache.encode(bpe, piece.as_bytes(), out))
     }
 
-    /// Encodes text under a special-token policy (tiktoken's `encode`).
+    /// [`Tokenizer::encode_ordinary`] for `tokenizer.json` features off the fast path: a prefix
+    /// space (added where Hugging Face's ByteLevel adds it: in front of the text, or of each
+    /// piece of a Split, that does not start with a space) and vocabularies without all single
+    /// bytes ([`Bpe::encode_piece`] instead of the cache).
+    #[inline(never)]
+    fn encode_ordinary_hf(&self, text: &str, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+        if text.is_empty() {
+            return Ok(()); // HF has no piece to put a space in front of
+        }
+        match self.hf.prefix_space {
+            PrefixSpace::Segment if !text.starts_with(' ') => {
+                let spaced = format!(" {text}");
+                self.pretok.for_each_piece_fast(&spaced, |p| self.encode_piece(p.as_bytes(), cache, out))
+            }
+            PrefixSpace::Piece => {
+                let mut spaced = Vec::new();
+                self.pretok.for_each_piece_fast(text, |p| {
+                    if p.starts_with(' ') {
+                        self.encode_piece(p.as_bytes(), cache, out)
+                    } else {
+                        spaced.clear();
+                        spaced.push(b' ');
+                        spaced.extend_from_slice(p.as_bytes());
+                        self.encode_piece(&spaced, cache, out)
+                    }
+                })
+            }
+            _ => self.pretok.for_each_piece_fast(text, |p| self.encode_piece(p.as_bytes(), cache, out)),
+        }
+    }
+
+    /// One piece, through the cache when the model has all single bytes.
+    fn encode_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
+        if self.bpe.has_all_bytes() {
+            cache.encode(&self.bpe, piece, out)
+        } else {
+            self.bpe.encode_piece(piece, out)
+        }
+    }
+
+    /// Encodes text under a special-token policy (tiktoken's `encode`); with
+    /// `policy.add_special_tokens`, between the template's special tokens.
     pub fn encode(&self, text: &str, policy: &SpecialPolicy, cache: &mut PieceCache, out: &mut Vec<u32>) -> Result<()> {
+        if policy.add_special_tokens {
+            out.extend_from_slice(&self.hf.prefix_ids);
+            self.encode_text(text, policy, cache, out)?;
+            out.extend_from_slice(&self.hf.suffix_ids);
+            return Ok(());
+        }
+        self.encode_text(text, policy, cache, out)
+    }
+
+    /// [`Tokenizer::encode`] without the template.
+    fn encode_text(
+        &self,
+        text: &str,
+        policy: &SpecialPolicy,
+        cache: &mut PieceCache,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         if self.matcher.is_empty() {
             return self.encode_ordinary(text, cache, out);
         }
@@ -188,6 +312,9 @@ impl Tokenizer {
         cache: &mut PieceCache,
         out: &mut Vec<u32>,
     ) -> Result<()> {
+        if policy.add_special_tokens {
+            out.extend_from_slice(&self.hf.prefix_ids);
+        }
         let mut pos = 0;
         // Start of the pending run of invalid bytes (it ends at `pos`).
         let mut run: Option<usize> = None;
@@ -197,7 +324,7 @@ impl Tokenizer {
                 if let Some(start) = run.take() {
                     self.encode_raw_piece(&bytes[start..pos], cache, out);
                 }
-                self.encode(valid, policy, cache, out)?;
+                self.encode_text(valid, policy, cache, out)?;
             }
             pos += valid.len();
             if !invalid.is_empty() {
@@ -208,6 +335,9 @@ impl Tokenizer {
         if let Some(start) = run {
             self.encode_raw_piece(&bytes[start..pos], cache, out);
         }
+        if policy.add_special_tokens {
+            out.extend_from_slice(&self.hf.suffix_ids);
+        }
         Ok(())
     }
 
@@ -215,7 +345,7 @@ impl Tokenizer {
     /// `MAX_PIECE_BYTES` as the pre-tokenizer cuts its pieces.
     fn encode_raw_piece(&self, piece: &[u8], cache: &mut PieceCache, out: &mut Vec<u32>) {
         for part in piece.chunks(crate::pretokenize::MAX_PIECE_BYTES) {
-            cache.encode(&self.bpe, part, out);
+            self.encode_piece(part, cache, out);
         }
     }
 
@@ -267,13 +397,13 @@ mod tests {
         let eot = tok.specials()[0].1;
         assert_eq!(eot as usize, tok.vocab_size() - 1);
         let mut cache = PieceCache::new(64);
-        let all = SpecialPolicy { allowed: vec![true], disallowed: vec![false] };
+        let all = SpecialPolicy { allowed: vec![true], disallowed: vec![false], ..Default::default() };
         let mut ids = Vec::new();
         tok.encode(text, &all, &mut cache, &mut ids).unwrap();
         assert!(ids.contains(&eot));
         assert_eq!(tok.decode_bytes(&ids).unwrap(), text.as_bytes());
 
-        let strict = SpecialPolicy { allowed: vec![false], disallowed: vec![true] };
+        let strict = SpecialPolicy { allowed: vec![false], disallowed: vec![true], ..Default::default() };
         let err = tok.encode(text, &strict, &mut cache, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("<|endoftext|>"), "{err}");
 

@@ -356,12 +356,17 @@ fn encode_accessors() {
 #[test]
 fn encode_construction_errors() {
     let bytes: Vec<Option<Vec<u8>>> = (0..=255u8).map(|b| Some(vec![b])).collect();
-    // missing byte
+    // missing byte: refused for tiktoken ranks; a merge list (Hugging Face) may lack bytes
     let mut v = bytes.clone();
     v[200] = None;
-    let e = Bpe::from_merges(v, &[]).unwrap_err().to_string();
+    let e = Bpe::from_ranks(v.clone()).unwrap_err().to_string();
     assert!(e.contains("0xc8"), "{e}");
-    // merge result not in vocab
+    let sparse = Bpe::from_merges(v, &[]).unwrap();
+    assert!(!sparse.has_all_bytes());
+    let mut out = Vec::new();
+    sparse.encode_piece(&[1, 200, 2], &mut out);
+    assert_eq!(out, vec![1, 2]); // the byte without a token is dropped, as in tokenizers
+                                 // merge result not in vocab
     let e = Bpe::from_merges(bytes.clone(), &[(97, 98)]).unwrap_err().to_string();
     assert!(e.contains("merges[0]") && e.contains("\"ab\""), "{e}");
     // merge id out of range

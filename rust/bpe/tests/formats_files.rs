@@ -177,6 +177,7 @@ fn small_hf() -> HfBpe {
             ("<|im start|>".to_string(), 262), // a space: not a byte-level string
             ("<|ü|>".to_string(), 258),        // in the gap
         ],
+        ..Default::default()
     }
 }
 
@@ -203,7 +204,7 @@ fn formats_hf_round_trip_gpt2_real() {
     let Some(dir) = vocab_dir() else { return };
     let (vocab, specials) = load_gpt2(&dir.join("gpt2_encoder.json"), &dir.join("gpt2_vocab.bpe")).unwrap();
     let merges = Bpe::from_ranks(vocab.clone()).unwrap().merges();
-    let t = HfBpe { pattern: GPT2_PATTERN.to_string(), vocab, merges, specials };
+    let t = HfBpe { pattern: GPT2_PATTERN.to_string(), vocab, merges, specials, ..Default::default() };
     let json = write_hf_json(&t).unwrap();
     assert_eq!(read_hf_json(&json, "gpt2.json").unwrap(), t);
 }
@@ -298,16 +299,18 @@ fn formats_hf_rejects_what_we_cannot_reproduce() {
         ("/model/dropout", 0.1.into(), "model.dropout"),
         ("/model/continuing_subword_prefix", "##".into(), "continuing_subword_prefix"),
         ("/model/end_of_word_suffix", "</w>".into(), "end_of_word_suffix"),
-        ("/model/ignore_merges", true.into(), "ignore_merges"),
+        ("/model/ignore_merges", "yes".into(), "model.ignore_merges"),
+        ("/model/byte_fallback", true.into(), "model.byte_fallback"),
         ("/normalizer", serde_json::json!({"type": "NFC"}), "normalizer"),
         ("/pre_tokenizer", serde_json::json!({"type": "Whitespace"}), "pre_tokenizer"),
         ("/pre_tokenizer", serde_json::Value::Null, "pre_tokenizer"),
-        ("/pre_tokenizer/add_prefix_space", true.into(), "add_prefix_space"),
+        ("/pre_tokenizer", serde_json::json!({"type": "ByteLevel", "use_regex": false}), "pre_tokenizer"),
         (
             "/post_processor",
             serde_json::json!({"type": "TemplateProcessing", "single": [], "pair": [], "special_tokens": {}}),
-            "post_processor",
+            "post_processor.single",
         ),
+        ("/post_processor", serde_json::json!({"type": "BertProcessing"}), "post_processor"),
         ("/added_tokens/0/lstrip", true.into(), "lstrip"),
         ("/added_tokens/0/id", 7.into(), "added_tokens[0]"),
         ("/model/merges/0", serde_json::json!(["Ġ", "zz"]), "model.merges[0]"),
@@ -350,4 +353,52 @@ fn formats_hf_write_errors() {
     let mut t = small_hf();
     t.merges.push((258, 2)); // unused id
     assert!(write_hf_json(&t).is_err());
+}
+
+#[test]
+fn formats_hf_round_trip_model_options() {
+    use bpe::formats::{HfTemplate, HfTemplateSpecial, PrefixSpace, HF_BYTELEVEL_PATTERN};
+    let special =
+        |name: &str, id: u32| HfTemplateSpecial { name: name.into(), ids: vec![id], tokens: vec![name.into()] };
+    let mut t = small_hf();
+    t.vocab[0x00] = None; // a byte without a token
+    t.ignore_merges = true;
+    t.prefix_space = PrefixSpace::Piece;
+    t.unk_token = Some("<|endoftext|>".into());
+    t.fuse_unk = true;
+    t.template =
+        Some(HfTemplate { prefix: vec![special("<|endoftext|>", 261)], suffix: vec![special("<|im start|>", 262)] });
+    let json = write_hf_json(&t).unwrap();
+    assert_eq!(read_hf_json(&json, "opts.json").unwrap(), t);
+    // HfBpe is the full description: serde keeps every field
+    let again: HfBpe = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+    assert_eq!(again, t);
+    // a prefix space per segment is ByteLevel(use_regex=true) alone, with GPT-2's pattern only
+    t.prefix_space = PrefixSpace::Segment;
+    t.pattern = r"\S+|\s+".into();
+    assert!(write_hf_json(&t).is_err());
+    t.pattern = HF_BYTELEVEL_PATTERN.to_string();
+    let json = write_hf_json(&t).unwrap();
+    assert!(json.contains(r#""pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": true"#), "{json}");
+    assert_eq!(read_hf_json(&json, "segment.json").unwrap(), t);
+}
+
+#[test]
+fn formats_hf_split_regex_is_read_as_oniguruma() {
+    use bpe::formats::pattern_from_onig;
+    for (onig, ours) in [
+        (r"\p{N}{1,3}+", r"(?:\p{N}{1,3})+"),
+        (r"\d{2}+|x", r"(?:\d{2})+|x"),
+        (r"\d{2,}+", r"(?:\d{2,})+"),
+        (r"a{1,2}*", r"(?:a{1,2})*"),
+        (r"\d{2}?", r"(?:\d{2})?"),
+        (r"\d{2,3}?", r"\d{2,3}?"), // lazy in both
+        (r"(?>\p{N}{1,3})", r"\p{N}{1,3}+"),
+        (r"(ab){2}+", r"(?:(ab){2})+"),
+        (r"[0-9]{3}+", r"(?:[0-9]{3})+"),
+        (r"\p{N}{1,3}", r"\p{N}{1,3}"),
+        (r"\p{N}++", r"\p{N}++"),
+    ] {
+        assert_eq!(pattern_from_onig(onig), ours, "{onig}");
+    }
 }

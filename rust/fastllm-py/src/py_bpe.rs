@@ -81,12 +81,12 @@ impl CoreTokenizer {
         )
     }
 
-    fn policy(&self, allowed: Vec<bool>, disallowed: Vec<bool>) -> PyResult<SpecialPolicy> {
+    fn policy(&self, allowed: Vec<bool>, disallowed: Vec<bool>, add_special_tokens: bool) -> PyResult<SpecialPolicy> {
         let n = self.inner.specials().len();
         if allowed.len() != n || disallowed.len() != n {
             return Err(PyValueError::new_err("special-token policy length mismatch"));
         }
-        Ok(SpecialPolicy { allowed, disallowed })
+        Ok(SpecialPolicy { allowed, disallowed, add_special_tokens })
     }
 
     fn encode_one(&self, text: &str, policy: &SpecialPolicy) -> PyResult<Vec<u32>> {
@@ -181,14 +181,16 @@ impl CoreTokenizer {
         py.detach(|| no_panic("tokenizer.json", || formats::write_hf_json(&self.inner.to_hf()).py_err()))
     }
 
+    #[pyo3(signature = (text, allowed, disallowed, add_special_tokens=false))]
     fn encode<'py>(
         &self,
         py: Python<'py>,
         text: &str,
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
+        add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let policy = self.policy(allowed, disallowed)?;
+        let policy = self.policy(allowed, disallowed, add_special_tokens)?;
         let ids = if text.len() < DETACH_BYTES {
             self.encode_one(text, &policy)?
         } else {
@@ -197,14 +199,16 @@ impl CoreTokenizer {
         self.to_list(py, &ids)
     }
 
+    #[pyo3(signature = (data, allowed, disallowed, add_special_tokens=false))]
     fn encode_bytes<'py>(
         &self,
         py: Python<'py>,
         data: &[u8],
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
+        add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let policy = self.policy(allowed, disallowed)?;
+        let policy = self.policy(allowed, disallowed, add_special_tokens)?;
         let ids = py
             .detach(|| {
                 let mut out = Vec::with_capacity(data.len() / 3);
@@ -215,7 +219,7 @@ impl CoreTokenizer {
         self.to_list(py, &ids)
     }
 
-    #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
+    #[pyo3(signature = (texts, allowed, disallowed, num_threads=None, add_special_tokens=false))]
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
@@ -223,15 +227,16 @@ impl CoreTokenizer {
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
         num_threads: Option<usize>,
+        add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyList>> {
-        let policy = self.policy(allowed, disallowed)?;
+        let policy = self.policy(allowed, disallowed, add_special_tokens)?;
         let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
         let lists = offsets.windows(2).map(|w| self.to_list(py, &ids[w[0]..w[1]])).collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, lists)
     }
 
     /// Flat ids and offsets (`ids[offsets[i]:offsets[i+1]]` is text i): no Python int per token.
-    #[pyo3(signature = (texts, allowed, disallowed, num_threads=None))]
+    #[pyo3(signature = (texts, allowed, disallowed, num_threads=None, add_special_tokens=false))]
     fn encode_batch_numpy<'py>(
         &self,
         py: Python<'py>,
@@ -239,8 +244,9 @@ impl CoreTokenizer {
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
         num_threads: Option<usize>,
+        add_special_tokens: bool,
     ) -> PyResult<IdsAndOffsets<'py>> {
-        let policy = self.policy(allowed, disallowed)?;
+        let policy = self.policy(allowed, disallowed, add_special_tokens)?;
         let (ids, offsets) = self.encode_many(py, &texts, &policy, num_threads)?;
         let offsets: Vec<i64> = offsets.into_iter().map(|o| o as i64).collect();
         Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
@@ -295,14 +301,16 @@ impl CoreTokenizer {
     }
 
     /// The ids of `text` as a uint32 array, with no Python list in between.
+    #[pyo3(signature = (text, allowed, disallowed, add_special_tokens=false))]
     fn encode_numpy<'py>(
         &self,
         py: Python<'py>,
         text: &str,
         allowed: Vec<bool>,
         disallowed: Vec<bool>,
+        add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
-        let policy = self.policy(allowed, disallowed)?;
+        let policy = self.policy(allowed, disallowed, add_special_tokens)?;
         let ids = if text.len() < DETACH_BYTES {
             self.encode_one(text, &policy)?
         } else {
