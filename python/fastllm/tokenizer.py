@@ -482,7 +482,15 @@ class BPETokenizer:
 
     @property
     def special_tokens(self) -> dict[str, int]:
+        """Special tokens (subject to `allowed_special` / `disallowed_special`) and their ids."""
         return dict(self._specials)
+
+    @property
+    def added_tokens(self) -> dict[str, int]:
+        """Non-special added tokens of a loaded `tokenizer.json` and their ids: found in any text
+        (as Hugging Face tokenizers finds them) and encoded as their id whatever the special-token
+        policy; not special tokens."""
+        return dict(self._core.added_tokens)
 
     @property
     def merges(self) -> list[tuple[int, int]]:

@@ -184,7 +184,14 @@ fn encode_bench_imdb() {
             ("cl100k", &cl, GPT4_PATTERN, vec![("<|endoftext|>".to_string(), 100257)]),
         ] {
             let vocab = (0..bpe.len() as u32).map(|id| bpe.token_bytes(id).map(<[u8]>::to_vec)).collect();
-            let t = HfBpe { pattern: pattern.to_string(), vocab, merges: bpe.merges(), specials };
+            let t = HfBpe {
+                pattern: pattern.to_string(),
+                vocab,
+                merges: bpe.merges(),
+                specials,
+                normalizer: vec![],
+                added_tokens: vec![],
+            };
             std::fs::write(dump.join(format!("{name}.json")), write_hf_json(&t).unwrap()).unwrap();
         }
         eprintln!("dumped to {}", dump.display());
