@@ -317,6 +317,10 @@ class BPETokenizer:
     def from_file(cls, path: PathLike) -> BPETokenizer:
         """Loads a byte-level BPE `tokenizer.json` (written by `save` or by Hugging Face).
 
+        Its normalizer (NFC, NFD, NFKC, NFKD, Lowercase or a Sequence of them) and its added tokens
+        (flags included) are applied as Hugging Face tokenizers applies them; `special` added tokens
+        are `special_tokens`, the others `added_tokens`.
+
         The file is read in Rust, at most `MAX_VOCAB_FILE_BYTES` of it; anything malformed,
         unsupported or too large is a ValueError naming the file.
         """

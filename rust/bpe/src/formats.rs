@@ -336,11 +336,14 @@ fn type_of(v: &Value) -> &str {
 }
 
 /// Parse a byte-level BPE `tokenizer.json` (ours or Hugging Face's). Supported: model.type "BPE"
-/// with no dropout / subword prefix / word suffix / ignore_merges; normalizer null; pre_tokenizer
+/// with no dropout / subword prefix / word suffix / ignore_merges; normalizer: see below; pre_tokenizer
 /// `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`]) or `Sequence [Split { Regex,
 /// behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that regex), without
 /// add_prefix_space; post_processor null or ByteLevel. Merges as "a b" strings or ["a", "b"].
-/// `added_tokens` become the specials. Anything else is a Format error naming the field.
+/// `added_tokens` with `special` true become the specials; all of them, with their flags, also go
+/// to `added_tokens` (unless all are plain specials). The normalizer is null, or NFC, NFD, NFKC,
+/// NFKD, Lowercase or a Sequence of them ([`crate::normalize`]). Anything else is a Format error
+/// naming the field.
 pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let err = |reason: String| BpeError::format(path, None, reason);
     let root: Value =
@@ -910,7 +913,9 @@ fn json_str(s: &str) -> String {
 /// Write a `tokenizer.json` that `tokenizers.Tokenizer.from_file` loads and that encodes exactly as
 /// this BPE does: null normalizer, `Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]`,
 /// BPE model with the vocab in id order (specials included, under their raw content, so that
-/// tokenizers keeps their ids), merges as `["a", "b"]` pairs, specials as added tokens.
+/// tokenizers keeps their ids), merges as `["a", "b"]` pairs, specials as added tokens. A text
+/// level (`normalizer`, `added_tokens` with their flags) is written as tokenizers writes it;
+/// non-special added tokens that are not BPE tokens join the vocab under their raw content too.
 pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     let bad = |reason: String| BpeError::InvalidArgument { name: "tokenizer", value: "HfBpe".into(), reason };
     let map = bytes_to_unicode();

@@ -64,9 +64,19 @@ impl NormStep {
                 match s.char_indices().find(|&(_, c)| !unchanged(c)) {
                     None => Cow::Borrowed(s),
                     Some((i, _)) => {
+                        // For speed: ASCII (most text) is lowered byte by byte, in runs.
                         let mut out = String::with_capacity(s.len() + 8);
                         out.push_str(&s[..i]);
-                        out.extend(s[i..].chars().flat_map(char::to_lowercase));
+                        let mut rest = &s[i..];
+                        while !rest.is_empty() {
+                            let ascii = rest.bytes().position(|b| !b.is_ascii()).unwrap_or(rest.len());
+                            out.extend(rest[..ascii].bytes().map(|b| char::from(b.to_ascii_lowercase())));
+                            rest = &rest[ascii..];
+                            if let Some(c) = rest.chars().next() {
+                                out.extend(c.to_lowercase());
+                                rest = &rest[c.len_utf8()..];
+                            }
+                        }
                         Cow::Owned(out)
                     }
                 }
@@ -153,6 +163,11 @@ mod tests {
         assert_eq!(normalize(&[Nfd, Nfc], "e\u{301}"), "é");
         assert!(matches!(normalize(&[Nfc, Lowercase], "plain text"), Cow::Borrowed(_)));
         assert!(matches!(normalize(&[], "Any"), Cow::Borrowed(_)));
+        // The ASCII-run shortcut equals lowering char by char.
+        for t in ["ABC déF ÀÉ İX ΣΑΣ\u{0}Z", "é", "aB", "Ǆ1Ǆ", "x\u{10400}Y"] {
+            let want: String = t.chars().flat_map(char::to_lowercase).collect();
+            assert_eq!(normalize(&[Lowercase], t), want, "{t:?}");
+        }
     }
 
     #[test]

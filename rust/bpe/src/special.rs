@@ -383,6 +383,62 @@ mod tests {
         assert!(err.len() < 1000, "the message quotes the token's start only: {err}");
     }
 
+    fn added(content: &str, id: u32) -> AddedToken {
+        AddedToken { special: false, normalized: false, ..AddedToken::special(content, id) }
+    }
+
+    /// tokenizers' `find_matches` on hand-checked cases: leftmost-longest, single_word between
+    /// non-word chars only, lstrip/rstrip taking the whitespace beside the token.
+    #[test]
+    fn added_matcher_follows_find_matches() {
+        let tokens = vec![
+            added("ab", 1),
+            added("abc", 2),
+            AddedToken { single_word: true, ..added("w", 3) },
+            AddedToken { lstrip: true, rstrip: true, ..added("<m>", 4) },
+        ];
+        let patterns: Vec<String> = tokens.iter().map(|t| t.content.clone()).collect();
+        let m = AddedMatcher::new(&patterns, (0..tokens.len()).collect()).unwrap().unwrap();
+        let split = |text: &'static str| {
+            let mut out = Vec::new();
+            m.split(text, &tokens, &mut |_, _| Ok(true), &mut out).unwrap();
+            out
+        };
+        use Piece::{Text, Token};
+        assert_eq!(split("xabcab"), [Text("x"), Token(2), Token(1)]);
+        assert_eq!(split("w xw w_ é w."), [Token(3), Text(" xw w_ é "), Token(3), Text(".")]);
+        assert_eq!(split("a  <m>\t b"), [Text("a"), Token(4), Text("b")]);
+        assert_eq!(split("<m> <m>"), [Token(4), Token(4)]);
+        assert_eq!(split(""), []);
+        let mut out = Vec::new();
+        let skip_ab = &mut |k: usize, _| Ok(k != 0);
+        m.split("ab abc", &tokens, skip_ab, &mut out).unwrap();
+        assert_eq!(out, [Text("ab "), Token(2)]);
+        assert!(AddedMatcher::new(&["x".into(), "x".into()], vec![0, 1]).is_err());
+    }
+
+    /// Raw tokens are found first; the stretches between are normalized, then searched for the
+    /// normalized tokens (by their normalized text).
+    #[test]
+    fn text_level_matches_raw_then_normalized() {
+        let specials = vec![("<S>".to_string(), 9)];
+        let tokens = vec![AddedToken::special("<S>", 9), AddedToken { normalized: true, ..added("AB", 5) }];
+        let level = TextLevel::new(vec![NormStep::Lowercase], tokens, &specials).unwrap();
+        let mut pieces: Vec<String> = Vec::new();
+        level
+            .for_each_piece("xAb<S>ab<s>", &mut |_, _| Ok(true), &mut |p| {
+                pieces.push(match p {
+                    Piece::Text(t) => t.to_string(),
+                    Piece::Token(id) => format!("#{id}"),
+                });
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(pieces, ["x", "#5", "#9", "#5", "<s>"]);
+        let bad = TextLevel::new(vec![], vec![added("<S>", 9)], &specials).unwrap_err();
+        assert!(bad.to_string().contains("special"), "{bad}");
+    }
+
     #[test]
     fn long_repetitive_specials_build_as_an_nfa_and_match() {
         // Many maximal tokens of one repeated char: the worst case for a DFA build.

@@ -6,6 +6,10 @@
 //!
 //! Special-token semantics follow tiktoken: text that spells a *disallowed* special raises; an
 //! *allowed* special becomes its id; any other special text is encoded as plain text.
+//!
+//! A tokenizer loaded from a `tokenizer.json` may also have a text level
+//! ([`crate::special::TextLevel`]): a normalizer and non-special added tokens (found in any text,
+//! always their id), matched and normalized as Hugging Face tokenizers does before pre-tokenizing.
 
 use rustc_hash::FxHashMap;
 
