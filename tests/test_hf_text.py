@@ -69,6 +69,8 @@ CONFIGS = {
             _tok("Hello", normalized=False),
             _tok("x" + EOT, normalized=False),  # contains a special
             _tok("é中", normalized=True),
+            _tok("   ", normalized=True),  # a run of spaces (as CodeGen / Phi-2 files add)
+            _tok("\n\n", normalized=False),
         ],
         [],
     ),
@@ -257,6 +259,21 @@ def _add(token):
     return edit
 
 
+def _add_at_vocab_id(content):
+    def edit(data):
+        data["added_tokens"].append(
+            {"id": data["model"]["vocab"][content], "content": content, "special": False}
+        )
+
+    return edit
+
+
+def _add_twice_with_other_flags(data):
+    n = len(data["model"]["vocab"])
+    data["added_tokens"].append({"id": n, "content": "<q>", "special": False, "normalized": True})
+    data["added_tokens"].append({"id": n, "content": "<q>", "special": False, "normalized": False})
+
+
 def _lowercase_and_add_twice(data):
     data["normalizer"] = {"type": "Lowercase"}
     n = len(data["model"]["vocab"])
@@ -288,17 +305,21 @@ def _lowercase_and_add_twice(data):
         (_set_normalizer({"type": "Sequence"}), r"normalizer is a Sequence without"),
         (_add({"content": "<q>", "special": False, "lstrip": "yes"}), r'\("<q>"\): lstrip is "yes"'),
         (_lowercase_and_add_twice, r'"QQZ" and "qqz" are both normalized to "qqz"'),
+        (_add({"content": "<q>", "special": "no"}), r'\("<q>"\): special is "no"'),
+        (
+            _add({"content": "q" * 1025, "special": False}),
+            r"added_tokens\[1\] is 1025 bytes long; .* at most 1024",
+        ),
+        # tokenizers gives "é" the id of the byte token 0xE9 (its byte-level spelling): not a text.
+        (
+            _add_at_vocab_id("é"),
+            r'added token "é" is model.vocab\'s id \d+, a token whose bytes are not its text',
+        ),
+        (_add_twice_with_other_flags, r'added_tokens\[2\] \("<q>"\) repeats an earlier added token'),
     ],
     ids=[
-        "replace",
-        "strip",
-        "prepend",
-        "bert",
-        "precompiled",
-        "sequence_strip",
-        "sequence_no_list",
-        "flag",
-        "dup",
+        *("replace", "strip", "prepend", "bert", "precompiled", "sequence_strip", "sequence_no_list"),
+        *("flag", "dup", "special_flag", "too_long", "byte_token", "repeat"),
     ],
 )
 def test_unsupported_text_level_is_refused(base, tmp_path, edit, message):
