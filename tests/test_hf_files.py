@@ -16,6 +16,7 @@ give the same ids.
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import tokenizers
@@ -82,14 +83,20 @@ def _agree(ours: BPETokenizer, hf: tokenizers.Tokenizer, text: str) -> list[int]
 
 
 def _round_trip(ours: BPETokenizer, path, texts_: list[str]) -> None:
-    """fastllm saves `ours`; both libraries read the saved file and give the ids of the original."""
+    """fastllm saves `ours`; both libraries read the saved file and give the ids of the original.
+    A pickled copy (what a worker process gets) keeps every option too."""
     saved = path.with_name(path.stem + ".saved.json")
     ours.save(saved)
     again, hf = _both(saved)
+    copy = pickle.loads(pickle.dumps(ours))
     for text in texts_:
         ids = ours.encode(text, allowed_special="all")
         assert again.encode(text, allowed_special="all") == ids, text
         assert _hf_ids(hf, text) == ids, text
+        assert copy.encode(text, allowed_special="all") == ids, text
+        assert copy.encode(text, allowed_special="all", add_special_tokens=True) == ours.encode(
+            text, allowed_special="all", add_special_tokens=True
+        )
 
 
 # ---- the Llama-3-style file: cl100k through transformers' TikTokenConverter ----------------------

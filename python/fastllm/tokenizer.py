@@ -435,6 +435,10 @@ class BPETokenizer:
         "12345" in one piece there), and a `TemplateProcessing` post-processor (applied when
         `encode` is given `add_special_tokens=True`).
 
+        Its normalizer (NFC, NFD, NFKC, NFKD, Lowercase or a Sequence of them) and its added tokens
+        (flags included) are applied as Hugging Face tokenizers applies them; `special` added tokens
+        are `special_tokens`, the others `added_tokens`.
+
         The file is read in Rust, at most `MAX_VOCAB_FILE_BYTES` of it; anything malformed,
         unsupported or too large is a ValueError naming the file and the field. `name` defaults to
         the file's stem ("tokenizer" for `tokenizer.json`).
@@ -607,7 +611,13 @@ class BPETokenizer:
         return id_
 
     def _prepare_batch(
-        self, texts: Sequence[str], allowed_special, disallowed_special, num_threads, errors, add_special_tokens
+        self,
+        texts: Sequence[str],
+        allowed_special,
+        disallowed_special,
+        num_threads,
+        errors,
+        add_special_tokens,
     ) -> tuple[list[str], list[bool], list[bool], int | None, bool]:
         items = check_texts(texts)
         _check_errors(errors)
@@ -654,9 +664,7 @@ class BPETokenizer:
                 return self._core.encode_batch(items, allowed, disallowed, threads, add)
             except UnicodeEncodeError:
                 pass
-            return self._core.encode_batch(
-            self._fix_batch(items, errors), allowed, disallowed, threads, add
-        )
+            return self._core.encode_batch(self._fix_batch(items, errors), allowed, disallowed, threads, add)
         finally:
             if was_enabled:
                 gc.enable()
@@ -814,6 +822,7 @@ class BPETokenizer:
 
     @property
     def special_tokens(self) -> dict[str, int]:
+        """Special tokens (subject to `allowed_special` / `disallowed_special`) and their ids."""
         return dict(self._specials)
 
     @property
@@ -828,6 +837,13 @@ class BPETokenizer:
     def token_byte_values(self) -> list[bytes]:
         """The bytes of every regular (non-special) token, sorted."""
         return self._core.token_byte_values()
+
+    @property
+    def added_tokens(self) -> dict[str, int]:
+        """Non-special added tokens of a loaded `tokenizer.json` and their ids: found in any text
+        (as Hugging Face tokenizers finds them) and encoded as their id whatever the special-token
+        policy; not special tokens."""
+        return dict(self._core.added_tokens)
 
     @property
     def merges(self) -> list[tuple[int, int]]:

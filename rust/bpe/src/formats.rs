@@ -14,7 +14,8 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::error::{BpeError, Result};
-use crate::special::MAX_SPECIAL_BYTES;
+use crate::normalize::{normalize, read_hf_normalizer, write_hf_normalizer, NormStep};
+use crate::special::{canonical_added, AddedToken, MAX_SPECIAL_BYTES};
 
 /// The pre-tokenizer regex of HF's `ByteLevel { use_regex: true }` (GPT-2's original pattern,
 /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`).
@@ -334,6 +335,13 @@ pub struct HfBpe {
     /// puts around the text), applied only on request (`add_special_tokens`).
     #[serde(default)]
     pub template: Option<HfTemplate>,
+    /// The normalizer's steps (empty: none).
+    #[serde(default)]
+    pub normalizer: Vec<NormStep>,
+    /// Every added token with its flags, specials included (they must be `specials`), in the
+    /// file's order; empty when all are specials with the default flags.
+    #[serde(default)]
+    pub added_tokens: Vec<AddedToken>,
 }
 
 /// Where the ByteLevel pre-tokenizer's `add_prefix_space: true` puts a space (Hugging Face puts
@@ -391,12 +399,14 @@ fn type_of(v: &Value) -> &str {
 /// Parse a byte-level BPE `tokenizer.json` (ours or Hugging Face's). Supported: model.type "BPE"
 /// with no dropout / subword prefix / word suffix / byte_fallback, with `ignore_merges`,
 /// `unk_token` and `fuse_unk` (which matter when the vocabulary lacks single bytes);
-/// normalizer null; pre_tokenizer `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`])
+/// normalizer null, or NFC, NFD, NFKC, NFKD, Lowercase or a Sequence of them
+/// ([`crate::normalize`]); pre_tokenizer `ByteLevel { use_regex: true }` (-> [`HF_BYTELEVEL_PATTERN`])
 /// or `Sequence [Split { Regex, behavior: Isolated }, ByteLevel { use_regex: false }]` (-> that
 /// regex, read as Oniguruma reads it: see [`pattern_from_onig`]), either with `add_prefix_space`
 /// ([`PrefixSpace`]); post_processor null, ByteLevel, or a `TemplateProcessing` of special tokens
 /// around `$A` ([`HfTemplate`]), alone or in a Sequence with ByteLevel. Merges as "a b" strings
-/// or ["a", "b"]. `added_tokens` become the specials. Anything else is a Format error naming the
+/// or ["a", "b"]. `added_tokens` with `special` true become the specials; all of them, with their
+/// flags, also go to `added_tokens` (unless all are plain specials). Anything else is a Format error naming the
 /// field.
 pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let err = |reason: String| BpeError::format(path, None, reason);
@@ -433,16 +443,7 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
     let (ignore_merges, unk_token, fuse_unk) = read_model_options(model).map_err(err)?;
 
     // --- normalizer ---
-    if let Some(n) = get(&root, "normalizer") {
-        let empty_seq =
-            type_of(n) == "Sequence" && n.get("normalizers").and_then(Value::as_array).is_some_and(|a| a.is_empty());
-        if !empty_seq {
-            return Err(err(format!(
-                "normalizer is {:?}; only null is supported (a normalizer changes the text)",
-                type_of(n)
-            )));
-        }
-    }
+    let normalizer = read_hf_normalizer(get(&root, "normalizer")).map_err(err)?;
 
     // --- pre_tokenizer ---
     let (pattern, prefix_space) = read_pre_tokenizer(get(&root, "pre_tokenizer")).map_err(err)?;
@@ -465,69 +466,45 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
         by_key.insert(k.as_str(), id as u32);
     }
 
-    // --- added tokens (specials) ---
-    let mut specials: Vec<(String, u32)> = Vec::new();
-    // Hash sets, not scans of `specials`: a file may list many added tokens.
-    let mut special_ids: HashMap<u32, usize> = HashMap::new();
-    let mut special_texts: HashSet<&str> = HashSet::new();
-    if let Some(added) = get(&root, "added_tokens") {
-        let added = added.as_array().ok_or_else(|| err("added_tokens must be a list".into()))?;
-        // tokenizers assigns ids to added tokens that are not in the model vocab sequentially
-        // after it; we require the declared ids to be the ones it would assign.
-        let mut max_added: Option<u32> = None;
-        for (i, t) in added.iter().enumerate() {
-            let content = t.get("content").and_then(Value::as_str).filter(|c| !c.is_empty());
-            let id = t.get("id").and_then(Value::as_u64).filter(|&id| id < i32::MAX as u64);
-            let (Some(content), Some(id)) = (content, id) else {
-                return Err(err(format!("added_tokens[{i}] needs a non-empty \"content\" and an \"id\"")));
-            };
-            let id = id as u32;
-            for flag in ["lstrip", "rstrip", "single_word"] {
-                if t.get(flag).and_then(Value::as_bool) == Some(true) {
-                    return Err(err(format!(
-                        "added_tokens[{i}] ({content:?}) has {flag}=true, which is not supported"
-                    )));
-                }
-            }
-            if special_texts.contains(content) {
-                continue; // tokenizers ignores repeats
-            }
-            if content.len() > MAX_SPECIAL_BYTES {
+    // --- added tokens (specials and others) ---
+    let (specials, added) = read_added_tokens(get(&root, "added_tokens"), &by_key, vmap.len()).map_err(err)?;
+    // tokenizers matches `normalized` added tokens by their normalized text; two with the same
+    // one would make it pick either at random.
+    let mut normalized_texts: HashMap<String, &str> = HashMap::new();
+    for t in added.iter().filter(|t| t.normalized) {
+        let n = normalize(&normalizer, &t.content).into_owned();
+        if let Some(other) = normalized_texts.insert(n.clone(), &t.content) {
+            return Err(err(format!(
+                "added tokens {other:?} and {:?} are both normalized to {n:?}; tokenizers would pick either",
+                t.content
+            )));
+        }
+    }
+    // Ids whose model.vocab entry is not a BPE token: the specials', and the other added
+    // tokens' unless BPE needs them (a single byte, or a merge's product).
+    let mut drop_ids: HashSet<u32> = specials.iter().map(|s| s.1).collect();
+    let in_vocab: Vec<&AddedToken> =
+        added.iter().filter(|t| !t.special && by_key.contains_key(t.content.as_str())).collect();
+    if !in_vocab.is_empty() {
+        let products = merge_products(get(model, "merges"));
+        for t in in_vocab {
+            // A BPE token (a single byte, or made by a merge) must have the added token's bytes.
+            let single = t.content.chars().count() == 1 && unicode_to_bytes(&t.content).is_some();
+            if !single && !products.contains(t.content.as_str()) {
+                drop_ids.insert(t.id);
+            } else if unicode_to_bytes(&t.content).as_deref() != Some(t.content.as_bytes()) {
                 return Err(err(format!(
-                    "added_tokens[{i}] is {} bytes long; special tokens are at most {MAX_SPECIAL_BYTES} bytes",
-                    content.len()
+                    "added token {:?} is model.vocab's id {}, a token whose bytes are not its text; \
+                     this is not supported",
+                    t.content, t.id
                 )));
             }
-            let expected = match by_key.get(content) {
-                Some(&vid) => vid,
-                None => {
-                    let size = vmap.len() as u32;
-                    match max_added {
-                        Some(m) if m >= size || size == 0 => m + 1,
-                        _ => size,
-                    }
-                }
-            };
-            max_added = Some(max_added.map_or(expected, |m| m.max(expected)));
-            if expected != id {
-                return Err(err(format!(
-                    "added_tokens[{i}] ({content:?}) declares id {id}, but tokenizers would give it \
-                     id {expected}"
-                )));
-            }
-            if let Some(&k) = special_ids.get(&id) {
-                let c = &specials[k].0;
-                return Err(err(format!("added_tokens[{i}] ({content:?}) has the id {id} of {c:?}")));
-            }
-            special_ids.insert(id, specials.len());
-            special_texts.insert(content);
-            specials.push((content.to_string(), id));
         }
     }
 
     let mut vocab: Vec<Option<Vec<u8>>> = vec![None; max_id as usize + 1];
     for (&k, &id) in &by_key {
-        if special_ids.contains_key(&id) {
+        if drop_ids.contains(&id) {
             continue;
         }
         let bytes = unicode_to_bytes(k)
@@ -572,7 +549,7 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
         merges.push((la, lb));
     }
     if let Some(unk) = &unk_token {
-        let known = by_key.contains_key(unk.as_str()) || special_texts.contains(unk.as_str());
+        let known = by_key.contains_key(unk.as_str()) || specials.iter().any(|s| s.0 == *unk);
         let complete = (0..=255u8).all(|b| by_key.contains_key(bytes_to_unicode_string(&[b]).as_str()));
         if !known && !complete {
             // tokenizers loads such a file but fails on the first byte that is not a token.
@@ -582,7 +559,125 @@ pub fn read_hf_json(text: &str, path: &str) -> Result<HfBpe> {
             )));
         }
     }
-    Ok(HfBpe { pattern, vocab, merges, specials, ignore_merges, prefix_space, unk_token, fuse_unk, template })
+    Ok(HfBpe {
+        pattern,
+        vocab,
+        merges,
+        specials,
+        ignore_merges,
+        prefix_space,
+        unk_token,
+        fuse_unk,
+        template,
+        normalizer,
+        added_tokens: canonical_added(added),
+    })
+}
+
+/// The byte-level strings that `model.merges` produce (malformed entries are skipped: the merge
+/// list is checked on its own).
+fn merge_products(merges: Option<&Value>) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for m in merges.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+        match m {
+            Value::String(s) => {
+                out.insert(s.replacen(' ', "", 1));
+            }
+            Value::Array(p) => {
+                if let [Value::String(a), Value::String(b)] = p.as_slice() {
+                    out.insert(format!("{a}{b}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `added_tokens` -> (specials as (content, id), every added token with its flags), in the
+/// file's order. tokenizers gives an added token its model.vocab id, or else the next id after
+/// the vocabulary and the added tokens before it; a declared id must be that one. A repeat of a
+/// token with the same flags is skipped (as tokenizers does); with other flags it is an error.
+type AddedTokens = (Vec<(String, u32)>, Vec<AddedToken>);
+fn read_added_tokens(
+    added: Option<&Value>,
+    by_key: &HashMap<&str, u32>,
+    vocab_len: usize,
+) -> std::result::Result<AddedTokens, String> {
+    let mut specials: Vec<(String, u32)> = Vec::new();
+    let mut tokens: Vec<AddedToken> = Vec::new();
+    // Hash maps, not scans: a file may list many added tokens.
+    let mut by_id: HashMap<u32, usize> = HashMap::new();
+    let mut by_content: HashMap<String, usize> = HashMap::new();
+    let Some(added) = added else { return Ok((specials, tokens)) };
+    let added = added.as_array().ok_or("added_tokens must be a list")?;
+    let mut max_added: Option<u32> = None;
+    for (i, t) in added.iter().enumerate() {
+        let content = t.get("content").and_then(Value::as_str).filter(|c| !c.is_empty());
+        let id = t.get("id").and_then(Value::as_u64).filter(|&id| id < i32::MAX as u64);
+        let (Some(content), Some(id)) = (content, id) else {
+            return Err(format!("added_tokens[{i}] needs a non-empty \"content\" and an \"id\""));
+        };
+        let id = id as u32;
+        let flag = |name: &str, default: bool| -> std::result::Result<bool, String> {
+            match t.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(Value::Bool(b)) => Ok(*b),
+                Some(v) => Err(format!("added_tokens[{i}] ({content:?}): {name} is {v}, not true or false")),
+            }
+        };
+        let special = flag("special", true)?;
+        let token = AddedToken {
+            content: content.to_string(),
+            id,
+            special,
+            normalized: flag("normalized", !special)?,
+            lstrip: flag("lstrip", false)?,
+            rstrip: flag("rstrip", false)?,
+            single_word: flag("single_word", false)?,
+        };
+        if let Some(&k) = by_content.get(content) {
+            if tokens[k] == token {
+                continue; // tokenizers skips an identical repeat
+            }
+            return Err(format!(
+                "added_tokens[{i}] ({content:?}) repeats an earlier added token with other flags or id"
+            ));
+        }
+        if content.len() > MAX_SPECIAL_BYTES {
+            return Err(format!(
+                "added_tokens[{i}] is {} bytes long; added tokens are at most {MAX_SPECIAL_BYTES} bytes",
+                content.len()
+            ));
+        }
+        let expected = match by_key.get(content) {
+            Some(&vid) => vid,
+            None => {
+                let size = vocab_len as u32;
+                match max_added {
+                    Some(m) if m >= size || size == 0 => m + 1,
+                    _ => size,
+                }
+            }
+        };
+        max_added = Some(max_added.map_or(expected, |m| m.max(expected)));
+        if expected != id {
+            return Err(format!(
+                "added_tokens[{i}] ({content:?}) declares id {id}, but tokenizers would give it id {expected}"
+            ));
+        }
+        if let Some(&k) = by_id.get(&id) {
+            let c = &tokens[k].content;
+            return Err(format!("added_tokens[{i}] ({content:?}) has the id {id} of {c:?}"));
+        }
+        by_id.insert(id, tokens.len());
+        by_content.insert(content.to_string(), tokens.len());
+        if special {
+            specials.push((content.to_string(), id));
+        }
+        tokens.push(token);
+    }
+    Ok((specials, tokens))
 }
 
 /// `model.ignore_merges`, `model.unk_token` and `model.fuse_unk`; `byte_fallback` is refused.
@@ -1124,7 +1219,9 @@ fn write_post_processor(s: &mut String, template: Option<&HfTemplate>) {
 /// Write a `tokenizer.json` that `tokenizers.Tokenizer.from_file` loads and that encodes exactly as
 /// this BPE does: null normalizer, `Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)]`,
 /// BPE model with the vocab in id order (specials included, under their raw content, so that
-/// tokenizers keeps their ids), merges as `["a", "b"]` pairs, specials as added tokens.
+/// tokenizers keeps their ids), merges as `["a", "b"]` pairs, specials as added tokens. A text
+/// level (`normalizer`, `added_tokens` with their flags) is written as tokenizers writes it;
+/// non-special added tokens that are not BPE tokens join the vocab under their raw content too.
 pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     let bad = |reason: String| BpeError::InvalidArgument { name: "tokenizer", value: "HfBpe".into(), reason };
     let map = bytes_to_unicode();
@@ -1144,9 +1241,15 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
         }
         entries.push((id as u32, key));
     }
-    for (content, id) in &t.specials {
+    // The added tokens with their flags (plain specials unless `added_tokens` says more).
+    let added: Vec<AddedToken> = if t.added_tokens.is_empty() {
+        t.specials.iter().map(|(c, id)| AddedToken::special(c, *id)).collect()
+    } else {
+        t.added_tokens.clone()
+    };
+    for AddedToken { content, id, .. } in &added {
         if content.is_empty() {
-            return Err(bad("a special token is the empty string".into()));
+            return Err(bad("an added token is the empty string".into()));
         }
         if let Some(&other) = key_id.get(content) {
             if other == *id && t.vocab.get(*id as usize).is_some_and(|v| v.is_some()) {
@@ -1170,17 +1273,23 @@ pub fn write_hf_json(t: &HfBpe) -> Result<String> {
     let mut s = String::with_capacity(64 * (entries.len() + t.merges.len()) + 1024);
     s.push_str("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n  \"padding\": null,\n");
     s.push_str("  \"added_tokens\": [");
-    for (i, (content, id)) in t.specials.iter().enumerate() {
+    for (i, a) in added.iter().enumerate() {
         let _ = write!(
             s,
-            "{}\n    {{\"id\": {id}, \"content\": {}, \"single_word\": false, \"lstrip\": false, \
-             \"rstrip\": false, \"normalized\": false, \"special\": true}}",
+            "{}\n    {{\"id\": {}, \"content\": {}, \"single_word\": {}, \"lstrip\": {}, \
+             \"rstrip\": {}, \"normalized\": {}, \"special\": {}}}",
             if i > 0 { "," } else { "" },
-            json_str(content)
+            a.id,
+            json_str(&a.content),
+            a.single_word,
+            a.lstrip,
+            a.rstrip,
+            a.normalized,
+            a.special
         );
     }
-    s.push_str(if t.specials.is_empty() { "],\n" } else { "\n  ],\n" });
-    s.push_str("  \"normalizer\": null,\n");
+    s.push_str(if added.is_empty() { "],\n" } else { "\n  ],\n" });
+    let _ = writeln!(s, "  \"normalizer\": {},", write_hf_normalizer(&t.normalizer));
     write_pre_tokenizer(&mut s, t).map_err(bad)?;
     write_post_processor(&mut s, t.template.as_ref());
     s.push_str(

@@ -11,6 +11,7 @@ pub mod count;
 pub mod encode;
 pub mod error;
 pub mod formats;
+pub mod normalize;
 pub mod pretokenize;
 pub mod special;
 pub mod state;

@@ -103,7 +103,7 @@ impl Tokenizer {
         let (pattern, vocab, specials) =
             (std::mem::take(&mut hf.pattern), std::mem::take(&mut hf.vocab), std::mem::take(&mut hf.specials));
         if hf != HfBpe::default() {
-            return Err(bad("a rank-based state carries only a pattern, a vocabulary and special tokens"));
+            return Err(bad("a rank-based state carries only a pattern, a vocabulary and special tokens (no merges, no tokenizer.json options)"));
         }
         Tokenizer::new(PreTokenizer::new(&pattern)?, Bpe::from_ranks(vocab)?, specials)
     }

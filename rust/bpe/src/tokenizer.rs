@@ -6,6 +6,10 @@
 //!
 //! Special-token semantics follow tiktoken: text that spells a *disallowed* special raises; an
 //! *allowed* special becomes its id; any other special text is encoded as plain text.
+//!
+//! A tokenizer loaded from a `tokenizer.json` may also have a text level
+//! ([`crate::special::TextLevel`]): a normalizer and non-special added tokens (found in any text,
+//! always their id), matched and normalized as Hugging Face tokenizers does before pre-tokenizing.
 
 use rustc_hash::FxHashMap;
 
@@ -14,8 +18,9 @@ use crate::encode::MergeOptions;
 use crate::encode::{Bpe, PieceCache};
 use crate::error::{BpeError, Result};
 use crate::formats::{unicode_to_bytes, HfBpe, HfTemplate, PrefixSpace};
+use crate::normalize::NormStep;
 use crate::pretokenize::PreTokenizer;
-use crate::special::{check_specials, SpecialMatcher};
+use crate::special::{canonical_added, check_specials, AddedToken, Piece, SpecialMatcher, TextLevel};
 use crate::train::train_merges;
 
 /// Which specials an `encode` call treats as special (`allowed`) or rejects (`disallowed`); both
@@ -40,6 +45,10 @@ pub struct Tokenizer {
     hf: HfExtras,
     /// No prefix space and all 256 single bytes: `encode_ordinary` takes the plain fast path.
     plain: bool,
+    /// A normalizer and/or added tokens beyond plain specials (`None`: the plain fast path).
+    text: Option<Box<TextLevel>>,
+    /// Non-special added token id -> index into `text.tokens`.
+    added_by_id: FxHashMap<u32, usize>,
 }
 
 /// The parts of a `tokenizer.json` that [`Tokenizer::to_hf`] writes back and that are not the
@@ -77,7 +86,17 @@ impl Tokenizer {
             }
         }
         let plain = bpe.has_all_bytes();
-        Ok(Tokenizer { pretok, bpe, specials, matcher, special_by_id, hf: HfExtras::default(), plain })
+        Ok(Tokenizer {
+            pretok,
+            bpe,
+            specials,
+            matcher,
+            special_by_id,
+            hf: HfExtras::default(),
+            plain,
+            text: None,
+            added_by_id: FxHashMap::default(),
+        })
     }
 
     /// Trains merges on counted pre-tokens; `vocab_size` counts the 256 bytes, the merges and the
@@ -159,7 +178,38 @@ impl Tokenizer {
             template: hf.template,
         };
         tok.plain = tok.bpe.has_all_bytes() && tok.hf.prefix_space == PrefixSpace::Off;
-        Ok(tok)
+        tok.with_text_level(hf.normalizer, hf.added_tokens)
+    }
+
+    /// Adds a normalizer and added tokens with flags (`added`: every added token, specials
+    /// included, or empty for plain specials). A non-special added token's id must be new, or
+    /// the id of a vocabulary token with the same bytes.
+    pub fn with_text_level(mut self, steps: Vec<NormStep>, added: Vec<AddedToken>) -> Result<Self> {
+        let added = canonical_added(added);
+        if steps.is_empty() && added.is_empty() {
+            return Ok(self);
+        }
+        let added = if added.is_empty() {
+            self.specials.iter().map(|(c, id)| AddedToken::special(c, *id)).collect()
+        } else {
+            added
+        };
+        let text = TextLevel::new(steps, added, &self.specials)?;
+        let mut added_by_id = FxHashMap::default();
+        for (k, t) in text.tokens().iter().enumerate().filter(|(_, t)| !t.special) {
+            let bad = |reason: String| Err(BpeError::InvalidSpecial { token: t.content.clone(), reason });
+            if let Some(b) = self.bpe.token_bytes(t.id) {
+                if b != t.content.as_bytes() {
+                    return bad(format!("its id {} is a vocabulary token with other bytes", t.id));
+                }
+            }
+            if self.special_by_id.contains_key(&t.id) || added_by_id.insert(t.id, k).is_some() {
+                return bad(format!("its id {} is used by another added token", t.id));
+            }
+        }
+        self.text = Some(Box::new(text));
+        self.added_by_id = added_by_id;
+        Ok(self)
     }
 
     /// The parts of a `tokenizer.json`.
@@ -178,6 +228,8 @@ impl Tokenizer {
             unk_token: self.hf.unk_token.clone(),
             fuse_unk: self.hf.fuse_unk,
             template: self.hf.template.clone(),
+            normalizer: self.text.as_ref().map(|t| t.steps().to_vec()).unwrap_or_default(),
+            added_tokens: canonical_added(self.text.as_ref().map(|t| t.tokens().to_vec()).unwrap_or_default()),
         }
     }
 
@@ -193,9 +245,16 @@ impl Tokenizer {
         &self.specials
     }
 
+    /// The non-special added tokens as (content, id), in the file's order.
+    pub fn added_tokens(&self) -> Vec<(String, u32)> {
+        let tokens = self.text.as_ref().map(|t| t.tokens()).unwrap_or_default();
+        tokens.iter().filter(|t| !t.special).map(|t| (t.content.clone(), t.id)).collect()
+    }
+
     /// 1 + the highest id, specials included.
     pub fn vocab_size(&self) -> usize {
         let top = self.specials.iter().map(|&(_, id)| id as usize + 1).max().unwrap_or(0);
+        let top = self.added_by_id.keys().map(|&id| id as usize + 1).max().unwrap_or(0).max(top);
         top.max(self.bpe.len())
     }
 
@@ -207,7 +266,10 @@ impl Tokenizer {
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         match self.special_by_id.get(&id) {
             Some(&i) => Some(self.specials[i].0.as_bytes()),
-            None => self.bpe.token_bytes(id),
+            None => match (self.added_by_id.get(&id), &self.text) {
+                (Some(&k), Some(text)) => Some(text.tokens()[k].content.as_bytes()),
+                _ => self.bpe.token_bytes(id),
+            },
         }
     }
 
@@ -280,6 +342,9 @@ impl Tokenizer {
         cache: &mut PieceCache,
         out: &mut Vec<u32>,
     ) -> Result<()> {
+        if let Some(level) = &self.text {
+            return self.encode_text_level(level, text, policy, cache, out);
+        }
         if self.matcher.is_empty() {
             return self.encode_ordinary(text, cache, out);
         }
@@ -296,6 +361,33 @@ impl Tokenizer {
             }
         }
         self.encode_ordinary(&text[last..], cache, out)
+    }
+
+    /// `encode` for a tokenizer with a text level: added tokens and specials found as tokenizers
+    /// finds them, the stretches between them normalized and encoded one by one.
+    fn encode_text_level(
+        &self,
+        level: &TextLevel,
+        text: &str,
+        policy: &SpecialPolicy,
+        cache: &mut PieceCache,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        let flag = |v: &Vec<bool>, i: usize| v.get(i).copied().unwrap_or(false);
+        let mut keep = |k: usize, offset: usize| -> Result<bool> {
+            let Some(i) = level.special_index[k] else { return Ok(true) };
+            if flag(&policy.disallowed, i) {
+                return Err(BpeError::DisallowedSpecial { token: self.specials[i].0.clone(), offset });
+            }
+            Ok(flag(&policy.allowed, i))
+        };
+        level.for_each_piece(text, &mut keep, &mut |piece| match piece {
+            Piece::Token(id) => {
+                out.push(id);
+                Ok(())
+            }
+            Piece::Text(s) => self.encode_ordinary(s, cache, out),
+        })
     }
 
     /// Encodes arbitrary bytes: valid UTF-8 stretches as text (under `policy`, exactly as

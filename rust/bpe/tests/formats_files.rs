@@ -199,6 +199,30 @@ fn formats_hf_round_trip() {
     assert_eq!(val["model"]["vocab"]["<|im start|>"], 262);
 }
 
+/// A normalizer and added tokens with flags survive write + read, and the tokenizer built from
+/// them gives the added tokens' ids and text back.
+#[test]
+fn formats_hf_round_trip_text_level() {
+    use bpe::normalize::NormStep;
+    use bpe::special::AddedToken;
+    let mut t = small_hf();
+    t.normalizer = vec![NormStep::Nfkc, NormStep::Lowercase];
+    let plain =
+        |content: &str, id: u32| AddedToken { special: false, normalized: true, ..AddedToken::special(content, id) };
+    t.added_tokens = t.specials.iter().map(|(c, id)| AddedToken::special(c, *id)).collect();
+    t.added_tokens[0].lstrip = true;
+    t.added_tokens.push(AddedToken { rstrip: true, single_word: true, ..plain("<tok>", 263) });
+    t.added_tokens.push(AddedToken { normalized: false, ..plain("he", 257) }); // also a BPE token
+    let json = write_hf_json(&t).unwrap();
+    let back = read_hf_json(&json, "mem.json").unwrap();
+    assert_eq!(back, t);
+    let tok = bpe::Tokenizer::from_hf(back).unwrap();
+    assert_eq!(tok.added_tokens(), [("<tok>".to_string(), 263), ("he".to_string(), 257)]);
+    assert_eq!(tok.token_bytes(263), Some(&b"<tok>"[..]));
+    assert_eq!(tok.vocab_size(), 264);
+    assert_eq!(tok.to_hf(), t);
+}
+
 #[test]
 fn formats_hf_round_trip_gpt2_real() {
     let Some(dir) = vocab_dir() else { return };
@@ -301,7 +325,7 @@ fn formats_hf_rejects_what_we_cannot_reproduce() {
         ("/model/end_of_word_suffix", "</w>".into(), "end_of_word_suffix"),
         ("/model/ignore_merges", "yes".into(), "model.ignore_merges"),
         ("/model/byte_fallback", true.into(), "model.byte_fallback"),
-        ("/normalizer", serde_json::json!({"type": "NFC"}), "normalizer"),
+        ("/normalizer", serde_json::json!({"type": "Replace"}), "normalizer is \"Replace\""),
         ("/pre_tokenizer", serde_json::json!({"type": "Whitespace"}), "pre_tokenizer"),
         ("/pre_tokenizer", serde_json::Value::Null, "pre_tokenizer"),
         ("/pre_tokenizer", serde_json::json!({"type": "ByteLevel", "use_regex": false}), "pre_tokenizer"),
@@ -311,7 +335,7 @@ fn formats_hf_rejects_what_we_cannot_reproduce() {
             "post_processor.single",
         ),
         ("/post_processor", serde_json::json!({"type": "BertProcessing"}), "post_processor"),
-        ("/added_tokens/0/lstrip", true.into(), "lstrip"),
+        ("/added_tokens/0/lstrip", "yes".into(), "lstrip is \"yes\""),
         ("/added_tokens/0/id", 7.into(), "added_tokens[0]"),
         ("/model/merges/0", serde_json::json!(["Ġ", "zz"]), "model.merges[0]"),
         ("/model/merges/1", "h e x".into(), "model.merges[1]"),

@@ -347,6 +347,12 @@ impl CoreTokenizer {
         self.inner.specials().to_vec()
     }
 
+    /// Non-special added tokens (matched in any text, whatever the special-token policy).
+    #[getter]
+    fn added_tokens(&self) -> Vec<(String, u32)> {
+        self.inner.added_tokens()
+    }
+
     #[getter]
     fn merges(&self) -> Vec<(u32, u32)> {
         self.inner.merges()
