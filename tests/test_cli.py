@@ -8,6 +8,7 @@ exits non-zero with a one-line error naming the problem and no traceback.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -221,3 +222,19 @@ def test_bad_input_exits_nonzero_without_traceback(case, tmp_path, corpus, tok_p
     assert "Traceback" not in out.stderr and "Traceback" not in out.stdout
     assert named in out.stderr, out.stderr
     assert not (tmp_path / "o.json").exists()
+
+
+def test_encode_refuses_invalid_utf8_on_stdin_in_one_line(tok_path):
+    """Standard input is decoded strictly, as files are, whatever the locale: under LC_ALL=C Python
+    would read invalid bytes as lone surrogates, which encode() would turn into U+FFFD silently."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    out = subprocess.run(
+        [sys.executable, "-m", "fastllm", "tokenizer", "encode", "--tokenizer", str(tok_path)],
+        input=b"ok \xff\xfe bytes\n",
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
+    err = out.stderr.decode("utf-8", "replace").strip()
+    assert out.returncode == 1 and out.stdout == b"", err
+    assert len(err.splitlines()) == 1 and "utf-8" in err and "0xff" in err, err

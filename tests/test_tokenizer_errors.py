@@ -559,7 +559,12 @@ def _load_or_value_error(data, directory):
         return
     text = "hello wörld 123 (a) {x} " + SPECIAL
     if _has_every_byte(tok):  # else bytes without a token are dropped, as in tokenizers
-        assert tok.decode(tok.encode(text, disallowed_special=())) == text
+        decoded = tok.decode(tok.encode(text, disallowed_special=()))
+        if '"add_prefix_space": true' in json.dumps(data):
+            # ByteLevel's prefix space only adds spaces (before the text, or before each piece).
+            assert decoded.replace(" ", "") == text.replace(" ", "")
+        else:
+            assert decoded == text
     tok.save(directory / "saved.json")
     assert BPETokenizer.from_file(directory / "saved.json").encode(text, disallowed_special=()) == tok.encode(
         text, disallowed_special=()

@@ -173,7 +173,9 @@ def tokenizer_encode(files, tokenizer_path, fmt, allow_special):
     tok = BPETokenizer.from_file(tokenizer_path)
     allowed = "all" if allow_special else ()
     sources = [(str(f), Path(f).read_text(encoding="utf-8")) for f in files] or [
-        ("<stdin>", sys.stdin.read())
+        # Bytes, decoded strictly as the files are: under a C locale sys.stdin would turn invalid
+        # UTF-8 into lone surrogates, which encode() would then replace with U+FFFD.
+        ("<stdin>", sys.stdin.buffer.read().decode("utf-8"))
     ]
     for source, text in sources:
         if not allow_special:

@@ -431,57 +431,10 @@ impl Bpe {
         ids
     }
 
-    /// Merges a symbol sequence (any ids) to the end: the heap of [`Bpe::merge_long`] with every
-    /// pair looked up in the pair table. Used only for vocabularies that lack single bytes.
-    fn merge_ids(&self, mut ids: Vec<u32>, out: &mut Vec<u32>) {
-        let n = ids.len();
-        if n < 2 {
-            out.extend_from_slice(&ids);
-            return;
-        }
-        const NIL: u32 = u32::MAX;
-        let mut next: Vec<u32> = (1..=n as u32).collect();
-        next[n - 1] = NIL;
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        prev[0] = NIL;
-        let mut cur = vec![NO_PAIR; n];
-        let mut heap = BinaryHeap::with_capacity(n);
-        for i in 0..n - 1 {
-            cur[i] = self.pair(ids[i], ids[i + 1]);
-            if cur[i] != NO_PAIR {
-                heap.push(Reverse((cur[i], i as u32)));
-            }
-        }
-        while let Some(Reverse((p, pos))) = heap.pop() {
-            let i = pos as usize;
-            if cur[i] != p {
-                continue; // stale
-            }
-            let j = next[i] as usize;
-            ids[i] = p as u32;
-            let k = next[j];
-            next[i] = k;
-            if k != NIL {
-                prev[k as usize] = i as u32;
-            }
-            cur[j] = NO_PAIR;
-            cur[i] = if k != NIL { self.pair(ids[i], ids[k as usize]) } else { NO_PAIR };
-            if cur[i] != NO_PAIR {
-                heap.push(Reverse((cur[i], i as u32)));
-            }
-            if prev[i] != NIL {
-                let h = prev[i] as usize;
-                cur[h] = self.pair(ids[h], ids[i]);
-                if cur[h] != NO_PAIR {
-                    heap.push(Reverse((cur[h], h as u32)));
-                }
-            }
-        }
-        let mut i = 0u32;
-        while i != NIL {
-            out.push(ids[i as usize]);
-            i = next[i as usize];
-        }
+    /// Merges a symbol sequence (any ids) to the end with [`Bpe::heap_merge`], every first pair
+    /// looked up in the pair table. Used only for vocabularies that lack single bytes.
+    fn merge_ids(&self, ids: Vec<u32>, out: &mut Vec<u32>) {
+        self.heap_merge(ids, |ids, i| self.pair(ids[i], ids[i + 1]), out)
     }
 
     /// Whether all 256 single bytes are tokens (always, except for some Hugging Face files).
@@ -594,21 +547,34 @@ impl Bpe {
         out.extend_from_slice(&ids[..n]);
     }
 
+    /// O(n log n) merge of a piece of bytes (all of them tokens): [`Bpe::heap_merge`] with the
+    /// first round of pairs from the dense byte-pair table.
+    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        self.heap_merge(ids, |_, i| self.byte_pair(piece[i], piece[i + 1]), out)
+    }
+
     /// O(n log n) merge: binary heap of (packed rank, position) over a linked list, with lazy
     /// invalidation (an entry is live iff its node is alive and still has that packed rank).
-    fn merge_long(&self, piece: &[u8], out: &mut Vec<u32>) {
-        let n = piece.len();
+    /// `first_pair(ids, i)` is the packed pair of symbols i and i + 1 before any merge (generic,
+    /// so each caller's lookup is inlined).
+    #[inline(always)]
+    fn heap_merge<F: Fn(&[u32], usize) -> u64>(&self, mut ids: Vec<u32>, first_pair: F, out: &mut Vec<u32>) {
+        let n = ids.len();
+        if n < 2 {
+            out.extend_from_slice(&ids);
+            return;
+        }
         const NIL: u32 = u32::MAX;
-        let mut ids: Vec<u32> = piece.iter().map(|&b| self.byte_ids[b as usize]).collect();
         let mut next: Vec<u32> = (1..=n as u32).collect();
         next[n - 1] = NIL;
         let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
         prev[0] = NIL;
         let mut cur = vec![NO_PAIR; n];
         let mut heap_vec = Vec::with_capacity(n);
-        for i in 0..n - 1 {
-            let p = self.byte_pair(piece[i], piece[i + 1]);
-            cur[i] = p;
+        for (i, c) in cur.iter_mut().enumerate().take(n - 1) {
+            let p = first_pair(&ids, i);
+            *c = p;
             if p != NO_PAIR {
                 heap_vec.push(Reverse((p, i as u32)));
             }

@@ -109,6 +109,15 @@ impl CoreTokenizer {
         ids.iter().map(|&id| u32::try_from(id).or_else(|_| ids_result(Err(self.unknown(id))))).collect()
     }
 
+    /// One text's ids, with the GIL released unless the text is short.
+    fn encode_text(&self, py: Python<'_>, text: &str, policy: &SpecialPolicy) -> PyResult<Vec<u32>> {
+        if text.len() < DETACH_BYTES {
+            self.encode_one(text, policy)
+        } else {
+            py.detach(|| self.encode_one(text, policy))
+        }
+    }
+
     /// Flat ids and offsets of `texts`, encoded on the pool with the GIL released.
     fn encode_many(
         &self,
@@ -191,11 +200,7 @@ impl CoreTokenizer {
         add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let policy = self.policy(allowed, disallowed, add_special_tokens)?;
-        let ids = if text.len() < DETACH_BYTES {
-            self.encode_one(text, &policy)?
-        } else {
-            py.detach(|| self.encode_one(text, &policy))?
-        };
+        let ids = self.encode_text(py, text, &policy)?;
         self.to_list(py, &ids)
     }
 
@@ -311,11 +316,7 @@ impl CoreTokenizer {
         add_special_tokens: bool,
     ) -> PyResult<Bound<'py, PyArray1<u32>>> {
         let policy = self.policy(allowed, disallowed, add_special_tokens)?;
-        let ids = if text.len() < DETACH_BYTES {
-            self.encode_one(text, &policy)?
-        } else {
-            py.detach(|| self.encode_one(text, &policy))?
-        };
+        let ids = self.encode_text(py, text, &policy)?;
         Ok(ids.into_pyarray(py))
     }
 
