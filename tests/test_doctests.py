@@ -29,6 +29,7 @@ _MODULES = sorted(
 _MUST_HAVE_EXAMPLES = {
     "fastllm",
     "fastllm.tokenizer",
+    "fastllm.chat",
     "fastllm.config",
     "fastllm.dedup",
     "fastllm.data.dedup",

@@ -29,6 +29,7 @@ ROOT = Path(fastllm.__file__).resolve().parent
 FLOORS = [
     {"fastllm._core", "fastllm._io", "fastllm._checks", "fastllm._progress"},
     {
+        "fastllm.chat",
         "fastllm.config",
         "fastllm.tokenizer",
         "fastllm.kernels",
