@@ -553,24 +553,35 @@ class BPETokenizer:
         >>> tok.encode("a\\udc80b") == tok.encode("a\\ufffdb")
         True
         """
+        if isinstance(text, (bytes, bytearray, memoryview)):
+            data = bytes(text)
+            if errors not in _ENCODE_ERRORS:
+                _check_errors(errors)
+            allowed, disallowed, extra = self._policy(allowed_special, disallowed_special)
+            add = check_bool(add_special_tokens, "add_special_tokens")
+            if extra:
+                self._check_extra(data, extra)
+            return self._core.encode_bytes(data, allowed, disallowed, add)
+        return self._encode_str(
+            self._core.encode, text, allowed_special, disallowed_special, errors, add_special_tokens
+        )
+
+    def _encode_str(self, encode, text, allowed_special, disallowed_special, errors, add_special_tokens):
+        """`encode(text, ...)` (a `_core` method) with the arguments checked, and tiktoken's
+        surrogate fix-up (or the strict error) only after a UnicodeEncodeError, off the fast path."""
         if errors not in _ENCODE_ERRORS:
             _check_errors(errors)
         allowed, disallowed, extra = self._policy(allowed_special, disallowed_special)
         add = check_bool(add_special_tokens, "add_special_tokens")
-        if isinstance(text, (bytes, bytearray, memoryview)):
-            data = bytes(text)
-            if extra:
-                self._check_extra(data, extra)
-            return self._core.encode_bytes(data, allowed, disallowed, add)
         check_type(text, "text", str)
         if extra:
             self._check_extra(text, extra)
         try:
-            return self._core.encode(text, allowed, disallowed, add)
+            return encode(text, allowed, disallowed, add)
         except UnicodeEncodeError:
             if errors == "strict":
                 raise _surrogate_error(text, "text") from None
-            return self._core.encode(_replace_surrogates(text), allowed, disallowed, add)
+            return encode(_replace_surrogates(text), allowed, disallowed, add)
 
     def encode_ordinary(self, text: str | bytes, *, errors: EncodeErrors = "replace") -> list[int]:
         """Encodes with every special token treated as plain text."""
@@ -586,19 +597,9 @@ class BPETokenizer:
         add_special_tokens: bool = False,
     ) -> np.ndarray:
         """`encode` as a uint32 numpy array, made in Rust (no Python list in between)."""
-        if errors not in _ENCODE_ERRORS:
-            _check_errors(errors)
-        allowed, disallowed, extra = self._policy(allowed_special, disallowed_special)
-        add = check_bool(add_special_tokens, "add_special_tokens")
-        check_type(text, "text", str)
-        if extra:
-            self._check_extra(text, extra)
-        try:
-            return self._core.encode_numpy(text, allowed, disallowed, add)
-        except UnicodeEncodeError:
-            if errors == "strict":
-                raise _surrogate_error(text, "text") from None
-            return self._core.encode_numpy(_replace_surrogates(text), allowed, disallowed, add)
+        return self._encode_str(
+            self._core.encode_numpy, text, allowed_special, disallowed_special, errors, add_special_tokens
+        )
 
     def encode_single_token(self, text_or_bytes: str | bytes) -> int:
         """The id of the one token whose bytes are exactly these (a special token by its text);
